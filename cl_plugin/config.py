@@ -1,0 +1,263 @@
+"""The ``continual_learning:`` configuration section as validated models.
+
+Every key of the original design's YAML section is here with its documented default; a few keys the plugin
+adds carry their own defaults. A misspelt or ill-typed key raises :class:`~cl_plugin.errors.ConfigError`
+naming the key and what it accepts. The classic classes take either one section as a dict
+(``ProductionInteractionLogger(config["logging"])``) or keyword arguments; both go through these models.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cl_plugin.errors import ConfigError
+
+__all__ = [
+    "ABTestingConfig",
+    "ActiveLearningConfig",
+    "ContinualLearningConfig",
+    "DriftDetectionConfig",
+    "FailureAnalysisConfig",
+    "LoggingConfig",
+    "PrivacyConfig",
+    "RetrainingConfig",
+    "ValidationConfig",
+    "load_config",
+    "parse_section",
+]
+
+HASH_KEY_ENV = "CL_PLUGIN_HASH_KEY"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class LoggingConfig(_Section):
+    """Production interaction logging (``continual_learning.logging``)."""
+
+    enabled: bool = True
+    storage: str = "./cache/production_logs"
+    use_sqlite: bool = True
+    use_compression: bool = True
+    buffer_size: int = Field(1000, ge=1, le=1_000_000)
+    sanitize_pii: bool = True
+    use_langsmith: bool = False
+    langsmith_project: str = "production-feedback"
+    # Plugin keys.
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; None means SQLite at <storage>/interactions.db"
+    )
+    flush_interval: float = Field(1.0, gt=0, le=3600, description="seconds between timed flushes")
+    durability: Literal["batch", "sync"] = "batch"
+    max_queue: int = Field(100_000, ge=1, description="records held in memory before callers wait")
+    max_text_length: int = Field(100_000, ge=100, description="longer text fields are truncated")
+
+
+class ValidationConfig(_Section):
+    """Data quality checks of :class:`~cl_plugin.privacy.DataQualityValidator` (``continual_learning.validation``)."""
+
+    min_query_length: int = Field(1, ge=0)
+    max_query_length: int = Field(10_000, ge=1)
+    min_response_length: int = Field(1, ge=0)
+    max_response_length: int = Field(100_000, ge=1)
+    min_feedback_score: float = 1.0
+    max_feedback_score: float = 5.0
+    blocked_patterns: list[str] = Field(default_factory=list)
+    check_pii: bool = True
+
+
+class PrivacyConfig(_Section):
+    """Privacy and security (``continual_learning.privacy``)."""
+
+    anonymize_user_ids: bool = True
+    hash_session_ids: bool = True
+    redact_sensitive_fields: bool = True
+    retention_days: int = Field(90, ge=1)
+    # Plugin keys.
+    hash_key: str | None = Field(None, description=f"HMAC key; falls back to ${HASH_KEY_ENV}")
+    hash_key_env: str = HASH_KEY_ENV
+
+    def resolve_hash_key(self) -> str | None:
+        """The HMAC key from config or environment, or None when neither has one."""
+        return self.hash_key or os.environ.get(self.hash_key_env) or None
+
+
+class FailureAnalysisConfig(_Section):
+    """Failure pattern analysis (``continual_learning.failure_analysis``)."""
+
+    enabled: bool = True
+    min_cluster_size: int = Field(5, ge=2)
+    similarity_threshold: float = Field(0.7, gt=0, lt=1)
+    analyze_frequency: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
+    slow_response_ms: float = Field(5000.0, gt=0)
+    low_rating_threshold: float = 3.0
+
+
+class ActiveLearningConfig(_Section):
+    """Active learning selection (``continual_learning.active_learning``)."""
+
+    enabled: bool = True
+    budget_per_cycle: int = Field(50, ge=1)
+    selection_strategy: Literal["uncertainty", "diversity", "hybrid", "failure"] = "hybrid"
+    diversity_weight: float = Field(0.3, ge=0, le=1)
+
+
+class RetrainingConfig(_Section):
+    """Incremental retraining (``continual_learning.retraining``)."""
+
+    schedule: Literal["daily", "weekly", "monthly"] = "weekly"
+    min_new_samples: int = Field(100, ge=1)
+    validation_split: float = Field(0.2, gt=0, lt=1)
+    enable_ab_test: bool = True
+
+
+class DriftDetectionConfig(_Section):
+    """Data drift detection (``continual_learning.drift_detection``)."""
+
+    enabled: bool = True
+    window_size: int = Field(1000, ge=10)
+    threshold: float = Field(0.1, gt=0)
+    detection_method: Literal["kolmogorov_smirnov", "psi"] = "kolmogorov_smirnov"
+
+
+class ABTestingConfig(_Section):
+    """A/B testing (``continual_learning.ab_testing``)."""
+
+    enabled: bool = False
+    traffic_split: float = Field(0.1, gt=0, lt=1)
+    min_samples: int = Field(1000, ge=2)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+
+
+class ContinualLearningConfig(_Section):
+    """The whole ``continual_learning:`` section."""
+
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    failure_analysis: FailureAnalysisConfig = Field(default_factory=FailureAnalysisConfig)
+    active_learning: ActiveLearningConfig = Field(default_factory=ActiveLearningConfig)
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
+    drift_detection: DriftDetectionConfig = Field(default_factory=DriftDetectionConfig)
+    ab_testing: ABTestingConfig = Field(default_factory=ABTestingConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any) -> Any:
+        # An empty YAML section (``logging:``) parses as None: treat it as "all defaults".
+        return {} if value is None else value
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def _describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Say what a key accepts: its type, range or allowed values, or the known keys."""
+    target: Any = model
+    for part in loc[:-1]:
+        info = target.model_fields.get(part) if isinstance(part, str) else None
+        if (
+            info is None
+            or not isinstance(info.annotation, type)
+            or not issubclass(info.annotation, BaseModel)
+        ):
+            break
+        target = info.annotation
+    return ", ".join(sorted(target.model_fields))
+
+
+def _config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+    lines = []
+    first_key = None
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in (prefix, *loc) if p != "")
+        first_key = first_key or key
+        if err["type"] == "extra_forbidden":
+            allowed = _describe_allowed(model, loc)
+            lines.append(f"unknown key {key!r}; the keys allowed here are: {allowed}")
+        else:
+            value = err.get("input")
+            lines.append(f"{key}: {err['msg']} (got {value!r})")
+    return ConfigError("invalid configuration: " + "; ".join(lines), key=first_key)
+
+
+def parse_section(model: type[S], data: Any = None, *, prefix: str = "", **overrides: Any) -> S:
+    """Validate one config section given as a model, a dict, or keyword arguments.
+
+    Args:
+        model: the section's model class.
+        data: an instance of ``model``, a dict, or None for defaults.
+        prefix: the section's name, used in error messages (``"logging"``).
+        **overrides: keys that replace those in ``data``.
+
+    Returns:
+        A validated instance of ``model``.
+
+    Raises:
+        ConfigError: a key is unknown or a value is ill-typed or out of range.
+    """
+    if isinstance(data, model) and not overrides:
+        return data
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{prefix or model.__name__} config must be a dict or {model.__name__}, got {type(data).__name__}",
+            key=prefix or None,
+        )
+    merged = {**data, **overrides}
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, model, prefix) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> ContinualLearningConfig:
+    """Read the ``continual_learning:`` section of a YAML file.
+
+    Args:
+        path: a YAML file holding a top-level ``continual_learning:`` key (other top-level keys are ignored,
+            so a project's shared ``config.yaml`` can be passed as is). None gives every default.
+        **overrides: whole sections to replace, as dicts (``logging={"buffer_size": 10}``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key is unknown or ill-typed.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {str(p)!r} does not exist; pass the path of your YAML file"
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict) or "continual_learning" not in loaded:
+            raise ConfigError(
+                f"config file {str(p)!r} has no top-level 'continual_learning:' key; "
+                "put the settings under that key",
+                key="continual_learning",
+            )
+        data = loaded["continual_learning"] or {}
+        if not isinstance(data, dict):
+            raise ConfigError("'continual_learning' must be a mapping of sections", key="continual_learning")
+    for name, section in overrides.items():
+        base = data.get(name) or {}
+        data[name] = {**base, **section} if isinstance(section, dict) else section
+    return parse_section(ContinualLearningConfig, data, prefix="continual_learning")

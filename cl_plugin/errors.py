@@ -1,0 +1,83 @@
+"""One small hierarchy of errors. Each message says what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClPluginError",
+    "ConfigError",
+    "InvalidRecordError",
+    "MissingDependencyError",
+    "PrivacyConfigError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownInteractionError",
+]
+
+
+class ClPluginError(Exception):
+    """Base class of every error cl_plugin raises on purpose."""
+
+
+class ConfigError(ClPluginError, ValueError):
+    """A configuration key is misspelt, ill-typed or out of range.
+
+    Attributes:
+        key: dotted path of the offending key (``"logging.buffer_size"``).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidRecordError(ClPluginError, ValueError):
+    """A record handed to the logger or the store cannot be stored as given.
+
+    Attributes:
+        field: the offending field (``"latency_ms"``).
+        interaction_id: the record's id, when it has one.
+    """
+
+    def __init__(self, message: str, *, field: str, interaction_id: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.interaction_id = interaction_id
+
+
+class PrivacyConfigError(ConfigError):
+    """Privacy settings ask for something that cannot be done (for example hashing without a key)."""
+
+
+class StoreError(ClPluginError):
+    """The store could not do what was asked."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now; the writer spills to its journal meanwhile."""
+
+
+class UnknownInteractionError(StoreError, KeyError):
+    """An operation names an interaction id that the store has never seen.
+
+    Attributes:
+        interaction_id: the unknown id.
+    """
+
+    def __init__(self, interaction_id: str) -> None:
+        super().__init__(
+            f"no interaction with id {interaction_id!r} exists in the store; "
+            "check the id (it is the root run id of the graph invocation, or the id you logged)"
+        )
+        self.interaction_id = interaction_id
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class MissingDependencyError(ClPluginError, ImportError):
+    """An optional extra is needed; the message carries the exact ``pip install`` command."""
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional package {package!r}: run `pip install 'cl-plugin[{extra}]'`"
+        )

@@ -1,0 +1,246 @@
+"""The record types of the classic API.
+
+``ProductionInteraction`` carries exactly the columns of the ``interactions`` table of the original design
+(same names, same meaning), plus the few the plugin needs: the LangChain/LangSmith run id, the graph name,
+the (hashed) user id and user corrections. Flags and scores are ``None`` when unknown: a run without
+retrieval has ``retrieval_failed=None``, not ``False``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import orjson
+
+__all__ = ["SPEC_FIELDS", "ProductionInteraction", "interaction_problems", "is_finite_number"]
+
+Thumbs = Literal["up", "down"]
+
+# The interactions columns of the original schema, in its order.
+SPEC_FIELDS: tuple[str, ...] = (
+    "interaction_id",
+    "timestamp",
+    "session_id",
+    "user_query",
+    "agent_selected",
+    "agent_confidence",
+    "response",
+    "user_feedback_score",
+    "thumbs_up_down",
+    "latency_ms",
+    "tokens_used",
+    "cost",
+    "hallucination_detected",
+    "retrieval_failed",
+    "error_occurred",
+    "retrieval_quality",
+    "metadata",
+)
+
+_FLAGS = ("hallucination_detected", "retrieval_failed", "error_occurred")
+
+
+@dataclass(kw_only=True, slots=True)
+class ProductionInteraction:
+    """One production interaction: a query, the agent that answered it, the answer and its outcome.
+
+    Args:
+        interaction_id: unique id; for captured graph runs, the root run id.
+        timestamp: unix time in seconds.
+        session_id: conversation or thread id.
+        user_query: the user's query.
+        response: the system's answer.
+        agent_selected: the agent the router chose (``"HRM"``, ``"TRM"``, ``"MCTS"``, ...).
+        agent_confidence: the router's confidence in that choice, in [0, 1].
+        user_feedback_score: star rating (1 to 5 by default).
+        thumbs_up_down: ``"up"`` or ``"down"``.
+        latency_ms: end-to-end latency in milliseconds.
+        tokens_used: tokens summed over model calls.
+        cost: cost in the user's currency unit.
+        hallucination_detected: whether a hallucination was detected (``None``: not checked).
+        retrieval_failed: whether retrieval failed (``None``: no retrieval happened).
+        error_occurred: whether the run raised.
+        retrieval_quality: relevance of retrieved context, in [0, 1].
+        metadata: JSON-serializable extra data.
+        run_id: the LangChain root run id (also the LangSmith run id).
+        graph_name: the name of the graph that produced the interaction.
+        user_id: the end user's id; stored hashed when the privacy config asks for it.
+        corrections: user-provided corrections of the response.
+    """
+
+    interaction_id: str
+    timestamp: float
+    session_id: str
+    user_query: str
+    response: str
+    agent_selected: str | None = None
+    agent_confidence: float | None = None
+    user_feedback_score: float | None = None
+    thumbs_up_down: Thumbs | None = None
+    latency_ms: float | None = None
+    tokens_used: int | None = None
+    cost: float | None = None
+    hallucination_detected: bool | None = None
+    retrieval_failed: bool | None = None
+    error_occurred: bool | None = None
+    retrieval_quality: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    graph_name: str | None = None
+    user_id: str | None = None
+    corrections: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain dict of every field (a deep copy of metadata and corrections)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProductionInteraction:
+        """Build an interaction from a dict such as a row of ``query_interactions``.
+
+        Integer flags (``0``/``1``) become booleans and a JSON ``metadata`` string is parsed. Keys that are
+        not fields of the record are ignored, so store rows with extra columns are accepted.
+        """
+        known = _FIELD_NAMES
+        values = {k: v for k, v in data.items() if k in known}
+        for flag in _FLAGS:
+            if values.get(flag) is not None:
+                values[flag] = bool(values[flag])
+        for key in ("metadata", "corrections"):
+            raw = values.get(key)
+            if isinstance(raw, str | bytes):
+                values[key] = orjson.loads(raw) if raw else None
+            if values.get(key) is None:
+                values.pop(key, None)
+        return cls(**values)
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(ProductionInteraction))
+
+
+def is_finite_number(value: object) -> bool:
+    """True for ints and finite floats (bools excluded)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _optional_number(v: object, low: float, high: float) -> bool:
+    return v is None or (type(v) in (float, int) and low <= v <= high)  # NaN fails both comparisons
+
+
+def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -> bool:
+    """The common case in one expression; :func:`interaction_problems` explains when it is False."""
+    inf = math.inf
+    big = sys.float_info.max  # an upper bound that rejects inf
+    return (
+        type(item.interaction_id) is str
+        and item.interaction_id != ""
+        and type(item.timestamp) in (float, int)
+        and 0 <= item.timestamp < inf
+        and type(item.session_id) is str
+        and type(item.user_query) is str
+        and type(item.response) is str
+        and _optional_number(item.agent_confidence, 0, 1)
+        and _optional_number(item.retrieval_quality, 0, 1)
+        and _optional_number(item.latency_ms, 0, big)
+        and _optional_number(item.cost, 0, big)
+        and _optional_number(item.user_feedback_score, min_score, max_score)
+        and (item.tokens_used is None or (type(item.tokens_used) is int and item.tokens_used >= 0))
+        and item.thumbs_up_down in (None, "up", "down")
+        and item.hallucination_detected in (None, True, False)
+        and item.retrieval_failed in (None, True, False)
+        and item.error_occurred in (None, True, False)
+        and (item.agent_selected is None or type(item.agent_selected) is str)
+        and (item.run_id is None or type(item.run_id) is str)
+        and (item.graph_name is None or type(item.graph_name) is str)
+        and (item.user_id is None or type(item.user_id) is str)
+        and type(item.metadata) is dict
+        and type(item.corrections) is list
+        and all(type(c) is str for c in item.corrections)
+    )
+
+
+def interaction_problems(
+    item: ProductionInteraction, *, min_score: float = 1.0, max_score: float = 5.0
+) -> list[tuple[str, str]]:
+    """Problems that make an interaction unstorable as given, as ``(field, message)`` pairs.
+
+    These are hard errors (wrong types, NaN or infinite numbers, values out of range). Text that is too
+    long, holds lone surrogates or PII is not a problem here: the writer repairs, truncates and redacts it.
+    """
+    if _quick_ok(item, min_score, max_score):
+        return []
+    problems: list[tuple[str, str]] = []
+
+    def need(ok: bool, name: str, message: str) -> None:
+        if not ok:
+            problems.append((name, message))
+
+    need(
+        isinstance(item.interaction_id, str) and item.interaction_id != "",
+        "interaction_id",
+        "must be a non-empty string",
+    )
+    need(
+        is_finite_number(item.timestamp) and item.timestamp >= 0,
+        "timestamp",
+        f"must be a finite unix time in seconds (got {item.timestamp!r})",
+    )
+    for name in ("session_id", "user_query", "response"):
+        need(
+            isinstance(getattr(item, name), str),
+            name,
+            f"must be a string (got {type(getattr(item, name)).__name__})",
+        )
+    for name in ("agent_confidence", "retrieval_quality"):
+        v = getattr(item, name)
+        need(
+            v is None or (is_finite_number(v) and 0 <= v <= 1),
+            name,
+            f"must be a number in [0, 1] or None (got {v!r})",
+        )
+    for name in ("latency_ms", "cost"):
+        v = getattr(item, name)
+        need(
+            v is None or (is_finite_number(v) and v >= 0),
+            name,
+            f"must be a finite number >= 0 or None (got {v!r})",
+        )
+    v = item.tokens_used
+    need(
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+        "tokens_used",
+        f"must be an int >= 0 or None (got {v!r})",
+    )
+    v = item.user_feedback_score
+    need(
+        v is None or (is_finite_number(v) and min_score <= v <= max_score),
+        "user_feedback_score",
+        f"must be a number in [{min_score}, {max_score}] or None (got {v!r})",
+    )
+    need(
+        item.thumbs_up_down in (None, "up", "down"),
+        "thumbs_up_down",
+        f"must be 'up', 'down' or None (got {item.thumbs_up_down!r})",
+    )
+    for name in _FLAGS:
+        v = getattr(item, name)
+        need(
+            v is None or isinstance(v, bool) or v in (0, 1), name, f"must be True, False or None (got {v!r})"
+        )
+    for name in ("agent_selected", "run_id", "graph_name", "user_id"):
+        v = getattr(item, name)
+        need(v is None or isinstance(v, str), name, f"must be a string or None (got {type(v).__name__})")
+    need(isinstance(item.metadata, dict), "metadata", f"must be a dict (got {type(item.metadata).__name__})")
+    need(
+        isinstance(item.corrections, list | tuple) and all(isinstance(c, str) for c in item.corrections),
+        "corrections",
+        "must be a list of strings",
+    )
+    return problems
