@@ -1,0 +1,209 @@
+"""Turning records into storable rows and back, with every text field made safe on the way in.
+
+:class:`Sanitizer` is the single boundary the architecture asks for: it redacts PII, hashes ids, repairs
+text the database would reject (lone surrogates, NUL), truncates huge text and serializes metadata. It runs
+on the writer thread, never on the caller's. When redaction of a field fails, the field becomes
+``[REDACTED]``: the raw text is never kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cl_plugin.records import ProductionInteraction
+
+__all__ = [
+    "INTERACTION_COLUMNS",
+    "Sanitizer",
+    "interaction_from_row",
+    "row_from_interaction",
+]
+
+log = logging.getLogger("cl_plugin.store")
+
+REDACTED = "[REDACTED]"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+INTERACTION_COLUMNS: tuple[str, ...] = (
+    "interaction_id",
+    "timestamp",
+    "session_id",
+    "user_query",
+    "agent_selected",
+    "agent_confidence",
+    "response",
+    "user_feedback_score",
+    "thumbs_up_down",
+    "latency_ms",
+    "tokens_used",
+    "cost",
+    "hallucination_detected",
+    "retrieval_failed",
+    "error_occurred",
+    "retrieval_quality",
+    "metadata",
+    "run_id",
+    "graph_name",
+    "user_id",
+    "corrections",
+)
+_FLAG_COLUMNS = ("hallucination_detected", "retrieval_failed", "error_occurred")
+
+
+def repair_text(text: str) -> str:
+    """Replace what a database rejects: lone surrogates (not UTF-8) and NUL (refused by PostgreSQL)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _SURROGATES.sub("\ufffd", text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    return f"<unserializable {type(obj).__name__}>"
+
+
+def _plain(obj: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of ``obj``: cycles and depth over 32 are cut, unknown objects become their type."""
+    if depth > 32:
+        return "<too deep>"
+    if isinstance(obj, str | int | bool) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_plain(v, depth + 1) for v in obj]
+    return _json_default(obj)
+
+
+def dumps(obj: Any) -> str:
+    """Serialize to compact JSON; never raises (cycles, huge nesting and odd objects degrade to text)."""
+    try:
+        return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(_plain(obj)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Sanitizer:
+    """Makes a record safe to store.
+
+    Args:
+        redact: text -> redacted text (a PII redactor's ``redact``), or None to keep text as is.
+        max_text_length: longer text is cut to this many characters and marked.
+        hash_id: id -> keyed hash, or None.
+        hash_sessions: hash ``session_id`` with ``hash_id``.
+        hash_users: hash ``user_id`` with ``hash_id``.
+    """
+
+    redact: Callable[[str], str] | None = None
+    max_text_length: int = 100_000
+    hash_id: Callable[[str], str] | None = None
+    hash_sessions: bool = False
+    hash_users: bool = False
+
+    def text(self, value: str) -> str:
+        """A safe copy of one text field."""
+        limit = self.max_text_length
+        # Cut far beyond the limit first so redaction cost stays bounded, then redact, then cut to the limit:
+        # a PII value split by the first cut lies beyond the limit and is dropped with it.
+        original_length = len(value)
+        if original_length > 2 * limit:
+            value = value[: 2 * limit]
+        value = repair_text(value)
+        if self.redact is not None:
+            try:
+                value = self.redact(value)
+            except Exception:
+                log.exception("redaction failed; the field is stored as %s", REDACTED)
+                return REDACTED
+        if len(value) > limit:
+            value = f"{value[:limit]}…[truncated {original_length - limit} chars]"
+        return value
+
+    def value(self, obj: Any, depth: int = 0) -> Any:
+        """A safe copy of a JSON-like value: every string in it (keys included) goes through :meth:`text`."""
+        if isinstance(obj, str):
+            return self.text(obj)
+        if obj is None or isinstance(obj, bool | int):
+            return obj
+        if isinstance(obj, float):
+            return obj if math.isfinite(obj) else None
+        if depth > 32:
+            return "<too deep>"
+        if isinstance(obj, dict):
+            return {self.text(str(k)): self.value(v, depth + 1) for k, v in obj.items()}
+        if isinstance(obj, list | tuple | set | frozenset):
+            return [self.value(v, depth + 1) for v in obj]
+        return f"<unserializable {type(obj).__name__}>"
+
+    def identifier(self, value: str | None, hashed: bool) -> str | None:
+        if value is None:
+            return None
+        value = repair_text(str(value))
+        if hashed and self.hash_id is not None:
+            return self.hash_id(value)
+        return self.text(value)
+
+
+def _flag(value: Any) -> int | None:
+    return None if value is None else int(bool(value))
+
+
+def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str, Any]:
+    """The sanitized ``interactions`` row of an interaction (metadata and corrections as JSON text)."""
+    metadata = s.value(item.metadata) if item.metadata else None
+    corrections = s.value(list(item.corrections)) if item.corrections else None
+    return {
+        "interaction_id": repair_text(str(item.interaction_id)),
+        "timestamp": float(item.timestamp),
+        "session_id": s.identifier(item.session_id, s.hash_sessions) or "",
+        "user_query": s.text(item.user_query),
+        "agent_selected": None if item.agent_selected is None else s.text(str(item.agent_selected)),
+        "agent_confidence": item.agent_confidence,
+        "response": s.text(item.response),
+        "user_feedback_score": item.user_feedback_score,
+        "thumbs_up_down": item.thumbs_up_down,
+        "latency_ms": item.latency_ms,
+        "tokens_used": item.tokens_used,
+        "cost": item.cost,
+        "hallucination_detected": _flag(item.hallucination_detected),
+        "retrieval_failed": _flag(item.retrieval_failed),
+        "error_occurred": _flag(item.error_occurred),
+        "retrieval_quality": item.retrieval_quality,
+        "metadata": None if metadata is None else dumps(metadata),
+        "run_id": item.run_id,
+        "graph_name": None if item.graph_name is None else s.text(item.graph_name),
+        "user_id": s.identifier(item.user_id, s.hash_users),
+        "corrections": None if corrections is None else dumps(corrections),
+    }
+
+
+def interaction_from_row(out: dict[str, Any]) -> dict[str, Any]:
+    """Turn a stored row, in place, into the classic API's dict.
+
+    Flags become booleans (None stays None: unknown), ``metadata`` a dict and ``corrections`` a list.
+    """
+    for flag in _FLAG_COLUMNS:
+        v = out.get(flag)
+        if v is not None:
+            out[flag] = v == 1 or v is True
+    v = out.get("metadata")
+    out["metadata"] = orjson.loads(v) if type(v) is str and v else (v or {})
+    v = out.get("corrections")
+    out["corrections"] = orjson.loads(v) if type(v) is str and v else (v or [])
+    return out

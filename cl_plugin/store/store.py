@@ -1,0 +1,512 @@
+"""The store: one SQLModel schema on SQLite (embedded default) or PostgreSQL (scale-out).
+
+Writes come in batches, one transaction per batch, through SQLAlchemy Core with the driver's
+``executemany`` (building one ORM object per row is an order of magnitude slower). Reads are typed queries
+with every filter the classic API uses, plus chunked iteration for scans that must not hold everything in
+memory. ``setup()`` runs the migrations, idempotently and under a lock, so several processes may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from operator import itemgetter
+from typing import Any, Literal
+
+import orjson
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, Integer, Select, delete, func, or_, select, text, tuple_
+from sqlalchemy import Table as SATable
+
+from cl_plugin.store.engine import WRITE, make_engine
+from cl_plugin.store.rows import INTERACTION_COLUMNS, dumps, interaction_from_row
+from cl_plugin.store.tables import Decision, Feedback, Interaction, InteractionRevision, NodeRun
+
+__all__ = ["Batch", "Store", "WriteResult"]
+
+log = logging.getLogger("cl_plugin.store")
+
+_INTERACTIONS: SATable = Interaction.__table__  # type: ignore[assignment]
+_TABLES: dict[str, SATable] = {
+    "interactions": _INTERACTIONS,
+    "node_runs": NodeRun.__table__,  # type: ignore[dict-item]
+    "decisions": Decision.__table__,  # type: ignore[dict-item]
+    "feedback": Feedback.__table__,  # type: ignore[dict-item]
+}
+_REVISIONS: SATable = InteractionRevision.__table__  # type: ignore[assignment]
+# Tables whose rows hang off an interaction and go with it on purge.
+_CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions")
+_ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
+
+
+@dataclass
+class Batch:
+    """Rows to write in one transaction, by table name. Rows are dicts keyed by column name."""
+
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.tables.setdefault(table, []).append(row)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.tables.values())
+
+
+@dataclass
+class WriteResult:
+    """What one batch did: rows inserted, identical repeats ignored, changed repeats updated (with history)."""
+
+    inserted: int = 0
+    unchanged: int = 0
+    updated: int = 0
+
+
+class Store:
+    """A database of interactions, node runs, decisions and feedback.
+
+    Build one with :meth:`from_url`, then call :meth:`setup` once (it is idempotent).
+
+    Example:
+        >>> store = Store.from_url("sqlite://").setup()
+        >>> store.count_interactions()
+        0
+    """
+
+    def __init__(self, engine: Engine, lock: Any, url: str) -> None:
+        self.engine = engine
+        self._lock = lock
+        self.url = url
+        self._insert_columns = {
+            name: [c.name for c in t.columns if not (c.primary_key and c.autoincrement is True)]
+            for name, t in _TABLES.items()
+        }
+        self._insert_sql = {name: self._insert_statement(t) for name, t in _TABLES.items()}
+
+    @classmethod
+    def from_url(cls, url: str, *, synchronous: str = "NORMAL", **engine_kwargs: Any) -> Store:
+        """Open a store.
+
+        Args:
+            url: ``sqlite:///path/to/file.db``, ``sqlite://`` (in memory, one process) or
+                ``postgresql+psycopg://user@host:5432/db``.
+            synchronous: SQLite durability: ``NORMAL`` survives a killed process, ``FULL`` a power cut too.
+            **engine_kwargs: passed to :func:`sqlalchemy.create_engine`.
+
+        Returns:
+            The store (call :meth:`setup` before first use).
+
+        Raises:
+            ConfigError: the URL is not a supported database.
+            MissingDependencyError: PostgreSQL without ``cl-plugin[postgres]`` installed.
+        """
+        engine, lock = make_engine(url, synchronous=synchronous, **engine_kwargs)
+        return cls(engine, lock, url)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- schema ---------------------------------------------------------------------------------------
+
+    def setup(self) -> Store:
+        """Create or upgrade the schema to the newest migration. Safe to call from many processes at once.
+
+        Returns:
+            The store itself, for chaining.
+        """
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(resources.files("cl_plugin.store") / "migrations"))
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return self
+
+    def schema_version(self) -> str | None:
+        """The id of the newest migration applied, or None for an empty database."""
+        with self._lock, self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self._lock, self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def _insert_statement(self, table: SATable) -> str:
+        cols = [c.name for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        pk = ", ".join(c.name for c in table.primary_key.columns)
+        quoted = ", ".join(self.engine.dialect.identifier_preparer.quote(c) for c in cols)
+        marks = ", ".join([mark] * len(cols))
+        return f"INSERT INTO {table.name} ({quoted}) VALUES ({marks}) ON CONFLICT ({pk}) DO NOTHING"
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Write a batch in one transaction.
+
+        A row whose primary key exists already is an idempotent no-op when its data is the same; an
+        interaction logged again with different data replaces the stored one, whose earlier content is kept
+        in ``interaction_revisions``. Nothing is silently dropped.
+
+        Args:
+            batch: rows by table name (``interactions``, ``node_runs``, ``decisions``, ``feedback``).
+
+        Returns:
+            Counts of inserted, unchanged and updated rows.
+        """
+        result = WriteResult()
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            for name, rows in batch.tables.items():
+                if rows:
+                    self._write_table(conn, name, rows, result)
+        return result
+
+    def _write_table(
+        self, conn: Connection, name: str, rows: list[dict[str, Any]], result: WriteResult
+    ) -> None:
+        cols = self._insert_columns[name]
+        try:
+            getter = itemgetter(*cols)
+            params = [getter(row) for row in rows]
+        except KeyError:  # rows that leave some columns out: missing means NULL
+            params = [tuple(row.get(c) for c in cols) for row in rows]
+        inserted = conn.exec_driver_sql(self._insert_sql[name], params).rowcount
+        if inserted == len(rows) and self.engine.dialect.supports_sane_multi_rowcount:
+            result.inserted += inserted
+            return
+        if name != "interactions":
+            result.inserted += max(inserted, 0)
+            result.unchanged += len(rows) - max(inserted, 0)
+            return
+        self._reconcile_interactions(conn, rows, inserted, result)
+
+    def _reconcile_interactions(
+        self, conn: Connection, rows: list[dict[str, Any]], inserted: int, result: WriteResult
+    ) -> None:
+        """Some ids existed: keep identical repeats as no-ops, update changed ones and keep their history."""
+        ids = list({r["interaction_id"] for r in rows})
+        current: dict[str, dict[str, Any]] = {}
+        for chunk_start in range(0, len(ids), 500):
+            chunk = ids[chunk_start : chunk_start + 500]
+            res = conn.execute(select(_INTERACTIONS).where(_INTERACTIONS.c.interaction_id.in_(chunk)))
+            keys = list(res.keys())
+            for values in res:
+                current[values[0]] = dict(zip(keys, values, strict=True))
+        updated = 0
+        for row in rows:
+            iid = row["interaction_id"]
+            stored = current[iid]
+            if all(stored.get(c) == row.get(c) for c in INTERACTION_COLUMNS):
+                continue
+            conn.execute(
+                _REVISIONS.insert().values(interaction_id=iid, revised_at=time.time(), previous=dumps(stored))
+            )
+            values = {c: row.get(c) for c in INTERACTION_COLUMNS if c != "interaction_id"}
+            conn.execute(_INTERACTIONS.update().where(_INTERACTIONS.c.interaction_id == iid).values(**values))
+            current[iid] = {**stored, **values}
+            updated += 1
+        result.inserted += inserted
+        result.updated += updated
+        result.unchanged += len(rows) - inserted - updated
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def _where(
+        self,
+        *,
+        min_feedback_score: float | None = None,
+        max_feedback_score: float | None = None,
+        agent: str | Sequence[str] | None = None,
+        session_id: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        error_occurred: bool | None = None,
+        hallucination_detected: bool | None = None,
+        retrieval_failed: bool | None = None,
+        has_feedback: bool | None = None,
+        graph_name: str | None = None,
+    ) -> list[Any]:
+        c = _INTERACTIONS.c
+        conds: list[Any] = []
+        if min_feedback_score is not None:
+            conds.append(c.user_feedback_score >= min_feedback_score)
+        if max_feedback_score is not None:
+            conds.append(c.user_feedback_score <= max_feedback_score)
+        if agent is not None:
+            conds.append(c.agent_selected == agent if isinstance(agent, str) else c.agent_selected.in_(agent))
+        if session_id is not None:
+            conds.append(c.session_id == session_id)
+        if start_time is not None:
+            conds.append(c.timestamp >= start_time)
+        if end_time is not None:
+            conds.append(c.timestamp < end_time)
+        for col, want in (
+            (c.error_occurred, error_occurred),
+            (c.hallucination_detected, hallucination_detected),
+            (c.retrieval_failed, retrieval_failed),
+        ):
+            if want is not None:
+                conds.append(col == int(want))
+        if has_feedback is not None:
+            has = or_(c.user_feedback_score.is_not(None), c.thumbs_up_down.is_not(None))
+            conds.append(has if has_feedback else ~has)
+        if graph_name is not None:
+            conds.append(c.graph_name == graph_name)
+        return conds
+
+    def query_interactions(
+        self,
+        *,
+        limit: int | None = 100,
+        offset: int = 0,
+        order: Literal["newest", "oldest"] = "newest",
+        **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """Interactions matching every given filter, newest first by default.
+
+        Args:
+            limit: most rows to return (None for all).
+            offset: rows to skip.
+            order: ``"newest"`` or ``"oldest"`` first.
+            **filters: ``min_feedback_score``, ``max_feedback_score`` (inclusive), ``agent`` (one name or a
+                list), ``session_id``, ``start_time`` (inclusive), ``end_time`` (exclusive),
+                ``error_occurred``, ``hallucination_detected``, ``retrieval_failed``, ``has_feedback``,
+                ``graph_name``.
+
+        Returns:
+            One dict per interaction with the original design's fields (flags as booleans, ``metadata`` as a
+            dict) plus ``run_id``, ``graph_name``, ``user_id`` and ``corrections``.
+
+        Raises:
+            TypeError: an unknown filter name.
+            ValueError: a negative ``limit`` or ``offset``, or an unknown ``order``.
+        """
+        if (limit is not None and limit < 0) or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0 (got limit={limit}, offset={offset})")
+        if order not in ("newest", "oldest"):
+            raise ValueError(f"order must be 'newest' or 'oldest' (got {order!r})")
+        c = _INTERACTIONS.c
+        ts, iid = (
+            (c.timestamp.desc(), c.interaction_id.desc())
+            if order == "newest"
+            else (c.timestamp, c.interaction_id)
+        )
+        stmt = select(_INTERACTIONS).where(*self._where(**filters)).order_by(ts, iid).offset(offset or None)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self._fetch_interactions(stmt)
+
+    def _fetch_interactions(self, stmt: Select) -> list[dict[str, Any]]:
+        """Run a select of whole interaction rows on the driver's cursor and convert rows to dicts.
+
+        Reads return many wide rows, so they skip SQLAlchemy's result layer (about a quarter of the time of
+        a 1,000-row read) and go straight from the DBAPI cursor to the classic API's dicts.
+        """
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params: Any = compiled.params
+        if compiled.positiontup is not None:
+            params = tuple(params[name] for name in compiled.positiontup)
+        with self._lock, self.engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(str(compiled), params)
+                keys = [d[0] for d in cursor.description]
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return [interaction_from_row(dict(zip(keys, row, strict=True))) for row in rows]
+
+    def iter_interactions(self, *, chunk_size: int = 5000, **filters: Any) -> Iterator[list[dict[str, Any]]]:
+        """Scan matching interactions oldest first, in chunks, holding one chunk in memory at a time.
+
+        Uses keyset pagination on ``(timestamp, interaction_id)``, so rows written during the scan do not
+        shift its pages.
+
+        Args:
+            chunk_size: rows per chunk.
+            **filters: as in :meth:`query_interactions`.
+
+        Yields:
+            Lists of interaction dicts.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
+        c = _INTERACTIONS.c
+        conds = self._where(**filters)
+        after: tuple[float, str] | None = None
+        while True:
+            where = list(conds)
+            if after is not None:
+                where.append(tuple_(c.timestamp, c.interaction_id) > tuple_(*after))
+            stmt = (
+                select(_INTERACTIONS).where(*where).order_by(c.timestamp, c.interaction_id).limit(chunk_size)
+            )
+            chunk = self._fetch_interactions(stmt)
+            if not chunk:
+                return
+            yield chunk
+            if len(chunk) < chunk_size:
+                return
+            after = (chunk[-1]["timestamp"], chunk[-1]["interaction_id"])
+
+    def count_interactions(self, **filters: Any) -> int:
+        """How many interactions match the filters of :meth:`query_interactions`."""
+        stmt = select(func.count()).select_from(_INTERACTIONS).where(*self._where(**filters))
+        with self._lock, self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
+        """One interaction by id, or None."""
+        stmt = select(_INTERACTIONS).where(_INTERACTIONS.c.interaction_id == interaction_id)
+        with self._lock, self.engine.connect() as conn:
+            res = conn.execute(stmt)
+            row = res.first()
+            return None if row is None else interaction_from_row(dict(zip(res.keys(), row, strict=True)))
+
+    def interaction_revisions(self, interaction_id: str) -> list[dict[str, Any]]:
+        """Earlier versions of an interaction that was logged again with different data, oldest first."""
+        stmt = (
+            select(_REVISIONS.c.revised_at, _REVISIONS.c.previous)
+            .where(_REVISIONS.c.interaction_id == interaction_id)
+            .order_by(_REVISIONS.c.id)
+        )
+        with self._lock, self.engine.connect() as conn:
+            return [
+                {"revised_at": at, "previous": interaction_from_row(orjson.loads(prev))}
+                for at, prev in conn.execute(stmt)
+            ]
+
+    def statistics(self, **filters: Any) -> dict[str, Any]:
+        """Aggregates computed in the database over the matching interactions.
+
+        Returns:
+            ``total_interactions``, ``rated_interactions``, ``avg_feedback_score``, ``thumbs_up`` and
+            ``thumbs_down`` counts, ``thumbs_up_rate``, ``error_rate``, ``hallucination_rate`` and
+            ``retrieval_failure_rate`` (each over the interactions where the flag is known),
+            ``avg_latency_ms``, ``avg_retrieval_quality``, ``total_tokens``, ``total_cost``,
+            ``agent_distribution``, ``first_timestamp`` and ``last_timestamp``. Rates and averages are None
+            when nothing is known.
+        """
+        c = _INTERACTIONS.c
+        where = self._where(**filters)
+
+        def rate(col: Any) -> Any:
+            return func.avg(col)
+
+        stmt = select(
+            func.count(),
+            func.count(c.user_feedback_score),
+            func.avg(c.user_feedback_score),
+            func.sum((c.thumbs_up_down == "up").cast(Integer)),
+            func.sum((c.thumbs_up_down == "down").cast(Integer)),
+            rate(c.error_occurred),
+            rate(c.hallucination_detected),
+            rate(c.retrieval_failed),
+            func.avg(c.latency_ms),
+            func.avg(c.retrieval_quality),
+            func.sum(c.tokens_used),
+            func.sum(c.cost),
+            func.min(c.timestamp),
+            func.max(c.timestamp),
+        ).where(*where)
+        agents = (
+            select(c.agent_selected, func.count())
+            .where(*where)
+            .group_by(c.agent_selected)
+            .order_by(c.agent_selected)
+        )
+        with self._lock, self.engine.connect() as conn:
+            row = conn.execute(stmt).one()
+            dist = {a: int(n) for a, n in conn.execute(agents)}
+        up, down = int(row[3] or 0), int(row[4] or 0)
+        return {
+            "total_interactions": int(row[0]),
+            "rated_interactions": int(row[1]),
+            "avg_feedback_score": _float(row[2]),
+            "thumbs_up": up,
+            "thumbs_down": down,
+            "thumbs_up_rate": up / (up + down) if up + down else None,
+            "error_rate": _float(row[5]),
+            "hallucination_rate": _float(row[6]),
+            "retrieval_failure_rate": _float(row[7]),
+            "avg_latency_ms": _float(row[8]),
+            "avg_retrieval_quality": _float(row[9]),
+            "total_tokens": int(row[10] or 0),
+            "total_cost": float(row[11] or 0.0),
+            "agent_distribution": dist,
+            "first_timestamp": _float(row[12]),
+            "last_timestamp": _float(row[13]),
+        }
+
+    # -- retention ------------------------------------------------------------------------------------
+
+    def purge(self, older_than: float, *, batch_size: int = 1000) -> dict[str, int]:
+        """Delete interactions older than a unix time, with their node runs, decisions, feedback and history.
+
+        Works in transactions of at most ``batch_size`` interactions, so a large purge never holds the write
+        lock for long and a killed purge leaves a consistent store. Node runs, decisions and feedback older
+        than the cut-off whose interaction was never stored go too.
+
+        Args:
+            older_than: unix time; rows strictly older are deleted.
+            batch_size: interactions per transaction.
+
+        Returns:
+            Rows deleted per table.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        deleted = dict.fromkeys(("interactions", *_CHILD_TABLES), 0)
+        c = _INTERACTIONS.c
+        while True:
+            with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                ids = list(
+                    conn.execute(
+                        select(c.interaction_id).where(c.timestamp < older_than).limit(batch_size)
+                    ).scalars()
+                )
+                if not ids:
+                    break
+                for name in _CHILD_TABLES:
+                    table = _REVISIONS if name == "interaction_revisions" else _TABLES[name]
+                    res = conn.execute(delete(table).where(table.c.interaction_id.in_(ids)))
+                    deleted[name] += res.rowcount
+                deleted["interactions"] += conn.execute(
+                    delete(_INTERACTIONS).where(c.interaction_id.in_(ids))
+                ).rowcount
+        orphans = (
+            ("node_runs", NodeRun.__table__.c.start_time),  # type: ignore[attr-defined]
+            ("decisions", Decision.__table__.c.timestamp),  # type: ignore[attr-defined]
+            ("feedback", Feedback.__table__.c.created_at),  # type: ignore[attr-defined]
+        )
+        for name, time_col in orphans:
+            table = _TABLES[name]
+            while True:
+                with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                    pk = next(iter(table.primary_key.columns))
+                    ids = list(
+                        conn.execute(select(pk).where(time_col < older_than).limit(batch_size)).scalars()
+                    )
+                    if not ids:
+                        break
+                    deleted[name] += conn.execute(delete(table).where(pk.in_(ids))).rowcount
+        return deleted
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)

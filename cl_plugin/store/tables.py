@@ -1,0 +1,156 @@
+"""The store's tables, as SQLModel models.
+
+``interactions`` keeps the original design's columns with their names and SQL types (``REAL`` columns are
+``DOUBLE PRECISION`` on PostgreSQL, whose ``REAL`` is single precision and would round unix timestamps to
+two minutes). Flags stay ``INTEGER`` (0/1, NULL when unknown), ``metadata`` stays JSON text.
+
+Models are for schema and reads; bulk writes go through SQLAlchemy Core on ``Model.__table__``.
+Schema changes are Alembic migrations under ``store/migrations`` (see ``Store.setup``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import REAL, Column, Double, Index, Integer, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "Decision",
+    "Feedback",
+    "Interaction",
+    "InteractionRevision",
+    "NodeRun",
+    "metadata",
+]
+
+metadata = SQLModel.metadata
+
+
+def _real(name: str, *, nullable: bool = True) -> Column:
+    return Column(name, REAL().with_variant(Double(), "postgresql"), nullable=nullable)
+
+
+class Interaction(SQLModel, table=True):
+    """One top-level graph invocation or logged interaction."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        # Time order with the id as tie-break (keyset scans) and the score (the classic "recent failures"
+        # query filters on it while reading this index, without touching the table for rows it skips).
+        Index("ix_interactions_timestamp", "timestamp", "interaction_id", "user_feedback_score"),
+        Index("ix_interactions_session_id", "session_id"),
+        Index("ix_interactions_agent_selected", "agent_selected", "timestamp"),
+        Index("ix_interactions_user_feedback_score", "user_feedback_score"),
+    )
+
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, primary_key=True))
+    timestamp: float = Field(sa_column=_real("timestamp", nullable=False))
+    session_id: str = Field(sa_column=Column("session_id", Text, nullable=False))
+    user_query: str = Field(sa_column=Column("user_query", Text, nullable=False))
+    agent_selected: str | None = Field(default=None, sa_column=Column("agent_selected", Text))
+    agent_confidence: float | None = Field(default=None, sa_column=_real("agent_confidence"))
+    response: str = Field(sa_column=Column("response", Text, nullable=False))
+    user_feedback_score: float | None = Field(default=None, sa_column=_real("user_feedback_score"))
+    thumbs_up_down: str | None = Field(default=None, sa_column=Column("thumbs_up_down", Text))
+    latency_ms: float | None = Field(default=None, sa_column=_real("latency_ms"))
+    tokens_used: int | None = Field(default=None, sa_column=Column("tokens_used", Integer))
+    cost: float | None = Field(default=None, sa_column=_real("cost"))
+    hallucination_detected: int | None = Field(
+        default=None, sa_column=Column("hallucination_detected", Integer)
+    )
+    retrieval_failed: int | None = Field(default=None, sa_column=Column("retrieval_failed", Integer))
+    error_occurred: int | None = Field(default=None, sa_column=Column("error_occurred", Integer))
+    retrieval_quality: float | None = Field(default=None, sa_column=_real("retrieval_quality"))
+    # ``metadata`` is reserved on declarative classes, hence the attribute name.
+    metadata_: str | None = Field(default=None, sa_column=Column("metadata", Text))
+    # Plugin columns.
+    run_id: str | None = Field(default=None, sa_column=Column("run_id", Text))
+    graph_name: str | None = Field(default=None, sa_column=Column("graph_name", Text))
+    user_id: str | None = Field(default=None, sa_column=Column("user_id", Text))
+    corrections: str | None = Field(default=None, sa_column=Column("corrections", Text))
+
+
+class InteractionRevision(SQLModel, table=True):
+    """The earlier content of an interaction that was logged again with different data."""
+
+    __tablename__ = "interaction_revisions"
+    __table_args__ = (Index("ix_interaction_revisions_interaction_id", "interaction_id"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column("id", Integer, primary_key=True, autoincrement=True)
+    )
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    revised_at: float = Field(sa_column=_real("revised_at", nullable=False))
+    previous: str = Field(sa_column=Column("previous", Text, nullable=False))
+
+
+class NodeRun(SQLModel, table=True):
+    """One node, model, tool or retriever run inside a graph invocation."""
+
+    __tablename__ = "node_runs"
+    __table_args__ = (
+        Index("ix_node_runs_interaction_id", "interaction_id"),
+        Index("ix_node_runs_parent_run_id", "parent_run_id"),
+        Index("ix_node_runs_node_start", "node", "start_time"),
+    )
+
+    run_id: str = Field(sa_column=Column("run_id", Text, primary_key=True))
+    parent_run_id: str | None = Field(default=None, sa_column=Column("parent_run_id", Text))
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    kind: str = Field(sa_column=Column("kind", Text, nullable=False))
+    name: str | None = Field(default=None, sa_column=Column("name", Text))
+    node: str | None = Field(default=None, sa_column=Column("node", Text))
+    step: int | None = Field(default=None, sa_column=Column("step", Integer))
+    triggers: str | None = Field(default=None, sa_column=Column("triggers", Text))
+    checkpoint_ns: str | None = Field(default=None, sa_column=Column("checkpoint_ns", Text))
+    start_time: float = Field(sa_column=_real("start_time", nullable=False))
+    duration_ms: float | None = Field(default=None, sa_column=_real("duration_ms"))
+    status: str = Field(sa_column=Column("status", Text, nullable=False))
+    error_type: str | None = Field(default=None, sa_column=Column("error_type", Text))
+    error_message: str | None = Field(default=None, sa_column=Column("error_message", Text))
+    inputs: str | None = Field(default=None, sa_column=Column("inputs", Text))
+    outputs: str | None = Field(default=None, sa_column=Column("outputs", Text))
+    tokens_used: int | None = Field(default=None, sa_column=Column("tokens_used", Integer))
+    cost: float | None = Field(default=None, sa_column=_real("cost"))
+
+
+class Decision(SQLModel, table=True):
+    """One agent decision: a route, an MCTS move, a tool choice, a consensus verdict, or a custom one."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        Index("ix_decisions_interaction_id", "interaction_id"),
+        Index("ix_decisions_kind_time", "kind", "timestamp"),
+    )
+
+    decision_id: str = Field(sa_column=Column("decision_id", Text, primary_key=True))
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    run_id: str | None = Field(default=None, sa_column=Column("run_id", Text))
+    node: str | None = Field(default=None, sa_column=Column("node", Text))
+    kind: str = Field(sa_column=Column("kind", Text, nullable=False))
+    chosen: str | None = Field(default=None, sa_column=Column("chosen", Text))
+    confidence: float | None = Field(default=None, sa_column=_real("confidence"))
+    alternatives: str | None = Field(default=None, sa_column=Column("alternatives", Text))
+    features: str | None = Field(default=None, sa_column=Column("features", Text))
+    statistics: str | None = Field(default=None, sa_column=Column("statistics", Text))
+    timestamp: float = Field(sa_column=_real("timestamp", nullable=False))
+
+
+class Feedback(SQLModel, table=True):
+    """Append-only feedback history: users, annotators, LLM judges, LangSmith."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        Index("ix_feedback_interaction_id", "interaction_id", "created_at"),
+        Index("ix_feedback_created_at", "created_at"),
+    )
+
+    feedback_id: str = Field(sa_column=Column("feedback_id", Text, primary_key=True))
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    key: str = Field(sa_column=Column("key", Text, nullable=False))
+    score: float | None = Field(default=None, sa_column=_real("score"))
+    value: str | None = Field(default=None, sa_column=Column("value", Text))
+    thumbs_up_down: str | None = Field(default=None, sa_column=Column("thumbs_up_down", Text))
+    comment: str | None = Field(default=None, sa_column=Column("comment", Text))
+    correction: str | None = Field(default=None, sa_column=Column("correction", Text))
+    source: str = Field(sa_column=Column("source", Text, nullable=False))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))

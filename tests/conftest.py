@@ -1,0 +1,73 @@
+"""Shared fixtures: a store on every backend, and the PostgreSQL server check."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cl_plugin.store import Store
+
+PG_URL = os.environ.get("CL_PLUGIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_unreachable_reason() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'cl-plugin[postgres]')"
+    try:
+        conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo, connect_timeout=3):
+            return None
+    except Exception as exc:
+        return f"PostgreSQL at {PG_URL} is unreachable: {type(exc).__name__}: {exc}".strip()
+
+
+_PG_REASON = _pg_unreachable_reason()
+
+
+def require_postgres() -> None:
+    """Skip (or, in CI, fail) when the PostgreSQL test server cannot be reached."""
+    if _PG_REASON is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI needs PostgreSQL: {_PG_REASON}")
+    pytest.skip(_PG_REASON)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose connections see a fresh, private schema (dropped afterwards)."""
+    require_postgres()
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """The URL of an empty database on each supported backend."""
+    if request.param == "sqlite-file":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "sqlite-memory":
+        return "sqlite://"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A set-up store on each backend."""
+    s = Store.from_url(store_url).setup()
+    yield s
+    s.close()
