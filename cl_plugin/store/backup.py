@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["BackupReadResult", "BackupWriter", "backup_files", "read_backup"]
+__all__ = ["BackupReadResult", "BackupWriter", "backup_files", "encode_line", "iter_backup", "read_backup"]
 
 _NAME = re.compile(r"^(?P<table>[a-z_]+)-(?P<day>\d{4}-\d{2}-\d{2})\.jsonl\.gz$")
 _JSON_TEXT_COLUMNS = (
@@ -69,16 +69,19 @@ class BackupWriter:
         Returns:
             Bytes written.
         """
+        return self.append_lines(table, [encode_line(row, time_key) for row in rows], fsync=fsync)
+
+    def append_lines(self, table: str, lines: Iterable[tuple[int, bytes]], *, fsync: bool = False) -> int:
+        """Append lines made by :func:`encode_line`, as one gzip member per day file. Returns bytes written."""
         by_day: dict[int, list[bytes]] = {}
-        dumps = orjson.dumps
-        for row in rows:
-            by_day.setdefault(int(row[time_key] // 86400), []).append(dumps(row))
+        for day, line in lines:
+            by_day.setdefault(day, []).append(line)
         written = 0
-        for day, lines in by_day.items():
+        for day, day_lines in by_day.items():
             path = self.path_for(table, day * 86400)
-            lines.append(b"")
+            day_lines.append(b"")
             comp = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 31: gzip container
-            member = comp.compress(b"\n".join(lines)) + comp.flush()
+            member = comp.compress(b"\n".join(day_lines)) + comp.flush()
             with open(path, "ab") as f:
                 f.write(member)
                 f.flush()
@@ -87,6 +90,11 @@ class BackupWriter:
             written += len(member)
         self.bytes_written += written
         return written
+
+
+def encode_line(row: dict[str, Any], time_key: str) -> tuple[int, bytes]:
+    """A row's UTC day number and JSON line (done where the row is made, while it is still in cache)."""
+    return int(row[time_key] // 86400), orjson.dumps(row)
 
 
 @dataclass

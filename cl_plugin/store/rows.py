@@ -119,6 +119,19 @@ class Sanitizer:
     def text(self, value: str) -> str:
         """A safe copy of one text field."""
         limit = self.max_text_length
+        if len(value) <= limit and value.isascii() and "\x00" not in value:  # the common case, kept cheap
+            if self.redact is None:
+                return value
+            try:
+                out = self.redact(value)
+            except Exception:
+                log.exception("redaction failed; the field is stored as %s", REDACTED)
+                return REDACTED
+            return out if len(out) <= limit else f"{out[:limit]}…[truncated {len(out) - limit} chars]"
+        return self._text(value)
+
+    def _text(self, value: str) -> str:
+        limit = self.max_text_length
         # Cut far beyond the limit first so redaction cost stays bounded, then redact, then cut to the limit:
         # a PII value split by the first cut lies beyond the limit and is dropped with it.
         original_length = len(value)
@@ -146,7 +159,15 @@ class Sanitizer:
         if depth > 32:
             return "<too deep>"
         if isinstance(obj, dict):
-            return {self.text(str(k)): self.value(v, depth + 1) for k, v in obj.items()}
+            out = {}
+            for k, v in obj.items():
+                # Flat str -> str/number metadata is the usual shape: no recursion for it.
+                key = self.text(k if type(k) is str else str(k))
+                t = type(v)
+                out[key] = (
+                    self.text(v) if t is str else v if t is int or v is None else self.value(v, depth + 1)
+                )
+            return out
         if isinstance(obj, list | tuple | set | frozenset):
             return [self.value(v, depth + 1) for v in obj]
         return f"<unserializable {type(obj).__name__}>"

@@ -21,10 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from cl_plugin.errors import InvalidRecordError
-from cl_plugin.store.backup import BackupWriter
+from cl_plugin.errors import InvalidRecordError, StoreError, StoreUnavailableError
+from cl_plugin.store.backup import BackupWriter, encode_line
 from cl_plugin.store.journal import Journal
 from cl_plugin.store.store import Batch, Store
 
@@ -57,6 +57,7 @@ class WriterStats:
     rejected: int = 0
     invalid: int = 0
     dropped: int = 0
+    lost: int = 0
     spilled: int = 0
     replayed: int = 0
     batches: int = 0
@@ -113,6 +114,7 @@ class Writer:
         self._down_until = 0.0
         self._backoff = retry_interval
         self._check_journal = journal is not None and journal.has_pending()
+        self._row_owner: dict[int, Future] = {}  # id(row) -> future of the item that made it, per batch
         self._backup_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-backup")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -203,17 +205,22 @@ class Writer:
             self._replay()
         while self._queue:
             items = []
-            limit = max(self.buffer_size, 1)
-            while self._queue and len(items) < limit:
+            while self._queue and len(items) < self.buffer_size:
                 items.append(self._queue.popleft())
-            self._process(items)
+            self._commit(*self._prepare(items))
 
-    def _process(self, items: list[tuple[Convert, Any, Future | None]]) -> None:
+    def _prepare(self, items: list[tuple[Convert, Any, Future | None]]) -> tuple:
+        """Convert (and sanitize) items into rows and backup lines; a failing item fails alone."""
         rows: list[tuple[str, dict[str, Any]]] = []
+        lines: dict[str, list[tuple[int, bytes]]] = {}
         owners: list[Future | None] = []
+        self._row_owner = {}
         for convert, payload, fut in items:
             try:
                 produced = list(convert(payload))
+                if self.backup is not None:
+                    for table, row in produced:
+                        lines.setdefault(table, []).append(encode_line(row, TIME_KEYS[table]))
             except Exception as exc:
                 self.stats.invalid += 1
                 self._note_error(exc)
@@ -223,23 +230,51 @@ class Writer:
                     log.exception("cl_plugin could not convert a record; it was not stored")
                 continue
             rows.extend(produced)
+            if fut is not None:
+                for _, row in produced:
+                    self._row_owner[id(row)] = fut
             owners.append(fut)
+        return rows, lines, owners, len(items)
+
+    def _commit(
+        self,
+        rows: list[tuple[str, dict[str, Any]]],
+        lines: dict[str, list[tuple[int, bytes]]],
+        owners: list[Future | None],
+        count: int,
+    ) -> None:
+        """Store and back up one batch, then acknowledge it (or fail its futures if it could not be kept)."""
+        error: Exception | None = None
         try:
             if rows:
-                # The backup (JSON encoding, then gzip, which releases the GIL) runs beside the database
-                # write (whose SQLite steps release it too); the batch is acknowledged when both are done.
-                backup = self._backup_pool.submit(self._backup_rows, rows) if self.backup is not None else None
+                # gzip runs beside the database write; both release the GIL for most of their work.
+                backup = (
+                    self._backup_pool.submit(self._backup_lines, lines) if self.backup is not None else None
+                )
                 try:
                     self._store_rows(rows)
                 finally:
                     if backup is not None:
                         backup.result()
+        except Exception as exc:  # neither the store nor the journal took the rows
+            error = exc
+            self.stats.lost += len(rows)
+            self._note_error(exc)
+            log.exception("cl_plugin could neither store nor journal %d rows", len(rows))
         finally:
             for fut in owners:
-                if fut is not None and not fut.done():
+                if fut is None or fut.done():
+                    continue
+                if error is None:
                     fut.set_result(None)
+                else:
+                    fut.set_exception(
+                        StoreUnavailableError(
+                            f"the record was not stored: the database and the journal both failed ({error})"
+                        )
+                    )
             with self._done:
-                self._processed += len(items)
+                self._processed += count
                 self._done.notify_all()
 
     def _store_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
@@ -287,6 +322,14 @@ class Writer:
             if len(rows) == 1:
                 self.journal.reject(rows[0][0], rows[0][1], exc)
                 self.stats.rejected += 1
+                owner = self._row_owner.get(id(rows[0][1]))
+                if owner is not None and not owner.done():
+                    owner.set_exception(
+                        StoreError(
+                            f"the database refused this {rows[0][0]} row ({getattr(exc, 'orig', exc)}); "
+                            "it is kept in the journal's rejected file"
+                        )
+                    )
                 self._note_error(exc)
                 log.error(
                     "cl_plugin: the database refused a %s row (%s); kept in the journal", rows[0][0], exc
@@ -314,17 +357,12 @@ class Writer:
         self._check_journal = False
         self.stats.store_available = True
 
-    def _backup_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
-        if self.backup is None:
-            return
-        by_table: dict[str, list[dict[str, Any]]] = {}
-        for table, row in rows:
-            by_table.setdefault(table, []).append(row)
-        for table, table_rows in by_table.items():
+    def _backup_lines(self, lines: dict[str, list[tuple[int, bytes]]]) -> None:
+        assert self.backup is not None
+        fsync = self.durability == "sync"
+        for table, table_lines in lines.items():
             try:
-                self.stats.backup_bytes += self.backup.append(
-                    table, table_rows, time_key=TIME_KEYS[table], fsync=self.durability == "sync"
-                )
+                self.stats.backup_bytes += self.backup.append_lines(table, table_lines, fsync=fsync)
             except OSError as exc:
                 self._note_error(exc)
                 log.error("cl_plugin could not append to the backup (%s)", exc)
@@ -336,11 +374,19 @@ class Writer:
 
 
 def _is_outage(exc: BaseException) -> bool:
-    """Whether a database error means "cannot reach or write the database now" rather than "bad row"."""
+    """Whether a database error means "cannot reach or write the database now" rather than "bad row".
+
+    PostgreSQL says it with the SQLSTATE: classes 22 (data exception) and 23 (integrity constraint) are the
+    row's fault; anything else (connection, permissions, disk, shutdown, ...) is an outage to wait out.
+    """
     if getattr(exc, "connection_invalidated", False):
         return True
-    if isinstance(exc, InterfaceError):
-        return True
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return not str(sqlstate).startswith(("22", "23"))
+    if isinstance(exc, IntegrityError | DataError):
+        return False
     if isinstance(exc, OperationalError):
         text = str(exc.orig).lower() if getattr(exc, "orig", None) is not None else str(exc).lower()
         bad_data = ("too many", "too big", "datatype mismatch", "string or blob too big")

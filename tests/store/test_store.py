@@ -115,7 +115,10 @@ def test_duplicate_ids_within_one_batch_keep_the_last_and_the_history(store: Sto
     res = write(store, [make(1), make(1, response="second"), make(1, response="third")])
     assert (res.inserted, res.updated) == (1, 2)
     assert store.get_interaction("id-00001")["response"] == "third"
-    assert [h["previous"]["response"] for h in store.interaction_revisions("id-00001")] == ["response 1", "second"]
+    assert [h["previous"]["response"] for h in store.interaction_revisions("id-00001")] == [
+        "response 1",
+        "second",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +198,13 @@ def test_purge_removes_old_interactions_and_their_children_in_batches(store: Sto
     for i in (3, 40):
         b.add(
             "node_runs",
-            {"run_id": f"r{i}", "interaction_id": f"id-{i:05d}", "kind": "node", "start_time": T0 + i, "status": "ok"},
+            {
+                "run_id": f"r{i}",
+                "interaction_id": f"id-{i:05d}",
+                "kind": "node",
+                "start_time": T0 + i,
+                "status": "ok",
+            },
         )
         b.add(
             "feedback",

@@ -1,0 +1,304 @@
+"""ProductionInteractionLogger: the original design's logging API over the plugin's writer and store.
+
+``await logger.log_interaction(interaction)`` checks the record (a clear error naming the field when it
+cannot be stored), hands it to the background writer and returns: it never waits on disk in the default
+``batch`` durability, and in ``sync`` durability it awaits the commit without blocking the event loop.
+The writer redacts PII, writes SQLite (or PostgreSQL) in batches and appends every record to a daily gz
+JSON Lines backup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from cl_plugin.config import (
+    ContinualLearningConfig,
+    LoggingConfig,
+    PrivacyConfig,
+    ValidationConfig,
+    parse_section,
+)
+from cl_plugin.errors import InvalidRecordError, PrivacyConfigError
+from cl_plugin.privacy import default_redactor, hash_identifier
+from cl_plugin.records import ProductionInteraction, interaction_problems
+from cl_plugin.store import Store
+from cl_plugin.store.backup import BackupWriter, iter_backup
+from cl_plugin.store.journal import Journal
+from cl_plugin.store.rows import Sanitizer, interaction_from_row, row_from_interaction
+from cl_plugin.store.writer import Writer
+
+__all__ = ["ProductionInteractionLogger"]
+
+log = logging.getLogger("cl_plugin.logger")
+
+
+class ProductionInteractionLogger:
+    """Logs production interactions with PII redaction, batched storage and compressed backups.
+
+    Args:
+        config: the ``logging`` section as a dict or :class:`LoggingConfig`, or a whole
+            :class:`ContinualLearningConfig` (whose ``logging``, ``privacy`` and ``validation`` sections are
+            then used). Keys: ``enabled``, ``storage``, ``use_sqlite``, ``use_compression``, ``buffer_size``,
+            ``sanitize_pii``, ``use_langsmith``, ``langsmith_project``, and the plugin's ``database_url``,
+            ``flush_interval``, ``durability``, ``max_queue``, ``max_text_length``.
+        store: an open :class:`Store` to write to instead of the one ``config`` describes.
+        privacy: privacy settings (id hashing); by default ids are stored as given.
+        validation: the accepted feedback score range and other checks.
+        **kwargs: ``logging`` keys that override ``config``.
+
+    Example:
+        >>> import asyncio, tempfile, time
+        >>> logger = ProductionInteractionLogger({"storage": tempfile.mkdtemp()})
+        >>> asyncio.run(logger.log_interaction(ProductionInteraction(
+        ...     interaction_id="i1", timestamp=time.time(), session_id="s1",
+        ...     user_query="What is MCTS?", response="A tree search.", user_feedback_score=2.0)))
+        >>> len(logger.query_interactions(max_feedback_score=3.0))
+        1
+        >>> logger.close()
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any] | LoggingConfig | ContinualLearningConfig | None = None,
+        *,
+        store: Store | None = None,
+        privacy: dict[str, Any] | PrivacyConfig | None = None,
+        validation: dict[str, Any] | ValidationConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(config, ContinualLearningConfig):
+            privacy = privacy if privacy is not None else config.privacy
+            validation = validation if validation is not None else config.validation
+            config = config.logging
+        self.config = parse_section(LoggingConfig, config, prefix="logging", **kwargs)
+        self.validation = parse_section(ValidationConfig, validation, prefix="validation")
+        self.privacy = (
+            parse_section(PrivacyConfig, privacy, prefix="privacy") if privacy is not None else None
+        )
+        cfg = self.config
+        self.storage = Path(cfg.storage)
+        self.sanitizer = self._make_sanitizer()
+        self._convert = partial(_interaction_rows, sanitizer=self.sanitizer)
+        self.store: Store | None = None
+        self.writer: Writer | None = None
+        if cfg.use_langsmith:
+            log.warning(
+                "use_langsmith is set: interactions are stored locally; send traces to LangSmith by attaching "
+                "the capture handler with LangSmith tracing on (the logger itself sends nothing)"
+            )
+        if not cfg.enabled:
+            return
+        self.storage.mkdir(parents=True, exist_ok=True)
+        if store is not None:
+            self.store = store
+        elif cfg.use_sqlite or cfg.database_url:
+            url = cfg.database_url or f"sqlite:///{(self.storage / 'interactions.db').resolve()}"
+            sync = "FULL" if cfg.durability == "sync" else "NORMAL"
+            self.store = Store.from_url(url, synchronous=sync).setup()
+        backup = BackupWriter(self.storage / "backups") if cfg.use_compression else None
+        self.writer = Writer(
+            self.store,
+            backup=backup,
+            journal=Journal(self.storage / "journal") if self.store is not None else None,
+            buffer_size=cfg.buffer_size,
+            flush_interval=cfg.flush_interval,
+            durability=cfg.durability,
+            max_queue=cfg.max_queue,
+        )
+
+    def _make_sanitizer(self) -> Sanitizer:
+        redact = default_redactor().redact if self.config.sanitize_pii else None
+        hash_id = None
+        hash_sessions = hash_users = False
+        p = self.privacy
+        if p is not None and (p.hash_session_ids or p.anonymize_user_ids):
+            key = p.resolve_hash_key()
+            if key is None:
+                raise PrivacyConfigError(
+                    "privacy asks to hash session or user ids but no key is set: put a secret in "
+                    f"privacy.hash_key or the environment variable {p.hash_key_env}, or set "
+                    "hash_session_ids and anonymize_user_ids to false",
+                    key="privacy.hash_key",
+                )
+            hash_id = partial(hash_identifier, key=key)
+            hash_sessions, hash_users = p.hash_session_ids, p.anonymize_user_ids
+        return Sanitizer(
+            redact=redact,
+            max_text_length=self.config.max_text_length,
+            hash_id=hash_id,
+            hash_sessions=hash_sessions,
+            hash_users=hash_users,
+        )
+
+    # -- logging --------------------------------------------------------------------------------------
+
+    def _check(self, interaction: ProductionInteraction | dict[str, Any]) -> ProductionInteraction:
+        if isinstance(interaction, dict):
+            try:
+                interaction = ProductionInteraction.from_dict(interaction)
+            except TypeError as exc:
+                raise InvalidRecordError(
+                    f"the interaction dict cannot be read ({exc}); it needs interaction_id, timestamp, "
+                    "session_id, user_query and response",
+                    field="interaction",
+                ) from None
+        if not isinstance(interaction, ProductionInteraction):
+            raise InvalidRecordError(
+                f"log_interaction takes a ProductionInteraction or a dict, not {type(interaction).__name__}",
+                field="interaction",
+            )
+        problems = interaction_problems(
+            interaction,
+            min_score=self.validation.min_feedback_score,
+            max_score=self.validation.max_feedback_score,
+        )
+        if problems:
+            name, message = problems[0]
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise InvalidRecordError(
+                f"interaction {interaction.interaction_id!r}: {name} {message}{more}; fix the value and log again",
+                field=name,
+                interaction_id=str(interaction.interaction_id),
+            )
+        return interaction
+
+    async def log_interaction(self, interaction: ProductionInteraction | dict[str, Any]) -> None:
+        """Log one interaction without blocking the event loop.
+
+        Args:
+            interaction: the record (or a dict with its fields).
+
+        Raises:
+            InvalidRecordError: a field cannot be stored as given (the error names it); nothing is logged.
+        """
+        fut = self._submit(interaction)
+        if fut is not None:
+            await asyncio.wrap_future(fut)
+
+    def log_interaction_sync(self, interaction: ProductionInteraction | dict[str, Any]) -> None:
+        """Log one interaction from synchronous code (waits for the commit in ``sync`` durability)."""
+        fut = self._submit(interaction)
+        if fut is not None:
+            fut.result()
+
+    def _submit(self, interaction: ProductionInteraction | dict[str, Any]) -> Any:
+        item = self._check(interaction)
+        if self.writer is None:
+            return None
+        return self.writer.submit(self._convert, item)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything logged so far; returns False if ``timeout`` seconds passed first."""
+        return True if self.writer is None else self.writer.flush(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush and stop the background writer (also done at interpreter exit)."""
+        ok = True if self.writer is None else self.writer.close(timeout)
+        if self.store is not None:
+            self.store.close()
+        return ok
+
+    def __enter__(self) -> ProductionInteractionLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def query_interactions(
+        self, *, limit: int | None = 100, offset: int = 0, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Logged interactions matching every filter, newest first (see :meth:`Store.query_interactions`).
+
+        Everything logged before the call is included: the writer is flushed first. Without SQLite the
+        compressed backups are scanned instead.
+
+        Args:
+            limit: most rows (None for all).
+            offset: rows to skip.
+            **filters: ``min_feedback_score``, ``max_feedback_score``, ``agent``, ``session_id``,
+                ``start_time``, ``end_time``, ``error_occurred``, ``hallucination_detected``,
+                ``retrieval_failed``, ``has_feedback``, ``graph_name``.
+
+        Returns:
+            Dicts with the original design's fields.
+        """
+        self.flush()
+        if self.store is not None:
+            return self.store.query_interactions(limit=limit, offset=offset, **filters)
+        if self.writer is None or self.writer.backup is None:
+            return []
+        return _filter_backup(self.storage / "backups", limit=limit, offset=offset, **filters)
+
+    def get_statistics(self) -> dict[str, Any]:
+        """Aggregates over everything logged (from the database) and the writer's counters.
+
+        Returns:
+            The store's aggregates (``total_interactions``, ``avg_feedback_score``, rates, latency, agent
+            distribution, ...) plus ``writer`` (submitted, written, unchanged, updated, spilled, replayed,
+            rejected, invalid, dropped, batches, backup_bytes, store_available, last_error) and
+            ``queue_size``.
+        """
+        self.flush()
+        stats: dict[str, Any] = {}
+        if self.store is not None:
+            stats.update(self.store.statistics())
+        if self.writer is not None:
+            w = asdict(self.writer.stats)
+            w.pop("errors")
+            stats["writer"] = w
+            stats["queue_size"] = self.writer.queue_size
+        stats["enabled"] = self.config.enabled
+        stats["storage"] = os.fspath(self.storage)
+        return stats
+
+
+def _interaction_rows(
+    item: ProductionInteraction, *, sanitizer: Sanitizer
+) -> list[tuple[str, dict[str, Any]]]:
+    return [("interactions", row_from_interaction(item, sanitizer))]
+
+
+_FILTER_TESTS = {
+    "min_feedback_score": lambda r, v: r["user_feedback_score"] is not None and r["user_feedback_score"] >= v,
+    "max_feedback_score": lambda r, v: r["user_feedback_score"] is not None and r["user_feedback_score"] <= v,
+    "agent": lambda r, v: r["agent_selected"] == v if isinstance(v, str) else r["agent_selected"] in v,
+    "session_id": lambda r, v: r["session_id"] == v,
+    "start_time": lambda r, v: r["timestamp"] >= v,
+    "end_time": lambda r, v: r["timestamp"] < v,
+    "error_occurred": lambda r, v: r["error_occurred"] is not None and bool(r["error_occurred"]) == v,
+    "hallucination_detected": lambda r, v: (
+        r["hallucination_detected"] is not None and bool(r["hallucination_detected"]) == v
+    ),
+    "retrieval_failed": lambda r, v: r["retrieval_failed"] is not None and bool(r["retrieval_failed"]) == v,
+    "has_feedback": lambda r, v: (
+        (r["user_feedback_score"] is not None or r["thumbs_up_down"] is not None) == v
+    ),
+    "graph_name": lambda r, v: r["graph_name"] == v,
+}
+
+
+def _filter_backup(
+    directory: Path, *, limit: int | None, offset: int, **filters: Any
+) -> list[dict[str, Any]]:
+    unknown = set(filters) - set(_FILTER_TESTS)
+    if unknown:
+        raise TypeError(f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(_FILTER_TESTS)}")
+    tests = [(_FILTER_TESTS[k], v) for k, v in filters.items() if v is not None]
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in iter_backup(directory, "interactions"):
+        latest[rec["interaction_id"]] = rec  # a later line is a newer version of the same interaction
+    rows = []
+    for rec in latest.values():
+        if all(test(rec, v) for test, v in tests):
+            rows.append(interaction_from_row(rec))
+    rows.sort(key=lambda r: (r["timestamp"], r["interaction_id"]), reverse=True)
+    end = None if limit is None else offset + limit
+    return rows[offset:end]

@@ -1,0 +1,154 @@
+"""Logger ingest against raw sqlite3, side by side in one run, and the spec query on 100k rows.
+
+    python tests/bench/bench_ingest.py [--rows 100000] [--rounds 3]
+
+Measures, on the same realistic synthetic stream (queries ~80 characters, responses 200-1500):
+  (a) raw ``sqlite3.executemany`` of the prepared rows into the same schema, one transaction;
+  (b) ``ProductionInteractionLogger`` end to end (``await log_interaction`` for every record, then
+      ``flush()``), PII sanitization on, gz backup on;
+  (c) the same with sanitization off.
+Rounds alternate the variants; each variant's figure is its median over the rounds. Then the bytes per
+interaction in the database and the backup, and the median latency of
+``query_interactions(max_feedback_score=3.0, limit=1000)`` over the 100k rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from cl_plugin import ProductionInteractionLogger
+from cl_plugin.store import Store
+from cl_plugin.store.rows import INTERACTION_COLUMNS, Sanitizer, row_from_interaction
+from graphs.traffic import synthetic_interactions
+
+
+def raw_sqlite(rows: list[tuple], workdir: Path) -> float:
+    db = workdir / "raw.db"
+    Store.from_url(f"sqlite:///{db}").setup().close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    sql = f"INSERT INTO interactions ({', '.join(INTERACTION_COLUMNS)}) VALUES ({', '.join('?' * len(INTERACTION_COLUMNS))})"
+    gc.collect()
+    start = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany(sql, rows)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+def logger_run(items: list, workdir: Path, *, sanitize: bool) -> tuple[float, ProductionInteractionLogger]:
+    logger = ProductionInteractionLogger(
+        {"storage": str(workdir), "sanitize_pii": sanitize, "buffer_size": 1000, "flush_interval": 1.0}
+    )
+
+    async def feed() -> None:
+        for item in items:
+            await logger.log_interaction(item)
+
+    gc.collect()
+    start = time.perf_counter()
+    asyncio.run(feed())
+    logger.flush()
+    elapsed = time.perf_counter() - start
+    return elapsed, logger
+
+
+def db_bytes_per_row(db: Path, n: int) -> float:
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return db.stat().st_size / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+
+    items = list(synthetic_interactions(args.rows, seed=7))
+    plain = Sanitizer()
+    tuples = [tuple(row_from_interaction(i, plain)[c] for c in INTERACTION_COLUMNS) for i in items]
+    q = statistics.mean(len(i.user_query) for i in items)
+    r = statistics.mean(len(i.response) for i in items)
+    print(f"{args.rows} interactions; mean query {q:.0f} chars, mean response {r:.0f} chars")
+
+    times: dict[str, list[float]] = {"raw": [], "logger+sanitize": [], "logger-nosanitize": []}
+    sizes: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.rounds):
+            for name in times:
+                work = Path(tmp) / f"{name}-{rnd}"
+                work.mkdir()
+                if name == "raw":
+                    times[name].append(raw_sqlite(tuples, work))
+                    continue
+                elapsed, logger = logger_run(items, work, sanitize=name == "logger+sanitize")
+                times[name].append(elapsed)
+                stats = logger.writer.stats
+                assert stats.written == args.rows, stats
+                if rnd == 0 and name == "logger+sanitize":
+                    logger.close()
+                    sizes["db"] = db_bytes_per_row(work / "interactions.db", args.rows)
+                    gz = sum(p.stat().st_size for p in (work / "backups").glob("*.gz"))
+                    sizes["gz"] = gz / args.rows
+                else:
+                    logger.close()
+
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"\n{'variant':<22}{'median s':>10}{'rows/s':>12}{'vs raw':>9}   rounds")
+        for name, t in med.items():
+            rate = args.rows / t
+            ratio = (args.rows / t) / (args.rows / med["raw"])
+            print(
+                f"{name:<22}{t:>10.3f}{rate:>12,.0f}{ratio:>8.2f}x   {', '.join(f'{x:.2f}' for x in times[name])}"
+            )
+        print(f"\nbytes per interaction: database {sizes['db']:.0f}, gz backup {sizes['gz']:.0f}")
+
+        # Query latency on a database of args.rows interactions.
+        store = Store.from_url(f"sqlite:///{Path(tmp) / 'logger+sanitize-0' / 'interactions.db'}")
+        store.query_interactions(max_feedback_score=3.0, limit=1000)
+        lat = []
+        for _ in range(args.queries):
+            t = time.perf_counter()
+            got = store.query_interactions(max_feedback_score=3.0, limit=1000)
+            lat.append((time.perf_counter() - t) * 1000)
+        assert len(got) == 1000
+        # The floor: the same query's rows fetched with the bare sqlite3 module (tuples, no dicts).
+        raw = sqlite3.connect(Path(tmp) / "logger+sanitize-0" / "interactions.db")
+        raw.execute("PRAGMA mmap_size=268435456")
+        sql = (
+            "SELECT * FROM interactions WHERE user_feedback_score <= 3.0 "
+            "ORDER BY timestamp DESC, interaction_id DESC LIMIT 1000"
+        )
+        raw_lat = []
+        for _ in range(args.queries):
+            t = time.perf_counter()
+            raw.execute(sql).fetchall()
+            raw_lat.append((time.perf_counter() - t) * 1000)
+        raw.close()
+        lat.sort()
+        print(
+            f"query_interactions(max_feedback_score=3.0, limit=1000) on {args.rows} rows: "
+            f"median {statistics.median(lat):.2f} ms, p95 {lat[int(0.95 * len(lat))]:.2f} ms ({args.queries} runs); "
+            f"bare sqlite3 fetch of the same rows: median {statistics.median(raw_lat):.2f} ms"
+        )
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

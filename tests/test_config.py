@@ -1,0 +1,149 @@
+"""The continual_learning section: every documented key and default, and clear errors."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from cl_plugin.config import ContinualLearningConfig, LoggingConfig, load_config, parse_section
+from cl_plugin.errors import ConfigError
+
+SPEC_YAML = textwrap.dedent(
+    """
+    continual_learning:
+      logging:
+        enabled: true
+        storage: "./cache/production_logs"
+        use_sqlite: true
+        use_compression: true
+        buffer_size: 1000
+        sanitize_pii: true
+        use_langsmith: false
+        langsmith_project: "production-feedback"
+      failure_analysis:
+        enabled: true
+        min_cluster_size: 5
+        similarity_threshold: 0.7
+        analyze_frequency: "daily"
+      active_learning:
+        enabled: true
+        budget_per_cycle: 50
+        selection_strategy: "hybrid"  # uncertainty, diversity, hybrid, failure
+      retraining:
+        schedule: "weekly"  # daily, weekly, monthly
+        min_new_samples: 100
+        validation_split: 0.2
+        enable_ab_test: true
+      drift_detection:
+        enabled: true
+        window_size: 1000
+        threshold: 0.1
+        detection_method: "kolmogorov_smirnov"
+      ab_testing:
+        enabled: false
+        traffic_split: 0.1
+        min_samples: 1000
+        confidence_level: 0.95
+      privacy:
+        anonymize_user_ids: true
+        hash_session_ids: true
+        redact_sensitive_fields: true
+        retention_days: 90
+    """
+)
+
+
+def test_the_spec_yaml_loads_and_equals_the_defaults(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(SPEC_YAML)
+    cfg = load_config(path)
+    defaults = ContinualLearningConfig()
+    for section in (
+        "failure_analysis",
+        "active_learning",
+        "retraining",
+        "drift_detection",
+        "ab_testing",
+        "privacy",
+    ):
+        assert getattr(cfg, section) == getattr(defaults, section), section
+    assert cfg.logging == defaults.logging
+    assert cfg.logging.buffer_size == 1000
+    assert cfg.logging.langsmith_project == "production-feedback"
+    assert cfg.drift_detection.detection_method == "kolmogorov_smirnov"
+    assert cfg.privacy.retention_days == 90
+
+
+def test_other_top_level_keys_and_empty_sections_are_fine(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("model: {name: x}\ncontinual_learning:\n  logging:\n  retraining:\n    schedule: daily\n")
+    cfg = load_config(path)
+    assert cfg.logging == LoggingConfig()
+    assert cfg.retraining.schedule == "daily"
+
+
+def test_misspelt_key_names_the_key_and_the_allowed_ones(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("continual_learning:\n  logging:\n    bufer_size: 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == "continual_learning.logging.bufer_size"
+    assert "unknown key 'continual_learning.logging.bufer_size'" in str(err.value)
+    assert "buffer_size" in str(err.value)
+
+
+def test_misspelt_section_lists_the_sections(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("continual_learning:\n  loging: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'continual_learning\.loging'.*logging"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "fragment"),
+    [
+        (
+            "active_learning",
+            {"selection_strategy": "random"},
+            "'uncertainty', 'diversity', 'hybrid' or 'failure'",
+        ),
+        ("retraining", {"schedule": "hourly"}, "'daily', 'weekly' or 'monthly'"),
+        ("logging", {"buffer_size": "lots"}, "valid integer"),
+        ("logging", {"buffer_size": 0}, "greater than or equal to 1"),
+        ("ab_testing", {"traffic_split": 1.5}, "less than 1"),
+        ("drift_detection", {"detection_method": "magic"}, "'kolmogorov_smirnov' or 'psi'"),
+    ],
+)
+def test_ill_typed_values_name_the_key_and_what_is_allowed(section, value, fragment) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, **{section: value})
+    key = next(iter(value))
+    assert err.value.key == f"continual_learning.{section}.{key}"
+    assert fragment in str(err.value)
+
+
+def test_missing_or_broken_files_are_clear(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("continual_learning: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    other = tmp_path / "other.yaml"
+    other.write_text("something_else: 1\n")
+    with pytest.raises(ConfigError, match="no top-level 'continual_learning:' key"):
+        load_config(other)
+
+
+def test_sections_accept_dicts_models_and_keyword_overrides() -> None:
+    cfg = parse_section(LoggingConfig, {"buffer_size": 10}, prefix="logging", sanitize_pii=False)
+    assert (cfg.buffer_size, cfg.sanitize_pii) == (10, False)
+    assert parse_section(LoggingConfig, cfg, prefix="logging") is cfg
+    with pytest.raises(ConfigError, match="logging config must be a dict"):
+        parse_section(LoggingConfig, ["buffer_size"], prefix="logging")
+
+
+def test_zero_and_false_values_are_kept_not_replaced_by_defaults() -> None:
+    cfg = parse_section(LoggingConfig, {"use_compression": False, "sanitize_pii": False})
+    assert cfg.use_compression is False and cfg.sanitize_pii is False

@@ -1,0 +1,46 @@
+"""Project-level promises: the public API, and the README's commands being what CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cl_plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(cl_plugin.__all__) == [
+        "ClPluginError",
+        "ConfigError",
+        "ContinualLearningConfig",
+        "DataQualityValidator",
+        "InvalidRecordError",
+        "MissingDependencyError",
+        "PIIRedactor",
+        "PrivacyConfigError",
+        "ProductionInteraction",
+        "ProductionInteractionLogger",
+        "Store",
+        "StoreError",
+        "StoreUnavailableError",
+        "UnknownInteractionError",
+        "load_config",
+    ]
+    for name in cl_plugin.__all__:
+        assert getattr(cl_plugin, name) is not None
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    main_job, tests = commands
+    assert main_job.endswith("cl-plugin demo")
+    assert tests.endswith("python -m pytest")
+    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
