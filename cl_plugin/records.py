@@ -41,6 +41,8 @@ SPEC_FIELDS: tuple[str, ...] = (
 )
 
 _FLAGS = ("hallucination_detected", "retrieval_failed", "error_occurred")
+# 9999-12-31: a later "timestamp" is not unix seconds (often milliseconds) and has no calendar day.
+MAX_TIMESTAMP = 253_402_300_799.0
 
 
 @dataclass(kw_only=True, slots=True)
@@ -130,19 +132,22 @@ def is_finite_number(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+def _looks_like_ms(value: object) -> bool:
+    return is_finite_number(value) and MAX_TIMESTAMP < value <= MAX_TIMESTAMP * 1000  # type: ignore[operator]
+
+
 def _optional_number(v: object, low: float, high: float) -> bool:
     return v is None or (type(v) in (float, int) and low <= v <= high)  # NaN fails both comparisons
 
 
 def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -> bool:
     """The common case in one expression; :func:`interaction_problems` explains when it is False."""
-    inf = math.inf
     big = sys.float_info.max  # an upper bound that rejects inf
     return (
         type(item.interaction_id) is str
         and item.interaction_id != ""
         and type(item.timestamp) in (float, int)
-        and 0 <= item.timestamp < inf
+        and 0 <= item.timestamp <= MAX_TIMESTAMP
         and type(item.session_id) is str
         and type(item.user_query) is str
         and type(item.response) is str
@@ -187,10 +192,16 @@ def interaction_problems(
         "interaction_id",
         "must be a non-empty string",
     )
+    ts_ok = is_finite_number(item.timestamp) and 0 <= item.timestamp <= MAX_TIMESTAMP
+    hint = (
+        " (it looks like milliseconds: divide by 1000)"
+        if ts_ok is False and _looks_like_ms(item.timestamp)
+        else ""
+    )
     need(
-        is_finite_number(item.timestamp) and item.timestamp >= 0,
+        ts_ok,
         "timestamp",
-        f"must be a finite unix time in seconds (got {item.timestamp!r})",
+        f"must be a unix time in seconds between 0 and year 9999 (got {item.timestamp!r}){hint}",
     )
     for name in ("session_id", "user_query", "response"):
         need(

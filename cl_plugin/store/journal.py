@@ -18,9 +18,32 @@ from typing import Any
 
 import orjson
 
+from cl_plugin.store.rows import repair_text
+
 __all__ = ["Journal"]
 
 log = logging.getLogger("cl_plugin.store")
+
+# Spill files that open journals of this process are still appending to: never replayed from under them.
+_ACTIVE: set[str] = set()
+
+
+def _dump_line(obj: Any) -> bytes:
+    """One JSON line; strings the encoder refuses (lone surrogates) are repaired rather than lost."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return orjson.dumps(_repair(obj))
+
+
+def _repair(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return repair_text(obj)
+    if isinstance(obj, dict):
+        return {_repair(k): _repair(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_repair(v) for v in obj]
+    return obj
 
 
 class Journal:
@@ -34,12 +57,13 @@ class Journal:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._spill = self.directory / f"spill-{os.getpid()}-{time.time_ns()}.jsonl"
+        _ACTIVE.add(str(self._spill))
         self.spilled = 0
         self.rejected = 0
 
     def spill(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> int:
         """Append ``(table, row)`` pairs durably. Returns how many were written."""
-        lines = [orjson.dumps({"t": t, "r": r}) for t, r in rows]
+        lines = [_dump_line({"t": t, "r": r}) for t, r in rows]
         if not lines:
             return 0
         with open(self._spill, "ab") as f:
@@ -51,10 +75,14 @@ class Journal:
 
     def reject(self, table: str, row: dict[str, Any], error: BaseException) -> None:
         """Keep a row the database refused, with the reason."""
-        line = orjson.dumps({"t": table, "r": row, "error": f"{type(error).__name__}: {error}"[:2000]})
+        line = _dump_line({"t": table, "r": row, "error": f"{type(error).__name__}: {error}"[:2000]})
         with open(self.directory / f"rejected-{os.getpid()}.jsonl", "ab") as f:
             f.write(line + b"\n")
         self.rejected += 1
+
+    def release(self) -> None:
+        """This journal appends no more: its spill file may now be replayed by any writer."""
+        _ACTIVE.discard(str(self._spill))
 
     def has_pending(self) -> bool:
         """Whether spill files wait for replay."""
@@ -69,7 +97,9 @@ class Journal:
         return [
             p
             for p in sorted(self.directory.glob("spill-*.jsonl"))
-            if p == self._spill or not _pid_alive(_pid_of(p.name))
+            if p == self._spill
+            or (_pid_of(p.name) == os.getpid() and str(p) not in _ACTIVE)
+            or not _pid_alive(_pid_of(p.name))
         ]
 
     def replay(

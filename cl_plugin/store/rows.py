@@ -79,8 +79,10 @@ def _plain(obj: Any, depth: int = 0) -> Any:
     """A JSON-safe copy of ``obj``: cycles and depth over 32 are cut, unknown objects become their type."""
     if depth > 32:
         return "<too deep>"
-    if isinstance(obj, str | int | bool) or obj is None:
+    if isinstance(obj, str | bool) or obj is None:
         return obj
+    if isinstance(obj, int):
+        return int(obj) if -(2**63) <= obj < 2**64 else str(obj)
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -120,7 +122,7 @@ class Sanitizer:
         """A safe copy of one text field."""
         limit = self.max_text_length
         if len(value) <= limit and value.isascii() and "\x00" not in value:  # the common case, kept cheap
-            if self.redact is None:
+            if self.redact is None or len(value) < 6:  # the shortest PII ("a@b.co") has six characters
                 return value
             try:
                 out = self.redact(value)
@@ -152,10 +154,14 @@ class Sanitizer:
         """A safe copy of a JSON-like value: every string in it (keys included) goes through :meth:`text`."""
         if isinstance(obj, str):
             return self.text(obj)
-        if obj is None or isinstance(obj, bool | int):
+        if obj is None or isinstance(obj, bool):
             return obj
+        if isinstance(
+            obj, int
+        ):  # JSON readers (and orjson) take 64-bit integers; larger ones stay exact as text
+            return int(obj) if -(2**63) <= obj < 2**64 else str(obj)
         if isinstance(obj, float):
-            return obj if math.isfinite(obj) else None
+            return float(obj) if math.isfinite(obj) else None
         if depth > 32:
             return "<too deep>"
         if isinstance(obj, dict):
@@ -181,6 +187,11 @@ class Sanitizer:
         return self.text(value)
 
 
+def _num(value: Any) -> float | None:
+    """Plain floats only (numpy and Decimal scalars are not adapted by every driver)."""
+    return None if value is None else float(value)
+
+
 def _flag(value: Any) -> int | None:
     return None if value is None else int(bool(value))
 
@@ -195,19 +206,19 @@ def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str,
         "session_id": s.identifier(item.session_id, s.hash_sessions) or "",
         "user_query": s.text(item.user_query),
         "agent_selected": None if item.agent_selected is None else s.text(str(item.agent_selected)),
-        "agent_confidence": item.agent_confidence,
+        "agent_confidence": _num(item.agent_confidence),
         "response": s.text(item.response),
-        "user_feedback_score": item.user_feedback_score,
+        "user_feedback_score": _num(item.user_feedback_score),
         "thumbs_up_down": item.thumbs_up_down,
-        "latency_ms": item.latency_ms,
-        "tokens_used": item.tokens_used,
-        "cost": item.cost,
+        "latency_ms": _num(item.latency_ms),
+        "tokens_used": None if item.tokens_used is None else int(item.tokens_used),
+        "cost": _num(item.cost),
         "hallucination_detected": _flag(item.hallucination_detected),
         "retrieval_failed": _flag(item.retrieval_failed),
         "error_occurred": _flag(item.error_occurred),
-        "retrieval_quality": item.retrieval_quality,
+        "retrieval_quality": _num(item.retrieval_quality),
         "metadata": None if metadata is None else dumps(metadata),
-        "run_id": item.run_id,
+        "run_id": None if item.run_id is None else repair_text(str(item.run_id)),
         "graph_name": None if item.graph_name is None else s.text(item.graph_name),
         "user_id": s.identifier(item.user_id, s.hash_users),
         "corrections": None if corrections is None else dumps(corrections),

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,7 +116,7 @@ class Writer:
         self._backoff = retry_interval
         self._check_journal = journal is not None and journal.has_pending()
         self._row_owner: dict[int, Future] = {}  # id(row) -> future of the item that made it, per batch
-        self._backup_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-backup")
+        self._backup_worker = _Worker(f"{name}-backup")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         _live_writers.add(self)
@@ -176,7 +177,9 @@ class Writer:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout)
-        self._backup_pool.shutdown(wait=True)
+        self._backup_worker.stop()
+        if self.journal is not None:
+            self.journal.release()
         _live_writers.discard(self)
         return ok
 
@@ -249,7 +252,7 @@ class Writer:
             if rows:
                 # gzip runs beside the database write; both release the GIL for most of their work.
                 backup = (
-                    self._backup_pool.submit(self._backup_lines, lines) if self.backup is not None else None
+                    self._backup_worker.submit(self._backup_lines, lines) if self.backup is not None else None
                 )
                 try:
                     self._store_rows(rows)
@@ -316,8 +319,9 @@ class Writer:
             batch.add(table, row)
         try:
             res = self.store.write(batch)
-        except DBAPIError as exc:
-            if _is_outage(exc):
+        except (DBAPIError, UnicodeError, ValueError, TypeError, OverflowError) as exc:
+            # Driver errors about values (not DBAPIError) are the row's fault too: isolate it.
+            if isinstance(exc, DBAPIError) and _is_outage(exc):
                 raise
             if len(rows) == 1:
                 self.journal.reject(rows[0][0], rows[0][1], exc)
@@ -392,6 +396,36 @@ def _is_outage(exc: BaseException) -> bool:
         bad_data = ("too many", "too big", "datatype mismatch", "string or blob too big")
         return not any(s in text for s in bad_data)
     return False
+
+
+class _Worker:
+    """One daemon thread running submitted calls in order.
+
+    Not a ThreadPoolExecutor: those refuse new work once interpreter shutdown begins, which is exactly
+    when the exit flush needs one.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        fut: Future = Future()
+        self._jobs.put((fn, args, fut))
+        return fut
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, fut = job
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
 
 
 @atexit.register
