@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cl_plugin.records import ProductionInteraction
+from cl_plugin.records import SPEC_FIELDS, ProductionInteraction
 
 __all__ = [
     "INTERACTION_COLUMNS",
@@ -31,29 +31,7 @@ log = logging.getLogger("cl_plugin.store")
 REDACTED = "[REDACTED]"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
-INTERACTION_COLUMNS: tuple[str, ...] = (
-    "interaction_id",
-    "timestamp",
-    "session_id",
-    "user_query",
-    "agent_selected",
-    "agent_confidence",
-    "response",
-    "user_feedback_score",
-    "thumbs_up_down",
-    "latency_ms",
-    "tokens_used",
-    "cost",
-    "hallucination_detected",
-    "retrieval_failed",
-    "error_occurred",
-    "retrieval_quality",
-    "metadata",
-    "run_id",
-    "graph_name",
-    "user_id",
-    "corrections",
-)
+INTERACTION_COLUMNS: tuple[str, ...] = (*SPEC_FIELDS, "run_id", "graph_name", "user_id", "corrections")
 _FLAG_COLUMNS = ("hallucination_detected", "retrieval_failed", "error_occurred")
 
 

@@ -259,3 +259,10 @@ def test_timestamps_order_newest_first_by_default(store: Store) -> None:
     now = time.time()
     write(store, [make(1, timestamp=now - 10), make(2, timestamp=now)])
     assert [r["interaction_id"] for r in store.query_interactions()] == ["id-00002", "id-00001"]
+
+
+def test_row_columns_match_the_table_in_order() -> None:
+    from cl_plugin.store.rows import INTERACTION_COLUMNS
+    from cl_plugin.store.tables import Interaction
+
+    assert list(INTERACTION_COLUMNS) == [c.name for c in Interaction.__table__.columns]
