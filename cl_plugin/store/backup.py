@@ -9,6 +9,7 @@ database.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -22,6 +23,7 @@ import orjson
 
 __all__ = ["BackupReadResult", "BackupWriter", "backup_files", "encode_line", "iter_backup", "read_backup"]
 
+_LAST_DAY = 2_932_896  # 9999-12-31
 _NAME = re.compile(r"^(?P<table>[a-z_]+)-(?P<day>\d{4}-\d{2}-\d{2})\.jsonl\.gz$")
 _JSON_TEXT_COLUMNS = (
     "metadata",
@@ -93,8 +95,14 @@ class BackupWriter:
 
 
 def encode_line(row: dict[str, Any], time_key: str) -> tuple[int, bytes]:
-    """A row's UTC day number and JSON line (done where the row is made, while it is still in cache)."""
-    return int(row[time_key] // 86400), orjson.dumps(row)
+    """A row's UTC day number and JSON line (done where the row is made, while it is still in cache).
+
+    A time with no calendar day (NaN, negative, past 9999) is filed under the nearest day that has one,
+    so one odd row never costs the rest of its batch their backup.
+    """
+    ts = row[time_key]
+    day = int(ts // 86400) if isinstance(ts, int | float) and math.isfinite(ts) else 0
+    return min(max(day, 0), _LAST_DAY), orjson.dumps(row)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from cl_plugin.privacy import default_redactor
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
+from cl_plugin.store.backup import BackupWriter, iter_backup
 from cl_plugin.store.journal import Journal
 from cl_plugin.store.rows import Sanitizer, row_from_interaction
 from cl_plugin.store.writer import Writer
@@ -104,6 +105,14 @@ def unencodable(item: ProductionInteraction) -> list[tuple[str, dict]]:
     rows = to_rows(item)
     if item.interaction_id.endswith("enc"):
         rows[0][1]["run_id"] = "run-\ud800"
+    return rows
+
+
+def dated(item: ProductionInteraction) -> list[tuple[str, dict]]:
+    """Rows as usual, except that ids ending in ``far`` carry a time no calendar (or backup file) can name."""
+    rows = to_rows(item)
+    if item.interaction_id.endswith("far"):
+        rows[0][1]["timestamp"] = 1e300
     return rows
 
 
@@ -380,6 +389,20 @@ def test_sync_future_of_a_refused_row_carries_the_error(store: Store, make_write
     assert futures["id-00001"].result(timeout=10) is None
     # The row was not committed; "acknowledged" would tell a short-lived caller that it is safe.
     assert futures["x-bad"].exception(timeout=10) is not None
+
+
+def test_a_row_whose_day_cannot_be_named_costs_no_other_row_its_backup(
+    store: Store, make_writer, tmp_path
+) -> None:
+    # Rows from other producers than the logger (node runs, feedback) do not pass its timestamp check.
+    w = make_writer(backup=BackupWriter(tmp_path / "backups"), buffer_size=100, flush_interval=60)
+    items = [interaction(0, interaction_id="t-far"), *(interaction(i, "t") for i in range(1, 11))]
+    for item in items:  # the odd row first: its day group comes first in the batch
+        w.submit(dated, item)
+    assert w.flush(timeout=10)
+    assert stored_ids(store) == {i.interaction_id for i in items}
+    backed_up = {r["interaction_id"] for r in iter_backup(tmp_path / "backups", "interactions")}
+    assert {i.interaction_id for i in items[1:]} <= backed_up
 
 
 # -- convert errors -------------------------------------------------------------------------------------
