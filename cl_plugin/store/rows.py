@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "Sanitizer",
     "interaction_from_row",
     "row_from_interaction",
+    "rows_to_interactions",
 ]
 
 log = logging.getLogger("cl_plugin.store")
@@ -203,17 +204,35 @@ def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str,
     }
 
 
-def interaction_from_row(out: dict[str, Any]) -> dict[str, Any]:
-    """Turn a stored row, in place, into the classic API's dict.
+def interaction_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Turn one stored row (a dict by column) into the classic API's dict.
 
     Flags become booleans (None stays None: unknown), ``metadata`` a dict and ``corrections`` a list.
     """
-    for flag in _FLAG_COLUMNS:
-        v = out.get(flag)
-        if v is not None:
-            out[flag] = v == 1 or v is True
-    v = out.get("metadata")
-    out["metadata"] = orjson.loads(v) if type(v) is str and v else (v or {})
-    v = out.get("corrections")
-    out["corrections"] = orjson.loads(v) if type(v) is str and v else (v or [])
+    return rows_to_interactions(tuple(row), [tuple(row.values())])[0]
+
+
+def rows_to_interactions(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Many stored rows (tuples in ``keys`` order) as classic API dicts; same result as
+    :func:`interaction_from_row` on each, in one loop (reads of thousands of rows spend their time here).
+    """
+    flags = [(keys.index(f), f) for f in _FLAG_COLUMNS if f in keys]
+    im = keys.index("metadata") if "metadata" in keys else None
+    ic = keys.index("corrections") if "corrections" in keys else None
+    loads = orjson.loads
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for row in rows:
+        d = dict(zip(keys, row, strict=True))
+        for i, name in flags:
+            v = row[i]
+            if v is not None:
+                d[name] = v == 1
+        if im is not None:
+            v = row[im]
+            d["metadata"] = loads(v) if type(v) is str and v else (v or {})
+        if ic is not None:
+            v = row[ic]
+            d["corrections"] = loads(v) if type(v) is str and v else (v or [])
+        append(d)
     return out

@@ -127,6 +127,8 @@ def main() -> None:
             t = time.perf_counter()
             got = store.query_interactions(max_feedback_score=3.0, limit=1000)
             lat.append((time.perf_counter() - t) * 1000)
+            if _ < args.queries - 1:
+                del got  # freeing the caller's previous result is not part of the query
         assert len(got) == 1000
         # The floor: the same query's rows fetched with the bare sqlite3 module (tuples, no dicts).
         raw = sqlite3.connect(Path(tmp) / "logger+sanitize-0" / "interactions.db")
@@ -138,8 +140,9 @@ def main() -> None:
         raw_lat = []
         for _ in range(args.queries):
             t = time.perf_counter()
-            raw.execute(sql).fetchall()
+            fetched = raw.execute(sql).fetchall()
             raw_lat.append((time.perf_counter() - t) * 1000)
+            del fetched
         raw.close()
         lat.sort()
         print(
