@@ -3,6 +3,7 @@
 Capture production traffic, analyse failures, select what to label, retrain, A/B test and deploy.
 """
 
+from cl_plugin.capture import CaptureHandler, arecord_decision, record_decision
 from cl_plugin.config import ContinualLearningConfig, load_config
 from cl_plugin.errors import (
     ClPluginError,
@@ -20,6 +21,7 @@ from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Store
 
 __all__ = [
+    "CaptureHandler",
     "ClPluginError",
     "ConfigError",
     "ContinualLearningConfig",
@@ -34,7 +36,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "UnknownInteractionError",
+    "arecord_decision",
     "load_config",
+    "record_decision",
 ]
 
 __version__ = "0.1.0"

@@ -24,13 +24,13 @@ from cl_plugin.config import (
     ValidationConfig,
     parse_section,
 )
-from cl_plugin.errors import InvalidRecordError, PrivacyConfigError
+from cl_plugin.errors import InvalidRecordError, PrivacyConfigError, UnknownInteractionError
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
 from cl_plugin.store.backup import BackupWriter, iter_backup
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import Sanitizer, interaction_from_row, row_from_interaction
+from cl_plugin.store.rows import Sanitizer, feedback_row, interaction_from_row, row_from_interaction
 from cl_plugin.store.writer import Writer
 
 __all__ = ["ProductionInteractionLogger"]
@@ -193,6 +193,65 @@ class ProductionInteractionLogger:
             return None
         return self.writer.submit(self._convert, item)
 
+    def record_feedback(
+        self,
+        interaction_id: str,
+        *,
+        score: float | None = None,
+        thumbs: str | None = None,
+        correction: str | None = None,
+        comment: str | None = None,
+        value: Any = None,
+        source: str = "user",
+        key: str = "user_feedback",
+    ) -> dict[str, Any]:
+        """Attach feedback to a logged interaction.
+
+        Feedback is append-only history; the latest user score and thumbs are copied to the interaction and
+        corrections are added to its ``corrections``. Feedback for an interaction that is still in the
+        writer's queue is queued behind it, so it is never lost.
+
+        Args:
+            interaction_id: the interaction's id.
+            score: a rating (for ``source="user"``, within the validation score range).
+            thumbs: ``"up"`` or ``"down"``.
+            correction: the answer the user expected.
+            comment: free text (redacted like every other text).
+            value: any JSON-like value (for annotators and judges).
+            source: who gave it: ``"user"``, ``"annotator"``, ``"llm_judge"``, ``"langsmith"``, ...
+            key: what was rated.
+
+        Returns:
+            The feedback row as it will be stored.
+
+        Raises:
+            InvalidRecordError: a field cannot be stored as given (the error names it).
+            UnknownInteractionError: no interaction with this id was ever logged here or stored.
+        """
+        row = feedback_row(
+            str(interaction_id),
+            self.sanitizer,
+            score=score,
+            thumbs=thumbs,
+            correction=correction,
+            comment=comment,
+            value=value,
+            source=source,
+            key=key,
+            min_score=self.validation.min_feedback_score,
+            max_score=self.validation.max_feedback_score,
+        )
+        if self.store is None or self.writer is None:
+            raise UnknownInteractionError(row["interaction_id"])
+        if not self.store.has_interaction(row["interaction_id"]):
+            self.flush()  # it may be waiting in the queue
+            if not self.store.has_interaction(row["interaction_id"]):
+                raise UnknownInteractionError(row["interaction_id"])
+        fut = self.writer.submit(_feedback_rows, row)
+        if fut is not None:
+            fut.result()
+        return row
+
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything logged so far; returns False if ``timeout`` seconds passed first."""
         return True if self.writer is None else self.writer.flush(timeout)
@@ -302,3 +361,7 @@ def _filter_backup(
     rows.sort(key=lambda r: (r["timestamp"], r["interaction_id"]), reverse=True)
     end = None if limit is None else offset + limit
     return rows[offset:end]
+
+
+def _feedback_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [("feedback", row)]

@@ -135,7 +135,8 @@ _SSN_WORDS = ("ssn", "social security", "ss#")
 _EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+'-]{1,64}")
 _IMAGE_SCALE = re.compile(r"[0-9]x\.")  # "icon@2x.png" is an asset name, not an address
 _EMAIL_DOMAIN = re.compile(
-    r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59})(?![\w-])"
+    # The top-level domain may run into digits or "_" ("bob@example.com2"): the address still leaks.
+    r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59})(?![^\W\d_]|-|\.[^\W_])"
 )
 
 _IPV6 = re.compile(

@@ -588,3 +588,10 @@ def test_validator_uses_a_given_redactor(no_env_key: None) -> None:
     validator = DataQualityValidator(redactor=PIIRedactor(extra_patterns={"ticket": r"TCK-\d+"}))
     out = validator.sanitize_interaction(spec_interaction(user_query="see TCK-991"))
     assert out.user_query == "see [TICKET]"
+
+
+@pytest.mark.parametrize(
+    "text", ["hello bob@example.com0", "bob@example.co.uk1 next", "id bob@example.com_2"]
+)
+def test_an_address_running_into_digits_or_underscores_is_still_redacted(text: str) -> None:
+    assert "bob@example" not in default_redactor().redact(text)

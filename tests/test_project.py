@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_public_names_are_pinned() -> None:
     assert sorted(cl_plugin.__all__) == [
+        "CaptureHandler",
         "ClPluginError",
         "ConfigError",
         "ContinualLearningConfig",
@@ -26,7 +27,9 @@ def test_public_names_are_pinned() -> None:
         "StoreError",
         "StoreUnavailableError",
         "UnknownInteractionError",
+        "arecord_decision",
         "load_config",
+        "record_decision",
     ]
     for name in cl_plugin.__all__:
         assert getattr(cl_plugin, name) is not None

@@ -11,17 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from cl_plugin.errors import InvalidRecordError
 from cl_plugin.records import SPEC_FIELDS, ProductionInteraction
 
 __all__ = [
     "INTERACTION_COLUMNS",
     "Sanitizer",
+    "feedback_row",
     "interaction_from_row",
     "row_from_interaction",
     "rows_to_interactions",
@@ -236,3 +240,65 @@ def rows_to_interactions(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
             d["corrections"] = loads(v) if type(v) is str and v else (v or [])
         append(d)
     return out
+
+
+def feedback_row(
+    interaction_id: str,
+    s: Sanitizer,
+    *,
+    score: float | None = None,
+    thumbs: str | None = None,
+    correction: str | None = None,
+    comment: str | None = None,
+    value: Any = None,
+    source: str = "user",
+    key: str = "user_feedback",
+    min_score: float = 1.0,
+    max_score: float = 5.0,
+    feedback_id: str | None = None,
+    created_at: float | None = None,
+) -> dict[str, Any]:
+    """A checked, sanitized ``feedback`` row.
+
+    Raises:
+        InvalidRecordError: a field cannot be stored as given; the error names it.
+    """
+
+    def bad(name: str, message: str) -> InvalidRecordError:
+        return InvalidRecordError(
+            f"feedback for {interaction_id!r}: {name} {message}",
+            field=name,
+            interaction_id=str(interaction_id),
+        )
+
+    if not isinstance(interaction_id, str) or not interaction_id:
+        raise bad("interaction_id", f"must be a non-empty string (got {interaction_id!r})")
+    if score is not None and not (
+        isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
+    ):
+        raise bad("score", f"must be a finite number or None (got {score!r})")
+    if score is not None and source == "user" and not min_score <= score <= max_score:
+        raise bad("score", f"must be in [{min_score}, {max_score}] for user feedback (got {score!r})")
+    if thumbs not in (None, "up", "down"):
+        raise bad("thumbs", f"must be 'up', 'down' or None (got {thumbs!r})")
+    for name, text in (("correction", correction), ("comment", comment)):
+        if text is not None and not isinstance(text, str):
+            raise bad(name, f"must be a string or None (got {type(text).__name__})")
+    if not isinstance(source, str) or not source:
+        raise bad("source", f"must be a non-empty string such as 'user' or 'annotator' (got {source!r})")
+    if not isinstance(key, str) or not key:
+        raise bad("key", f"must be a non-empty string (got {key!r})")
+    if score is None and thumbs is None and correction is None and comment is None and value is None:
+        raise bad("score", "is missing: give at least one of score, thumbs, correction, comment or value")
+    return {
+        "feedback_id": feedback_id or str(uuid.uuid4()),
+        "interaction_id": repair_text(interaction_id),
+        "key": s.text(key),
+        "score": None if score is None else float(score),
+        "value": None if value is None else dumps(s.value(value)),
+        "thumbs_up_down": thumbs,
+        "comment": None if comment is None else s.text(comment),
+        "correction": None if correction is None else s.text(correction),
+        "source": s.text(source),
+        "created_at": time.time() if created_at is None else float(created_at),
+    }

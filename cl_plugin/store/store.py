@@ -23,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, Integer, Select, delete, func, or_, select, text, tuple_
 from sqlalchemy import Table as SATable
 
+from cl_plugin.errors import UnknownInteractionError
 from cl_plugin.store.engine import WRITE, make_engine
 from cl_plugin.store.rows import INTERACTION_COLUMNS, dumps, interaction_from_row, rows_to_interactions
 from cl_plugin.store.tables import Decision, Feedback, Interaction, InteractionRevision, NodeRun
@@ -39,6 +40,8 @@ _TABLES: dict[str, SATable] = {
     "feedback": Feedback.__table__,  # type: ignore[dict-item]
 }
 _REVISIONS: SATable = InteractionRevision.__table__  # type: ignore[assignment]
+_FEEDBACK: SATable = Feedback.__table__  # type: ignore[assignment]
+_TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback")
 # Tables whose rows hang off an interaction and go with it on purge.
 _CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions")
 _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
@@ -171,10 +174,130 @@ class Store:
         """
         result = WriteResult()
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            for name, rows in batch.tables.items():
-                if rows:
-                    self._write_table(conn, name, rows, result)
+            # Interactions first: feedback in the same batch is then applied to rows that exist.
+            for name in sorted(batch.tables, key=_TABLE_ORDER.index):
+                if batch.tables[name]:
+                    self._write_table(conn, name, batch.tables[name], result)
+            touched = {r["interaction_id"] for r in batch.tables.get("feedback", ())}
+            interactions = batch.tables.get("interactions")
+            if interactions and conn.exec_driver_sql("SELECT 1 FROM feedback LIMIT 1").first() is not None:
+                # Feedback may have come before its interaction, or a re-logged row may have replaced
+                # the copied score: feedback stays the source of truth for the feedback columns.
+                touched.update(r["interaction_id"] for r in interactions)
+            if touched:
+                self._apply_feedback(conn, sorted(touched))
         return result
+
+    def _apply_feedback(self, conn: Connection, ids: list[str]) -> None:
+        """Copy the latest user score and thumbs, and every correction, from feedback to interactions."""
+        f, c = _FEEDBACK.c, _INTERACTIONS.c
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            history: dict[str, list[Any]] = {}
+            for row in conn.execute(
+                select(f.interaction_id, f.score, f.thumbs_up_down, f.correction, f.source)
+                .where(f.interaction_id.in_(chunk))
+                .order_by(f.created_at, f.feedback_id)
+            ):
+                history.setdefault(row[0], []).append(row)
+            if not history:
+                continue
+            stored = dict(
+                conn.execute(
+                    select(c.interaction_id, c.corrections).where(c.interaction_id.in_(list(history)))
+                ).all()
+            )
+            for iid, rows in history.items():
+                if iid not in stored:
+                    continue  # feedback that is waiting for its interaction
+                user = [r for r in rows if r.source == "user"]
+                score = next((r.score for r in reversed(user) if r.score is not None), None)
+                thumbs = next((r.thumbs_up_down for r in reversed(user) if r.thumbs_up_down), None)
+                corrections = orjson.loads(stored[iid]) if stored[iid] else []
+                corrections += [
+                    r.correction for r in rows if r.correction and r.correction not in corrections
+                ]
+                values: dict[str, Any] = {"corrections": dumps(corrections) if corrections else None}
+                if score is not None:
+                    values["user_feedback_score"] = score
+                if thumbs is not None:
+                    values["thumbs_up_down"] = thumbs
+                conn.execute(_INTERACTIONS.update().where(c.interaction_id == iid).values(**values))
+
+    def record_feedback(self, row: dict[str, Any], *, require_interaction: bool = True) -> dict[str, Any]:
+        """Store one feedback row (see :func:`cl_plugin.store.rows.feedback_row`) and apply it.
+
+        Args:
+            row: a checked, sanitized feedback row.
+            require_interaction: raise when the interaction does not exist (yet). Writers pass False for
+                feedback that is known to be waiting for its interaction.
+
+        Returns:
+            The row as stored.
+
+        Raises:
+            UnknownInteractionError: ``require_interaction`` and no interaction has this id.
+        """
+        iid = row["interaction_id"]
+        if require_interaction and not self.has_interaction(iid):
+            raise UnknownInteractionError(iid)
+        self.write(Batch({"feedback": [row]}))
+        return row
+
+    def has_interaction(self, interaction_id: str) -> bool:
+        """Whether an interaction with this id is stored."""
+        stmt = select(_INTERACTIONS.c.interaction_id).where(_INTERACTIONS.c.interaction_id == interaction_id)
+        with self._lock, self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def feedback_history(self, interaction_id: str) -> list[dict[str, Any]]:
+        """Every feedback row of an interaction, oldest first (``value`` decoded from JSON)."""
+        f = _FEEDBACK.c
+        stmt = (
+            select(_FEEDBACK).where(f.interaction_id == interaction_id).order_by(f.created_at, f.feedback_id)
+        )
+        with self._lock, self.engine.connect() as conn:
+            res = conn.execute(stmt)
+            out = [dict(zip(res.keys(), r, strict=True)) for r in res]
+        for row in out:
+            row["value"] = orjson.loads(row["value"]) if row["value"] else None
+        return out
+
+    def node_runs(self, interaction_id: str) -> list[dict[str, Any]]:
+        """The node, model, tool and retriever runs of an interaction, in start order."""
+        return self._children(
+            _TABLES["node_runs"], interaction_id, "start_time", ("triggers", "inputs", "outputs")
+        )
+
+    def decisions(
+        self, interaction_id: str | None = None, *, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Decisions of one interaction (or all), optionally of one kind, in time order."""
+        t = _TABLES["decisions"]
+        stmt = select(t)
+        if interaction_id is not None:
+            stmt = stmt.where(t.c.interaction_id == interaction_id)
+        if kind is not None:
+            stmt = stmt.where(t.c.kind == kind)
+        return self._decode(
+            stmt.order_by(t.c.timestamp, t.c.decision_id), ("alternatives", "features", "statistics")
+        )
+
+    def _children(
+        self, t: SATable, interaction_id: str, order: str, json_cols: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        stmt = select(t).where(t.c.interaction_id == interaction_id).order_by(t.c[order])
+        return self._decode(stmt, json_cols)
+
+    def _decode(self, stmt: Select, json_cols: tuple[str, ...]) -> list[dict[str, Any]]:
+        with self._lock, self.engine.connect() as conn:
+            res = conn.execute(stmt)
+            out = [dict(zip(res.keys(), r, strict=True)) for r in res]
+        for row in out:
+            for col in json_cols:
+                if row.get(col) is not None:
+                    row[col] = orjson.loads(row[col])
+        return out
 
     def _write_table(
         self, conn: Connection, name: str, rows: list[dict[str, Any]], result: WriteResult

@@ -109,6 +109,7 @@ class Writer:
         self.stats = WriterStats()
         self._queue: deque[tuple[Convert, Any, Future | None]] = deque()
         self._wake = threading.Event()
+        self._submit_lock = threading.Lock()
         self._done = threading.Condition()
         self._processed = 0
         self._closed = False
@@ -148,8 +149,9 @@ class Writer:
                 self._wake.set()
                 time.sleep(0.001)
         fut: Future | None = Future() if self.durability == "sync" else None
-        self._queue.append((convert, payload, fut))
-        self.stats.submitted += 1
+        with self._submit_lock:  # callers may be many threads: flush() counts on an exact total
+            self._queue.append((convert, payload, fut))
+            self.stats.submitted += 1
         if fut is not None or len(self._queue) >= self.buffer_size:
             self._wake.set()
         return fut

@@ -7,10 +7,10 @@ import time
 import pytest
 from sqlalchemy import inspect, text
 
-from cl_plugin.errors import ConfigError
+from cl_plugin.errors import ConfigError, UnknownInteractionError
 from cl_plugin.records import SPEC_FIELDS, ProductionInteraction
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import Sanitizer, feedback_row, row_from_interaction
 
 T0 = 1_700_000_000.0
 
@@ -266,3 +266,39 @@ def test_row_columns_match_the_table_in_order() -> None:
     from cl_plugin.store.tables import Interaction
 
     assert list(INTERACTION_COLUMNS) == [c.name for c in Interaction.__table__.columns]
+
+
+def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Store) -> None:
+    write(store, [make(1, interaction_id="f1", user_feedback_score=None)])
+    s = Sanitizer()
+    store.record_feedback(feedback_row("f1", s, score=2.0, created_at=1.0))
+    store.record_feedback(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
+    store.record_feedback(
+        feedback_row("f1", s, score=0.2, source="llm_judge", key="faithfulness", created_at=3.0)
+    )
+    got = store.get_interaction("f1")
+    assert got is not None
+    assert (got["user_feedback_score"], got["thumbs_up_down"], got["corrections"]) == (
+        2.0,
+        "up",
+        ["better answer"],
+    )
+    assert [(f["source"], f["score"]) for f in store.feedback_history("f1")] == [
+        ("user", 2.0),
+        ("user", None),
+        ("llm_judge", 0.2),
+    ]
+
+
+def test_feedback_that_comes_before_its_interaction_is_applied_when_it_arrives(store: Store) -> None:
+    early = feedback_row("late", Sanitizer(), score=5.0, correction="fixed")
+    store.record_feedback(early, require_interaction=False)
+    write(store, [make(2, interaction_id="late", user_feedback_score=None)])
+    got = store.get_interaction("late")
+    assert got is not None and got["user_feedback_score"] == 5.0 and got["corrections"] == ["fixed"]
+
+
+def test_feedback_for_an_id_that_does_not_exist_is_refused(store: Store) -> None:
+    with pytest.raises(UnknownInteractionError, match="no interaction with id 'nope'"):
+        store.record_feedback(feedback_row("nope", Sanitizer(), score=3.0))
+    assert store.feedback_history("nope") == []

@@ -1,0 +1,531 @@
+"""Capture: the LangChain callback handler that records LangGraph runs and agent decisions.
+
+Attach it with one line, ``graph.invoke(inputs, config={"callbacks": [CaptureHandler(store)]})``, and every
+top-level run becomes an ``interactions`` row, every node / model / tool / retriever run a ``node_runs`` row
+and every agent decision a ``decisions`` row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler, adispatch_custom_event, dispatch_custom_event
+from langchain_core.runnables import RunnableConfig
+
+from cl_plugin.config import HASH_KEY_ENV
+from cl_plugin.errors import PrivacyConfigError, UnknownInteractionError
+from cl_plugin.privacy import default_redactor, hash_identifier
+from cl_plugin.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
+from cl_plugin.store import Store
+from cl_plugin.store.journal import Journal
+from cl_plugin.store.rows import Sanitizer, feedback_row
+from cl_plugin.store.writer import Writer
+
+__all__ = ["DECISION_EVENT", "CaptureHandler", "arecord_decision", "record_decision"]
+
+log = logging.getLogger("cl_plugin.capture")
+
+#: Name of the LangChain custom event that carries a decision recorded with :func:`record_decision`.
+DECISION_EVENT = "cl_plugin.decision"
+
+
+def _decision_payload(
+    kind: str,
+    chosen: Any,
+    confidence: float | None,
+    alternatives: Mapping[str, float] | Sequence[str] | None,
+    features: Mapping[str, Any] | None,
+    statistics: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"record_decision: kind must be a non-empty string such as 'route' (got {kind!r})")
+    return {
+        "kind": kind,
+        "chosen": chosen,
+        "confidence": confidence,
+        "alternatives": dict(alternatives) if isinstance(alternatives, Mapping) else alternatives,
+        "features": dict(features) if features is not None else None,
+        "statistics": dict(statistics) if statistics is not None else None,
+    }
+
+
+def record_decision(
+    kind: str,
+    chosen: Any,
+    *,
+    confidence: float | None = None,
+    alternatives: Mapping[str, float] | Sequence[str] | None = None,
+    features: Mapping[str, Any] | None = None,
+    statistics: Mapping[str, Any] | None = None,
+    config: RunnableConfig | None = None,
+) -> bool:
+    """Record an agent decision from inside a graph node (or any runnable).
+
+    The decision travels as a LangChain custom event, so a :class:`CaptureHandler` attached to the run
+    stores it as a ``decisions`` row of the current node; without a handler it costs next to nothing.
+
+    Args:
+        kind: what was decided: ``"route"``, ``"mcts"``, ``"tool"``, ``"consensus"`` or your own word.
+        chosen: the option taken (an agent name, an action, a verdict).
+        confidence: how sure the decider was, in [0, 1].
+        alternatives: the options considered, with their probabilities or scores when known.
+        features: what the decider saw (for retraining and failure attribution).
+        statistics: anything else worth keeping (visit counts, values, iterations).
+        config: the node's config; needed only where the context does not flow (own thread pools).
+
+    Returns:
+        True if the event was dispatched, False when called outside a run (nothing to attach it to).
+    """
+    payload = _decision_payload(kind, chosen, confidence, alternatives, features, statistics)
+    try:
+        dispatch_custom_event(DECISION_EVENT, payload, config=config)
+    except RuntimeError as exc:  # outside any run: there is no parent to attach the decision to
+        log.debug("record_decision outside a run: %s", exc)
+        return False
+    return True
+
+
+async def arecord_decision(
+    kind: str,
+    chosen: Any,
+    *,
+    confidence: float | None = None,
+    alternatives: Mapping[str, float] | Sequence[str] | None = None,
+    features: Mapping[str, Any] | None = None,
+    statistics: Mapping[str, Any] | None = None,
+    config: RunnableConfig | None = None,
+) -> bool:
+    """Async twin of :func:`record_decision`, for ``async def`` nodes."""
+    payload = _decision_payload(kind, chosen, confidence, alternatives, features, statistics)
+    try:
+        await adispatch_custom_event(DECISION_EVENT, payload, config=config)
+    except RuntimeError as exc:
+        log.debug("arecord_decision outside a run: %s", exc)
+        return False
+    return True
+
+
+def _journal_dir(url: str) -> Path:
+    """Where a store's spill journal lives: beside a SQLite file, else in the temp directory."""
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        db = Path(url[len("sqlite:///") :])
+        return db.with_name(f"{db.name}-journal.d")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"cl_plugin-journal-{digest}"
+
+
+def _serialized_name(serialized: Any) -> str | None:
+    if isinstance(serialized, Mapping):
+        name = serialized.get("name")
+        if name is None and serialized.get("id"):
+            name = serialized["id"][-1]
+        return None if name is None else str(name)
+    return None
+
+
+class CaptureHandler(BaseCallbackHandler):
+    """Records LangGraph runs, node runs and agent decisions into a store.
+
+    Attach it to any graph with ``graph.invoke(inputs, config={"callbacks": [handler]})`` (or ``ainvoke``,
+    ``stream``, ``astream``, ``batch``, ``abatch``, or ``graph.with_config(callbacks=[handler])``). Each
+    top-level run becomes one ``interactions`` row whose id is the root run id (pass ``config["run_id"]``
+    to choose it), each node / model / tool / retriever run a ``node_runs`` row, and each agent decision a
+    ``decisions`` row: routing (from the state's routing history, a conditional edge's output or
+    ``Command(goto=...)``), ``Send`` fan-out, tool choices, and anything recorded with
+    :func:`record_decision`.
+
+    The hooks only put a small tuple on a queue; a background writer thread assembles runs, redacts PII,
+    and writes in batches. A hook never raises into the graph; problems are logged and counted.
+
+    Args:
+        store: a :class:`Store`, a database URL, or a :class:`ProductionInteractionLogger` whose writer,
+            store and privacy settings are then shared. None means an in-memory SQLite store.
+        graph_name: the ``graph_name`` of every interaction (default: the root run's name).
+        query_keys: input keys tried, in order, for the user's query (``messages`` takes the last human
+            message).
+        response_keys: output keys tried, in order, for the response (``messages``: the last AI message).
+        user_key: metadata key holding the user id (``config={"metadata": {"user_id": ...}}``).
+        routing_key: state key holding the meta-controller's routing history (a list of dicts with
+            ``agent``, ``confidence`` and ``probabilities``).
+        prices: extra or overriding model prices, USD per million tokens as ``(input, output)``, matched
+            by the longest prefix of the model name.
+        redact_pii: redact PII from every text before it is written.
+        hash_user_ids: store user ids as keyed hashes.
+        hash_session_ids: store session (thread) ids as keyed hashes.
+        hash_key: the HMAC key for hashing (default: the ``CL_PLUGIN_HASH_KEY`` environment variable).
+        max_text_length: longest query, response or error text kept.
+        max_io_chars: longest string kept inside node inputs and outputs.
+        max_in_flight: runs held while waiting for their end; the oldest are recorded as unfinished beyond.
+        run_ttl: seconds after which a run that never ended is recorded as unfinished.
+        flush_interval: seconds between background writes.
+        buffer_size: queued events that trigger a write sooner.
+        max_queue: queued events before new ones are dropped (and counted) rather than slow the graph.
+        journal_dir: where rows wait while the database is unreachable.
+        feedback_mirror: an object with ``submit(run_id, **feedback)`` (such as
+            :class:`cl_plugin.langsmith.FeedbackMirror`) that receives every recorded feedback.
+
+    Example:
+        >>> from typing import TypedDict
+        >>> from langgraph.graph import StateGraph
+        >>> class State(TypedDict):
+        ...     query: str
+        ...     response: str
+        >>> builder = StateGraph(State)
+        >>> _ = builder.add_node("answer", lambda s: {"response": s["query"].upper()})
+        >>> _ = builder.set_entry_point("answer")
+        >>> graph = builder.compile()
+        >>> handler = CaptureHandler("sqlite://")
+        >>> graph.invoke({"query": "hi"}, config={"callbacks": [handler]})["response"]
+        'HI'
+        >>> handler.flush()
+        True
+        >>> [(r["user_query"], r["response"]) for r in handler.store.query_interactions()]
+        [('hi', 'HI')]
+        >>> handler.close()
+    """
+
+    run_inline = True  # async graphs call the hooks on the loop thread instead of an executor per event
+    raise_error = False
+
+    def __init__(
+        self,
+        store: Any = None,
+        *,
+        graph_name: str | None = None,
+        query_keys: Sequence[str] | None = None,
+        response_keys: Sequence[str] | None = None,
+        user_key: str = "user_id",
+        routing_key: str = "routing_history",
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        redact_pii: bool = True,
+        hash_user_ids: bool = False,
+        hash_session_ids: bool = False,
+        hash_key: str | None = None,
+        max_text_length: int = 10_000,
+        max_io_chars: int = 2_000,
+        max_in_flight: int = 10_000,
+        run_ttl: float = 3_600.0,
+        flush_interval: float = 0.1,
+        buffer_size: int = 1_000,
+        max_queue: int = 200_000,
+        journal_dir: str | Path | None = None,
+        feedback_mirror: Any = None,
+    ) -> None:
+        from cl_plugin.logger import ProductionInteractionLogger  # the logger imports this module's peers
+
+        options = CaptureOptions(graph_name=graph_name, user_key=user_key, routing_key=routing_key)
+        if query_keys is not None:
+            options = _replace(options, query_keys=tuple(query_keys))
+        if response_keys is not None:
+            options = _replace(options, response_keys=tuple(response_keys))
+        prices_all = dict(options.prices)
+        prices_all.update(prices or {})
+        options = _replace(
+            options,
+            prices=prices_all,
+            max_io_chars=max_io_chars,
+            max_in_flight=max_in_flight,
+            run_ttl=run_ttl,
+        )
+        self._owns_writer = not isinstance(store, ProductionInteractionLogger)
+        if isinstance(store, ProductionInteractionLogger):
+            if store.writer is None or store.store is None:
+                raise ValueError(
+                    "CaptureHandler needs a logger with a database: enable it and set use_sqlite or database_url"
+                )
+            self.store: Store = store.store
+            self.sanitizer = store.sanitizer
+            self.writer = store.writer
+        else:
+            if store is None or isinstance(store, str):
+                store = Store.from_url(store or "sqlite://").setup()
+            elif not isinstance(store, Store):
+                raise TypeError(
+                    "CaptureHandler(store=...) takes a Store, a database URL or a ProductionInteractionLogger, "
+                    f"not {type(store).__name__}"
+                )
+            self.store = store
+            self.sanitizer = _sanitizer(
+                redact_pii, hash_user_ids, hash_session_ids, hash_key, max_text_length
+            )
+            self.writer = Writer(
+                self.store,
+                journal=Journal(journal_dir or _journal_dir(self.store.url)),
+                buffer_size=buffer_size,
+                flush_interval=flush_interval,
+                max_queue=max_queue,
+                name="cl-plugin-capture",
+            )
+        self.options = options
+        self.tree = RunTree(self.sanitizer, options)
+        self.feedback_mirror = feedback_mirror
+        self.hook_errors = 0
+        self._roots: OrderedDict[str, None] = OrderedDict()  # root ids seen here, for feedback checks
+        self._consume = self.tree.consume
+        self._submit = self.writer.submit
+
+    # -- hooks: build a tuple, enqueue it, return ------------------------------------------------------
+
+    def _put(self, event: tuple) -> None:
+        self._submit(self._consume, event, block=False)
+
+    def _hook_failed(self, hook: str) -> None:
+        self.hook_errors += 1
+        log.warning("cl_plugin capture hook %s failed; the run goes on", hook, exc_info=True)
+
+    def _root(self, run_id: UUID) -> None:
+        roots = self._roots
+        roots[str(run_id)] = None
+        if len(roots) > 100_000:
+            roots.popitem(last=False)
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or _serialized_name(serialized)
+            self._put((START, "chain", run_id, parent_run_id, time.time(), name, inputs, metadata, tags))
+            if parent_run_id is None:
+                self._root(run_id)
+        except Exception:
+            self._hook_failed("on_chain_start")
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or _serialized_name(serialized)
+            params = kwargs.get("invocation_params")
+            self._put((START, "llm", run_id, parent_run_id, time.time(), name, messages, metadata, params))
+            if parent_run_id is None:
+                self._root(run_id)
+        except Exception:
+            self._hook_failed("on_chat_model_start")
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or _serialized_name(serialized)
+            params = kwargs.get("invocation_params")
+            self._put((START, "llm", run_id, parent_run_id, time.time(), name, prompts, metadata, params))
+            if parent_run_id is None:
+                self._root(run_id)
+        except Exception:
+            self._hook_failed("on_llm_start")
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or _serialized_name(serialized)
+            args = inputs if inputs is not None else input_str
+            self._put((START, "tool", run_id, parent_run_id, time.time(), name, args, metadata, None))
+            if parent_run_id is None:
+                self._root(run_id)
+        except Exception:
+            self._hook_failed("on_tool_start")
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any],
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or _serialized_name(serialized)
+            self._put((START, "retriever", run_id, parent_run_id, time.time(), name, query, metadata, None))
+            if parent_run_id is None:
+                self._root(run_id)
+        except Exception:
+            self._hook_failed("on_retriever_start")
+
+    def _end(self, kind: int, payload: Any, run_id: UUID, hook: str) -> None:
+        try:
+            self._put((kind, run_id, time.time(), payload))
+        except Exception:
+            self._hook_failed(hook)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(END, outputs, run_id, "on_chain_end")
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(ERROR, error, run_id, "on_chain_error")
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(END, response, run_id, "on_llm_end")
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(ERROR, error, run_id, "on_llm_error")
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(END, output, run_id, "on_tool_end")
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(ERROR, error, run_id, "on_tool_error")
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(END, documents, run_id, "on_retriever_end")
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(ERROR, error, run_id, "on_retriever_error")
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if name != DECISION_EVENT:
+            return
+        try:
+            self._put((DECISION, run_id, time.time(), data))
+        except Exception:
+            self._hook_failed("on_custom_event")
+
+    # -- feedback and lifecycle ------------------------------------------------------------------------
+
+    def record_feedback(
+        self,
+        interaction_id: str | UUID,
+        *,
+        score: float | None = None,
+        thumbs: str | None = None,
+        correction: str | None = None,
+        comment: str | None = None,
+        value: Any = None,
+        source: str = "user",
+        key: str = "user_feedback",
+    ) -> dict[str, Any]:
+        """Attach feedback to a captured interaction (see :meth:`Store.record_feedback`).
+
+        Feedback for a run still in flight or not yet written is queued behind it, so it is never lost.
+
+        Raises:
+            InvalidRecordError: a field cannot be stored as given.
+            UnknownInteractionError: no run with this id went through this handler or is in the store.
+        """
+        iid = str(interaction_id)
+        row = feedback_row(
+            iid,
+            self.sanitizer,
+            score=score,
+            thumbs=thumbs,
+            correction=correction,
+            comment=comment,
+            value=value,
+            source=source,
+            key=key,
+        )
+        if iid not in self._roots and not self.store.has_interaction(iid):
+            raise UnknownInteractionError(iid)
+        self.writer.submit(_feedback_rows, row)
+        if self.feedback_mirror is not None:
+            _mirror(self.feedback_mirror, row)
+        return row
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything captured so far (runs still in flight are written when they end)."""
+        return self.writer.flush(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush and stop the background writer (a shared logger's writer is left to the logger)."""
+        if not self._owns_writer:
+            return self.writer.flush(timeout)
+        ok = self.writer.close(timeout)
+        self.store.close()
+        return ok
+
+    def __enter__(self) -> CaptureHandler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _feedback_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [("feedback", row)]
+
+
+def _mirror(mirror: Any, row: dict[str, Any]) -> None:
+    try:
+        mirror.submit(
+            row["interaction_id"],
+            key=row["key"],
+            score=row["score"],
+            comment=row["comment"],
+            correction=row["correction"],
+            source=row["source"],
+            feedback_id=row["feedback_id"],
+        )
+    except Exception:
+        log.warning("could not hand feedback to the mirror", exc_info=True)
+
+
+def _replace(options: CaptureOptions, **changes: Any) -> CaptureOptions:
+    return dataclasses.replace(options, **changes)
+
+
+def _sanitizer(
+    redact: bool, hash_users: bool, hash_sessions: bool, key: str | None, max_text_length: int
+) -> Sanitizer:
+    hash_id = None
+    if hash_users or hash_sessions:
+        key = key or os.environ.get(HASH_KEY_ENV)
+        if not key:
+            raise PrivacyConfigError(
+                f"hashing user or session ids needs a secret key: pass hash_key=... or set {HASH_KEY_ENV}",
+                key="hash_key",
+            )
+        hash_id = partial(hash_identifier, key=key)
+    return Sanitizer(
+        redact=default_redactor().redact if redact else None,
+        max_text_length=max_text_length,
+        hash_id=hash_id,
+        hash_sessions=hash_sessions,
+        hash_users=hash_users,
+    )
