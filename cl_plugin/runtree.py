@@ -48,7 +48,9 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 
 _QUERY_KEYS = ("query", "question", "user_query", "input", "prompt", "messages")
 _RESPONSE_KEYS = ("response", "answer", "final_answer", "output", "result", "messages")
-_SESSION_KEYS = ("thread_id", "session_id", "conversation_id")
+# An explicit session in the run's metadata wins over the checkpoint thread: separate requests of one
+# conversation should not share a checkpoint thread, but they do share a session.
+_SESSION_KEYS = ("session_id", "conversation_id", "thread_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +122,7 @@ class _Interaction:
         "session",
         "start",
         "status",
+        "thread",
         "tokens",
     )
 
@@ -131,6 +134,7 @@ class _Interaction:
         self.outputs: Any = None
         self.metadata: Mapping[str, Any] = {}
         self.session: str | None = None
+        self.thread: str | None = None
         self.elapsed_ms = 0.0
         self.tokens: int | None = None
         self.cost: float | None = None
@@ -160,9 +164,10 @@ class RunTree:
         self.sanitizer = sanitizer
         self.options = options
         self.clock = clock
-        self.runs: OrderedDict[str, _Run] = OrderedDict()  # in start order, for eviction
+        self.runs: OrderedDict[Any, _Run] = OrderedDict()  # by run id, in start order, for eviction
         self.interrupted: OrderedDict[str, _Interaction] = OrderedDict()  # thread id -> paused interaction
         self.evicted = 0
+        self._names: dict[Any, str] = {}
         self._events_since_check = 0
         self._prices = sorted(options.prices.items(), key=lambda kv: -len(kv[0]))
 
@@ -188,11 +193,12 @@ class RunTree:
 
     def _start(self, event: tuple) -> None:
         _, run_kind, run_id, parent_id, t, name, inputs, metadata, extra = event
-        rid, pid = str(run_id), None if parent_id is None else str(parent_id)
-        run = _Run(rid, pid, run_kind, name, t)
+        # Runs are keyed by the UUID objects the callbacks carry; each is turned into text once.
+        parent = self.runs.get(parent_id) if parent_id is not None else None
+        pid = parent.run_id if parent is not None else None if parent_id is None else str(parent_id)
+        run = _Run(str(run_id), pid, run_kind, name, t)
         run.inputs, run.metadata, run.extra = inputs, metadata or {}, extra
         run.node = run.metadata.get("langgraph_node")
-        parent = self.runs.get(pid) if pid is not None else None
         if parent is None:
             run.interaction = self._open_interaction(run)
             run.kind = "root"
@@ -201,7 +207,7 @@ class RunTree:
             run.parent_kind = parent.kind
             if run_kind == "chain":
                 run.kind = self._chain_kind(run, parent)
-        self.runs[rid] = run
+        self.runs[run_id] = run
 
     @staticmethod
     def _chain_kind(run: _Run, parent: _Run) -> str:
@@ -220,9 +226,10 @@ class RunTree:
     def _open_interaction(self, run: _Run) -> _Interaction:
         md = run.metadata
         session = next((str(md[k]) for k in _SESSION_KEYS if md.get(k) is not None), None)
+        thread = None if md.get("thread_id") is None else str(md["thread_id"])
         resumed = (
-            self.interrupted.pop(session, None)
-            if session is not None and isinstance(run.inputs, Command) and run.inputs.resume is not None
+            self.interrupted.pop(thread, None)
+            if thread is not None and isinstance(run.inputs, Command) and run.inputs.resume is not None
             else None
         )
         if resumed is not None:
@@ -234,6 +241,7 @@ class RunTree:
             inter.inputs = run.inputs
             inter.metadata = md
             inter.session = session
+            inter.thread = thread
             inter.graph_name = self.options.graph_name or run.name
         inter.run_ids.append(run.run_id)
         return inter
@@ -242,7 +250,7 @@ class RunTree:
 
     def _decision(self, event: tuple, out: list) -> None:
         _, run_id, t, data = event
-        run = self.runs.get(str(run_id))
+        run = self.runs.get(run_id)
         if run is None or run.interaction is None or not isinstance(data, Mapping):
             return
         kind = str(data.get("kind") or "custom")
@@ -285,8 +293,8 @@ class RunTree:
                     "decision_id": f"{inter.id}:{run.run_id}:{inter.decision_seq}",
                     "interaction_id": inter.id,
                     "run_id": run.run_id,
-                    "node": None if run.node is None else s.text(run.node),
-                    "kind": s.text(kind),
+                    "node": self._name(run.node),
+                    "kind": self._name(kind),
                     "chosen": None if chosen is None else s.text(_text_of(chosen)),
                     "confidence": conf,
                     "alternatives": self._json(alternatives),
@@ -354,7 +362,7 @@ class RunTree:
 
     def _end(self, event: tuple, out: list) -> None:
         kind, run_id, t, payload = event
-        run = self.runs.pop(str(run_id), None)
+        run = self.runs.pop(run_id, None)
         if run is None:
             return
         inter = run.interaction
@@ -399,8 +407,8 @@ class RunTree:
                     "parent_run_id": run.parent,
                     "interaction_id": inter.id,
                     "kind": run.kind,
-                    "name": None if run.name is None else self.sanitizer.text(str(run.name)),
-                    "node": None if run.node is None else self.sanitizer.text(run.node),
+                    "name": self._name(run.name),
+                    "node": self._name(run.node),
                     "step": _int(run.metadata.get("langgraph_step")),
                     "triggers": self._json(run.metadata.get("langgraph_triggers")),
                     "checkpoint_ns": _str(run.metadata.get("langgraph_checkpoint_ns")),
@@ -491,8 +499,8 @@ class RunTree:
             inter.errors.append(type(payload).__name__)
         if inter.interrupted:
             inter.status = "interrupted"
-            if inter.session is not None:
-                self.interrupted[inter.session] = inter
+            if inter.thread is not None:
+                self.interrupted[inter.thread] = inter
                 while len(self.interrupted) > self.options.max_interrupted:
                     self.interrupted.popitem(last=False)
         out.append(("interactions", self._interaction_row(inter, run)))
@@ -564,10 +572,54 @@ class RunTree:
 
     # -- serialisation -----------------------------------------------------------------------------
 
+    def _name(self, name: Any) -> str | None:
+        """A sanitized run, node or kind name; names repeat, so each is sanitized once."""
+        if name is None:
+            return None
+        safe = self._names.get(name)
+        if safe is None:
+            if len(self._names) >= 10_000:
+                self._names.clear()
+            safe = self._names[name] = self.sanitizer.text(str(name))
+        return safe
+
     def _json(self, value: Any) -> str | None:
         if value is None:
             return None
-        return dumps(self.sanitizer.value(_plain(value, self.options)))
+        return dumps(self._safe(value, 0))
+
+    def _safe(self, value: Any, depth: int) -> Any:
+        """A sanitized, size-bounded, JSON-ready copy, in one pass (plain containers take the fast path)."""
+        t = type(value)
+        if t is str:
+            limit = self.options.max_io_chars
+            if len(value) > limit:
+                value = f"{value[:limit]}…[truncated {len(value) - limit} chars]"
+            return value if len(value) < 6 and value.isascii() else self.sanitizer.text(value)
+        if value is None or t is int or t is bool:
+            return value
+        if t is float:
+            return value if value == value and value not in (_INF, -_INF) else None
+        if depth > 8:
+            return "<too deep>"
+        o = self.options
+        if t is dict:
+            out = {}
+            for i, (k, v) in enumerate(value.items()):
+                if i == o.max_items:
+                    out["…"] = f"{len(value) - o.max_items} more keys"
+                    break
+                out[self._safe(k if type(k) is str else str(k), depth)] = self._safe(v, depth + 1)
+            return out
+        if t is list or t is tuple:
+            head = [self._safe(v, depth + 1) for v in value[: o.max_items]]
+            if len(value) > o.max_items:
+                head.append(f"… {len(value) - o.max_items} more items")
+            return head
+        return self.sanitizer.value(_plain(value, o, depth))
+
+
+_INF = float("inf")
 
 
 _ROUTE_ENTRY_KEYS = frozenset({"agent", "chosen", "confidence", "probabilities", "alternatives", "features"})

@@ -19,6 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +46,10 @@ TIME_KEYS = {
 }
 
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _no_rows(_: object) -> list:
+    return []
 
 
 @dataclass
@@ -109,9 +114,6 @@ class Writer:
         self.stats = WriterStats()
         self._queue: deque[tuple[Convert, Any, Future | None]] = deque()
         self._wake = threading.Event()
-        self._submit_lock = threading.Lock()
-        self._done = threading.Condition()
-        self._processed = 0
         self._closed = False
         self._down_until = 0.0
         self._backoff = retry_interval
@@ -149,27 +151,35 @@ class Writer:
                 self._wake.set()
                 time.sleep(0.001)
         fut: Future | None = Future() if self.durability == "sync" else None
-        with self._submit_lock:  # callers may be many threads: flush() counts on an exact total
-            self._queue.append((convert, payload, fut))
-            self.stats.submitted += 1
-        if fut is not None or len(self._queue) >= self.buffer_size:
+        queue = self._queue
+        queue.append((convert, payload, fut))
+        self.stats.submitted += 1  # a statistic: flush() does not rely on it
+        if fut is not None or len(queue) >= self.buffer_size:
             self._wake.set()
         return fut
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write everything submitted so far. Returns False if ``timeout`` seconds passed first."""
-        target = self.stats.submitted
+        """Write everything submitted so far. Returns False if ``timeout`` seconds passed first.
+
+        A marker goes through the queue behind every earlier item; items are handled in order, so when the
+        marker's batch is committed, so is everything submitted before the call, from any thread.
+        """
+        if not self._queue:
+            return True
+        marker: Future = Future()
+        self._queue.append((_no_rows, None, marker))
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._done:
-            while self._processed < target:
+        while True:
+            self._wake.set()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                marker.exception(0.05 if remaining is None else min(0.05, remaining))
+                return True
+            except FutureTimeout:
                 if not self._thread.is_alive():
                     return False
-                self._wake.set()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._done.wait(0.05 if remaining is None else min(0.05, remaining))
-        return True
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Flush and stop the thread. Returns False if pending items could not be written in time."""
@@ -278,9 +288,6 @@ class Writer:
                             f"the record was not stored: the database and the journal both failed ({error})"
                         )
                     )
-            with self._done:
-                self._processed += count
-                self._done.notify_all()
 
     def _store_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
         if self.store is None:

@@ -1,0 +1,189 @@
+"""Capture overhead on a graph of 10 trivial nodes, and memory over many invocations.
+
+    python tests/bench/bench_capture.py [--invokes 2000] [--rounds 5] [--memory 100000]
+
+Each (variant, round) runs in a fresh subprocess (LangSmith's background threads and the writer thread
+must not leak between variants), in shuffled order; a round's value is the median µs per invocation over
+``--invokes`` timed invocations after 200 warm-up ones, and each variant's figure is the median over rounds.
+Variants, for ``invoke`` and ``ainvoke``: no callbacks; ``CaptureHandler`` into SQLite; LangSmith's
+``LangChainTracer`` sending to a local LangSmith-speaking server (for comparison).
+
+``--memory N`` then runs N invocations with the handler attached and prints the resident set size every
+N/10 invocations, with the handler's in-flight runs and queue length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+VARIANTS = ("none", "capture", "langsmith")
+_SERVE = (
+    "import sys\n"
+    "from langsmith_server import LangSmithServer\n"
+    "s = LangSmithServer().start()\n"
+    "print(s.url, flush=True)\n"
+    "sys.stdin.read()\n"
+    "s.stop()\n"
+)
+
+
+def build_graph():
+    from typing import TypedDict
+
+    from langgraph.graph import START, StateGraph
+
+    class State(TypedDict, total=False):
+        query: str
+        n: int
+
+    g = StateGraph(State)
+    names = [f"n{i}" for i in range(10)]
+    for name in names:
+        g.add_node(name, lambda s: {"n": s.get("n", 0) + 1})
+    g.add_edge(START, names[0])
+    for a, b in itertools.pairwise(names):
+        g.add_edge(a, b)
+    return g.compile()
+
+
+def child(variant: str, mode: str, invokes: int) -> None:
+    """One measurement, in its own process: prints {"median_us": ...} as JSON."""
+    import asyncio
+
+    graph = build_graph()
+    callbacks: list = []
+    server = handler = client = None
+    tmp = tempfile.mkdtemp()
+    if variant == "capture":
+        from cl_plugin import CaptureHandler
+
+        handler = CaptureHandler(f"sqlite:///{tmp}/capture.db")
+        callbacks = [handler]
+    elif variant == "langsmith":
+        import langsmith
+        from langchain_core.tracers import LangChainTracer
+
+        # The server runs in its own process, as a real endpoint would, so it does not take this one's GIL.
+        server = subprocess.Popen(
+            [sys.executable, "-c", _SERVE],
+            cwd=ROOT / "tests",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        url = server.stdout.readline().strip()
+        client = langsmith.Client(api_url=url, api_key="fake")
+        callbacks = [LangChainTracer(project_name="bench", client=client)]
+    config = {"callbacks": callbacks}
+    times: list[float] = []
+
+    if mode == "invoke":
+        for i in range(200 + invokes):
+            t = time.perf_counter()
+            graph.invoke({"query": "q"}, config=config)
+            if i >= 200:
+                times.append(time.perf_counter() - t)
+    else:
+
+        async def main() -> None:
+            for i in range(200 + invokes):
+                t = time.perf_counter()
+                await graph.ainvoke({"query": "q"}, config=config)
+                if i >= 200:
+                    times.append(time.perf_counter() - t)
+
+        asyncio.run(main())
+    extra = {}
+    if handler is not None:
+        handler.flush()
+        extra = {"rows": handler.store.count_interactions(), "dropped": handler.writer.stats.dropped}
+        handler.close()
+    if client is not None:
+        client.flush(timeout=30)
+        server.stdin.close()
+        server.wait(10)
+    print(json.dumps({"median_us": statistics.median(times) * 1e6, **extra}))
+
+
+def memory(n: int) -> None:
+    """N invocations with the handler; RSS every N/10."""
+    from cl_plugin import CaptureHandler
+
+    graph = build_graph()
+    tmp = tempfile.mkdtemp()
+    handler = CaptureHandler(f"sqlite:///{tmp}/capture.db")
+    config = {"callbacks": [handler]}
+    step = max(1, n // 10)
+    print(f"{'invocations':>12}{'RSS MB':>9}{'in flight':>11}{'queued':>8}{'rows':>9}")
+    for i in range(1, n + 1):
+        graph.invoke({"query": f"q{i}"}, config=config)
+        if i % step == 0:
+            rss = int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 1e6
+            print(
+                f"{i:>12}{rss:>9.1f}{len(handler.tree.runs):>11}{handler.writer.queue_size:>8}"
+                f"{handler.writer.stats.written:>9}",
+                flush=True,
+            )
+    handler.flush()
+    print(
+        f"stored interactions: {handler.store.count_interactions()}, dropped events: {handler.writer.stats.dropped}"
+    )
+    handler.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--invokes", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--memory", type=int, default=0)
+    ap.add_argument("--child", nargs=2, metavar=("VARIANT", "MODE"))
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.invokes)
+        return
+    jobs = [(v, m, r) for v in VARIANTS for m in ("invoke", "ainvoke") for r in range(args.rounds)]
+    random.Random(0).shuffle(jobs)
+    results: dict[tuple[str, str], list[float]] = {}
+    for variant, mode, _ in jobs:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", variant, mode, "--invokes", str(args.invokes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = json.loads(out.stdout.strip().splitlines()[-1])
+        if variant == "capture":
+            assert line["rows"] == 200 + args.invokes and line["dropped"] == 0, line
+        results.setdefault((variant, mode), []).append(line["median_us"])
+    print(
+        f"10 trivial nodes, {args.invokes} timed invocations per round, {args.rounds} rounds (median of medians)"
+    )
+    print(f"{'mode':<9}{'variant':<12}{'µs/invoke':>10}{'vs none':>9}   rounds")
+    for mode in ("invoke", "ainvoke"):
+        base = statistics.median(results[("none", mode)])
+        for variant in VARIANTS:
+            vals = results[(variant, mode)]
+            med = statistics.median(vals)
+            print(
+                f"{mode:<9}{variant:<12}{med:>10.0f}{med / base:>8.2f}x   {', '.join(f'{v:.0f}' for v in vals)}"
+            )
+    if args.memory:
+        print()
+        memory(args.memory)
+
+
+if __name__ == "__main__":
+    main()
