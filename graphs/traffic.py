@@ -1,5 +1,10 @@
 """Simulated production traffic.
 
+:func:`run_traffic` drives a graph (the example multi-agent system by default) with a seeded stream of
+queries whose family mix shifts over time (:class:`DriftSchedule`), from simulated users whose feedback
+follows from whether the answer was right (checked against ground truth) and how long it took, with noise;
+some users never rate, some correct wrong answers, and a small share of queries carry PII.
+
 :func:`synthetic_interactions` yields a seeded stream of realistic interactions: queries of about 80
 characters from several task families, answers of 200 to 1,500 characters, the agent a router picked with
 its confidence, latency, tokens and cost, and feedback that follows from whether the picked agent suits the
@@ -12,11 +17,25 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from cl_plugin.records import ProductionInteraction
+from graphs import tasks as task_families
+from graphs.tasks import Task, check_answer
 
-__all__ = ["FAMILIES", "synthetic_interactions"]
+__all__ = [
+    "FAMILIES",
+    "DriftSchedule",
+    "ProductionQuery",
+    "SimulatedUser",
+    "TrafficReport",
+    "production_queries",
+    "run_traffic",
+    "simulated_feedback",
+    "synthetic_interactions",
+]
 
 # Task family -> (query templates, the agent that answers it best).
 FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -222,3 +241,266 @@ def synthetic_interactions(
             metadata={"family": family, "best_agent": best, "model": "router-v1"},
             graph_name="mcts_agents",
         )
+
+
+# --- traffic that drives a graph ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftSchedule:
+    """A family mix that changes over the stream.
+
+    Attributes:
+        phases: ``(start, mix)`` pairs: from fraction ``start`` of the stream on (0 to 1, increasing), queries
+            are drawn with relative weights ``mix`` per family.
+    """
+
+    phases: tuple[tuple[float, Mapping[str, float]], ...]
+
+    def __post_init__(self) -> None:
+        starts = [start for start, _ in self.phases]
+        if not starts or starts[0] != 0.0 or starts != sorted(starts) or starts[-1] >= 1.0:
+            raise ValueError("DriftSchedule.phases must start at 0.0 and increase, each start below 1.0")
+        for _, mix in self.phases:
+            unknown = sorted(set(mix) - set(task_families.FAMILIES))
+            if unknown:
+                raise ValueError(f"unknown families {unknown}; use {', '.join(task_families.FAMILIES)}")
+
+    def mix_at(self, fraction: float) -> Mapping[str, float]:
+        """The mix in force at ``fraction`` (0 to 1) of the stream."""
+        current = self.phases[0][1]
+        for start, mix in self.phases:
+            if fraction >= start:
+                current = mix
+        return current
+
+
+#: Planning-heavy traffic that turns search-heavy half-way: the router's training mix goes stale.
+DEFAULT_DRIFT = DriftSchedule(
+    (
+        (0.0, {"planning": 0.35, "refinement": 0.30, "search": 0.10, "factual": 0.25}),
+        (0.5, {"planning": 0.15, "refinement": 0.15, "search": 0.50, "factual": 0.20}),
+    )
+)
+
+
+@dataclass(frozen=True)
+class SimulatedUser:
+    """A user of the system and how they give feedback.
+
+    Attributes:
+        user_id: stable id.
+        rating_rate: chance of leaving a star rating (0 for users who never rate).
+        thumbs_rate: chance of also giving a thumb.
+        correction_rate: chance of typing the right answer after a wrong one.
+        noise: standard deviation of the stars around what the answer deserved.
+        patience_ms: latency above which the user takes a star off.
+    """
+
+    user_id: str
+    rating_rate: float
+    thumbs_rate: float
+    correction_rate: float
+    noise: float
+    patience_ms: float
+
+
+def _users(n: int, rng: random.Random) -> list[SimulatedUser]:
+    users = []
+    for i in range(n):
+        never = rng.random() < 0.25
+        users.append(
+            SimulatedUser(
+                user_id=f"user-{i:03d}",
+                rating_rate=0.0 if never else rng.uniform(0.4, 0.95),
+                thumbs_rate=rng.uniform(0.1, 0.6),
+                correction_rate=rng.uniform(0.0, 0.3),
+                noise=rng.uniform(0.3, 0.9),
+                patience_ms=rng.choice((50.0, 200.0, 1000.0)),
+            )
+        )
+    return users
+
+
+_PII_TAILS = (
+    " You can reach me at {name}.{last}{n}@example.com.",
+    " Call me back on ({area}) 555-{n4} if anything is unclear.",
+    " My card 4111 1111 1111 1111 was charged for this.",
+    " I'm on 10.{n}.{n2}.7 if that matters.",
+)
+_NAMES = ("jane", "omar", "li", "sofia", "raj", "anna", "kofi", "mia")
+
+
+@dataclass(frozen=True)
+class ProductionQuery:
+    """One query of the stream: the task (with its ground truth), the text sent, who sent it."""
+
+    index: int
+    task: Task
+    text: str
+    user: SimulatedUser
+    session_id: str
+    has_pii: bool
+
+
+def production_queries(
+    n: int,
+    *,
+    seed: int = 0,
+    mix: Mapping[str, float] | None = None,
+    drift: DriftSchedule | None = None,
+    pii_rate: float = 0.03,
+    users: int = 50,
+) -> Iterator[ProductionQuery]:
+    """A seeded stream of queries.
+
+    Args:
+        n: how many queries.
+        seed: random seed (same seed, same stream).
+        mix: a fixed family mix (ignored when ``drift`` is given; default: equal weights).
+        drift: a family mix that changes over the stream.
+        pii_rate: share of queries that carry an e-mail, phone, card number or IP address.
+        users: size of the simulated user population.
+
+    Yields:
+        The queries, in order.
+    """
+    rng = random.Random(seed)
+    population = _users(users, rng)
+    sessions: dict[str, tuple[str, int]] = {}
+    for i in range(n):
+        weights = drift.mix_at(i / max(n, 1)) if drift is not None else (mix or {})
+        weights = weights or dict.fromkeys(task_families.FAMILIES, 1.0)
+        families = list(weights)
+        family = rng.choices(families, weights=[weights[f] for f in families])[0]
+        task = task_families.make_task(family, rng)
+        user = rng.choice(population)
+        session, left = sessions.get(user.user_id, ("", 0))
+        if left <= 0:  # a session is a handful of queries in a row
+            session, left = f"session-{rng.getrandbits(48):012x}", rng.randint(1, 6)
+        sessions[user.user_id] = (session, left - 1)
+        text, has_pii = task.query, rng.random() < pii_rate
+        if has_pii:
+            text += rng.choice(_PII_TAILS).format(
+                name=rng.choice(_NAMES),
+                last=rng.choice(_NAMES),
+                n=rng.randint(1, 99),
+                n2=rng.randint(1, 254),
+                n4=f"{rng.randint(0, 9999):04d}",
+                area=rng.randint(201, 989),
+            )
+        yield ProductionQuery(i, task, text, user, session, has_pii)
+
+
+def simulated_feedback(
+    user: SimulatedUser, task: Task, correct: bool, latency_ms: float, rng: random.Random
+) -> dict[str, Any] | None:
+    """What ``user`` tells the system about one answer, or None when they say nothing.
+
+    Stars centre on 4.6 for a right answer and 1.7 for a wrong one, a star lower when the answer took
+    longer than the user's patience, plus the user's noise; thumbs follow the stars; a user who got a
+    wrong answer sometimes types the right one.
+
+    Returns:
+        Keyword arguments for ``record_feedback`` (``score``, ``thumbs``, ``correction``), or None.
+    """
+    out: dict[str, Any] = {}
+    if rng.random() < user.rating_rate:
+        deserved = (4.6 if correct else 1.7) - (1.0 if latency_ms > user.patience_ms else 0.0)
+        out["score"] = float(min(5, max(1, round(rng.gauss(deserved, user.noise)))))
+        if rng.random() < user.thumbs_rate:
+            out["thumbs"] = "up" if out["score"] >= 4 else "down" if out["score"] <= 2 else None
+            if out["thumbs"] is None:
+                del out["thumbs"]
+    if not correct and rng.random() < user.correction_rate:
+        out["correction"] = f"Answer: {task.answer}"
+    return out or None
+
+
+@dataclass
+class TrafficReport:
+    """What a traffic run did, computed from the graph's answers and the users' feedback."""
+
+    invocations: int = 0
+    correct: int = 0
+    errors: int = 0
+    rated: int = 0
+    corrections: int = 0
+    pii_queries: int = 0
+    elapsed_s: float = 0.0
+    by_family: dict[str, list[int]] = field(default_factory=dict)  # family -> [queries, correct]
+    by_agent: dict[str, list[int]] = field(default_factory=dict)  # routed agent -> [queries, correct]
+    interaction_ids: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Share of answers that matched the ground truth."""
+        return self.correct / self.invocations if self.invocations else None
+
+
+def run_traffic(
+    graph: Any,
+    handler: Any = None,
+    n: int = 200,
+    *,
+    seed: int = 0,
+    mix: Mapping[str, float] | None = None,
+    drift: DriftSchedule | None = DEFAULT_DRIFT,
+    pii_rate: float = 0.03,
+    users: int = 50,
+) -> TrafficReport:
+    """Send ``n`` simulated production queries through ``graph``, with ``handler`` attached.
+
+    Every request gets its own run id (the interaction id) and its own checkpoint thread; the user's
+    session and id travel in the run's metadata. Feedback goes through ``handler.record_feedback``.
+
+    Args:
+        graph: a compiled graph taking ``{"query": ...}`` and returning ``response`` (and
+            ``agent_selected``).
+        handler: a :class:`cl_plugin.CaptureHandler`, or None to run without capture.
+        n: how many queries.
+        seed: random seed for the queries and the users' behaviour.
+        mix: fixed family mix (used when ``drift`` is None).
+        drift: family mix over time (default :data:`DEFAULT_DRIFT`).
+        pii_rate: share of queries carrying PII.
+        users: size of the user population.
+
+    Returns:
+        Counts and accuracies measured on this run.
+    """
+    rng = random.Random(seed + 1)
+    report = TrafficReport()
+    callbacks = [handler] if handler is not None else []
+    start = time.perf_counter()
+    for q in production_queries(n, seed=seed, mix=mix, drift=drift, pii_rate=pii_rate, users=users):
+        run_id = uuid.uuid4()
+        config = {
+            "callbacks": callbacks,
+            "run_id": run_id,
+            "configurable": {"thread_id": str(uuid.uuid4())},
+            "metadata": {"user_id": q.user.user_id, "session_id": q.session_id},
+        }
+        t0 = time.perf_counter()
+        try:
+            out = graph.invoke({"query": q.text}, config=config)
+        except Exception:
+            report.errors += 1
+            out = {}
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        correct = check_answer(q.task, str(out.get("response", "")))
+        agent = str(out.get("agent_selected", "none"))
+        report.invocations += 1
+        report.correct += correct
+        report.pii_queries += q.has_pii
+        report.interaction_ids.append(str(run_id))
+        for key, table in ((q.task.family, report.by_family), (agent, report.by_agent)):
+            counts = table.setdefault(key, [0, 0])
+            counts[0] += 1
+            counts[1] += correct
+        feedback = simulated_feedback(q.user, q.task, correct, latency_ms, rng)
+        if feedback is not None and handler is not None:
+            handler.record_feedback(run_id, **feedback)
+            report.rated += "score" in feedback
+            report.corrections += "correction" in feedback
+    report.elapsed_s = time.perf_counter() - start
+    return report

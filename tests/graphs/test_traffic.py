@@ -1,0 +1,83 @@
+"""Simulated production traffic: seeded, drifting, honest feedback, captured end to end."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from cl_plugin import CaptureHandler
+from graphs.mcts_agents import build_mcts_agent_graph
+from graphs.tasks import make_task
+from graphs.traffic import (
+    DEFAULT_DRIFT,
+    DriftSchedule,
+    SimulatedUser,
+    production_queries,
+    run_traffic,
+    simulated_feedback,
+)
+
+
+def test_the_stream_is_the_same_for_the_same_seed() -> None:
+    a = [(q.text, q.user.user_id, q.session_id) for q in production_queries(50, seed=3)]
+    b = [(q.text, q.user.user_id, q.session_id) for q in production_queries(50, seed=3)]
+    c = [q.text for q in production_queries(50, seed=4)]
+    assert a == b and [t for t, _, _ in a] != c
+
+
+def test_the_family_mix_drifts_on_schedule() -> None:
+    qs = list(production_queries(2000, seed=0, drift=DEFAULT_DRIFT))
+    share = lambda part: sum(q.task.family == "search" for q in part) / len(part)  # noqa: E731
+    assert share(qs[:1000]) == pytest.approx(0.10, abs=0.03)
+    assert share(qs[1000:]) == pytest.approx(0.50, abs=0.04)
+
+
+def test_a_bad_schedule_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"start at 0\.0"):
+        DriftSchedule(((0.2, {"search": 1.0}),))
+    with pytest.raises(ValueError, match="unknown families"):
+        DriftSchedule(((0.0, {"poetry": 1.0}),))
+
+
+def test_a_small_share_of_queries_carries_pii() -> None:
+    qs = list(production_queries(3000, seed=1, pii_rate=0.03))
+    assert 0.02 < sum(q.has_pii for q in qs) / len(qs) < 0.04
+
+
+def test_feedback_follows_correctness_and_latency_and_some_users_never_rate() -> None:
+    rng = random.Random(0)
+    task = make_task("planning", rng)
+    user = SimulatedUser(
+        "u", rating_rate=1.0, thumbs_rate=0.5, correction_rate=0.5, noise=0.6, patience_ms=100
+    )
+    stars = lambda ok, ms: [simulated_feedback(user, task, ok, ms, rng)["score"] for _ in range(400)]  # noqa: E731
+    right_fast, right_slow, wrong = stars(True, 10), stars(True, 500), stars(False, 10)
+    assert statistics.mean(right_fast) > statistics.mean(right_slow) + 0.5 > statistics.mean(wrong) + 1.0
+    silent = SimulatedUser(
+        "s", rating_rate=0.0, thumbs_rate=0.0, correction_rate=0.0, noise=0.5, patience_ms=100
+    )
+    assert all(simulated_feedback(silent, task, False, 10, rng) is None for _ in range(100))
+    corrections = [simulated_feedback(user, task, False, 10, rng).get("correction") for _ in range(200)]
+    assert f"Answer: {task.answer}" in corrections and None in corrections
+
+
+def test_traffic_through_the_captured_graph_records_interactions_decisions_and_feedback() -> None:
+    handler = CaptureHandler("sqlite://")
+    report = run_traffic(build_mcts_agent_graph().compile(), handler, 40, seed=5, pii_rate=0.2)
+    handler.flush()
+    store = handler.store
+    rows = store.query_interactions(limit=None)
+    assert len(rows) == report.invocations == 40 and report.errors == 0
+    assert {r["interaction_id"] for r in rows} == set(report.interaction_ids)
+    assert all(r["user_id"].startswith("user-") and r["session_id"].startswith("session-") for r in rows)
+    assert sum(r["user_feedback_score"] is not None for r in rows) == report.rated
+    for row in rows:
+        [route, *_] = store.decisions(row["interaction_id"], kind="route")
+        assert set(route["alternatives"]) == {"HRM", "TRM", "MCTS"}
+        assert sum(route["alternatives"].values()) == pytest.approx(1.0)
+        assert row["agent_selected"] in ("HRM", "TRM", "MCTS")
+    assert not any("@example.com" in r["user_query"] for r in rows)
+    assert report.pii_queries > 0 and sum("[" in r["user_query"] for r in rows) >= report.pii_queries
+    handler.close()
