@@ -193,8 +193,9 @@ class RunTree:
 
     def _start(self, event: tuple) -> None:
         _, run_kind, run_id, parent_id, t, name, inputs, metadata, extra = event
-        # Runs are keyed by the UUID objects the callbacks carry; each is turned into text once.
-        parent = self.runs.get(parent_id) if parent_id is not None else None
+        # Runs are keyed by their ids' integers (hashing a UUID object runs Python code); each id is turned
+        # into text once.
+        parent = self.runs.get(_key(parent_id)) if parent_id is not None else None
         pid = parent.run_id if parent is not None else None if parent_id is None else str(parent_id)
         run = _Run(str(run_id), pid, run_kind, name, t)
         run.inputs, run.metadata, run.extra = inputs, metadata or {}, extra
@@ -207,7 +208,7 @@ class RunTree:
             run.parent_kind = parent.kind
             if run_kind == "chain":
                 run.kind = self._chain_kind(run, parent)
-        self.runs[run_id] = run
+        self.runs[_key(run_id)] = run
 
     @staticmethod
     def _chain_kind(run: _Run, parent: _Run) -> str:
@@ -250,7 +251,7 @@ class RunTree:
 
     def _decision(self, event: tuple, out: list) -> None:
         _, run_id, t, data = event
-        run = self.runs.get(run_id)
+        run = self.runs.get(_key(run_id))
         if run is None or run.interaction is None or not isinstance(data, Mapping):
             return
         kind = str(data.get("kind") or "custom")
@@ -307,6 +308,10 @@ class RunTree:
 
     def _decisions_from_output(self, run: _Run, outputs: Any, t: float, out: list) -> None:
         """Routing hidden in what a node or a router function returned."""
+        if type(outputs) is dict:  # the common case: a node's state update
+            if run.kind == "node" and "route" not in run.custom_kinds and self.options.routing_key in outputs:
+                self._routing_history(run, outputs[self.options.routing_key], t, out)
+            return
         if isinstance(outputs, Command):
             self._command_decisions(run, outputs, t, out)
             return
@@ -315,17 +320,7 @@ class RunTree:
                 self._command_decisions(run, cmd, t, out)
             return
         if run.kind == "node" and isinstance(outputs, Mapping) and "route" not in run.custom_kinds:
-            history = outputs.get(self.options.routing_key)
-            if isinstance(history, list):
-                for entry in history:
-                    if isinstance(entry, Mapping):
-                        agent = entry.get("agent", entry.get("chosen"))
-                        probs = entry.get("probabilities", entry.get("alternatives"))
-                        feats = entry.get("features")
-                        stats = {k: v for k, v in entry.items() if k not in _ROUTE_ENTRY_KEYS} or None
-                        self._emit_decision(
-                            out, run, "route", agent, entry.get("confidence"), probs, feats, stats, t
-                        )
+            self._routing_history(run, outputs.get(self.options.routing_key), t, out)
         if run.kind == "edge":
             sends = _sends(outputs)
             if sends:
@@ -335,6 +330,19 @@ class RunTree:
             ):
                 self._emit_decision(
                     out, run, "route", _text_of(outputs), None, None, None, {"via": "edge"}, t
+                )
+
+    def _routing_history(self, run: _Run, history: Any, t: float, out: list) -> None:
+        """Route decisions from the entries a node appended to the routing history."""
+        if not isinstance(history, list):
+            return
+        for entry in history:
+            if isinstance(entry, Mapping):
+                agent = entry.get("agent", entry.get("chosen"))
+                probs = entry.get("probabilities", entry.get("alternatives"))
+                stats = {k: v for k, v in entry.items() if k not in _ROUTE_ENTRY_KEYS} or None
+                self._emit_decision(
+                    out, run, "route", agent, entry.get("confidence"), probs, entry.get("features"), stats, t
                 )
 
     def _command_decisions(self, run: _Run, cmd: Command, t: float, out: list) -> None:
@@ -362,7 +370,7 @@ class RunTree:
 
     def _end(self, event: tuple, out: list) -> None:
         kind, run_id, t, payload = event
-        run = self.runs.pop(run_id, None)
+        run = self.runs.pop(_key(run_id), None)
         if run is None:
             return
         inter = run.interaction
@@ -410,7 +418,7 @@ class RunTree:
                     "name": self._name(run.name),
                     "node": self._name(run.node),
                     "step": _int(run.metadata.get("langgraph_step")),
-                    "triggers": self._json(run.metadata.get("langgraph_triggers")),
+                    "triggers": self._triggers(run.metadata.get("langgraph_triggers")),
                     "checkpoint_ns": _str(run.metadata.get("langgraph_checkpoint_ns")),
                     "start_time": run.start,
                     "duration_ms": max(0.0, (t - run.start) * 1000.0),
@@ -583,6 +591,18 @@ class RunTree:
             safe = self._names[name] = self.sanitizer.text(str(name))
         return safe
 
+    def _triggers(self, triggers: Any) -> str | None:
+        """A node's triggers as sanitized JSON; a graph has few distinct ones, so each is built once."""
+        if triggers is None:
+            return None
+        key = ("triggers", tuple(triggers) if isinstance(triggers, list | tuple) else triggers)
+        safe = self._names.get(key)
+        if safe is None:
+            if len(self._names) >= 10_000:
+                self._names.clear()
+            safe = self._names[key] = self._json(triggers) or "null"
+        return safe
+
     def _json(self, value: Any) -> str | None:
         if value is None:
             return None
@@ -609,7 +629,12 @@ class RunTree:
                 if i == o.max_items:
                     out["…"] = f"{len(value) - o.max_items} more keys"
                     break
-                out[self._safe(k if type(k) is str else str(k), depth)] = self._safe(v, depth + 1)
+                # Short ASCII strings cannot hold PII and plain scalars need nothing: no call for them.
+                key = k if type(k) is str and len(k) < 6 and k.isascii() else self._safe(str(k), depth)
+                tv = type(v)
+                if not (v is None or tv is int or tv is bool or (tv is str and len(v) < 6 and v.isascii())):
+                    v = self._safe(v, depth + 1)
+                out[key] = v
             return out
         if t is list or t is tuple:
             head = [self._safe(v, depth + 1) for v in value[: o.max_items]]
@@ -727,6 +752,10 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):  # content blocks
         return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content)
     return "" if content is None else str(content)
+
+
+def _key(run_id: Any) -> Any:
+    return run_id.int if type(run_id) is UUID else run_id
 
 
 def _branch_step(tags: Any) -> bool:

@@ -467,8 +467,8 @@ def test_runs_that_never_end_are_evicted_and_recorded_as_unfinished(handler: Cap
     handler.flush()
     assert len(handler.tree.runs) == 2
     now[0] += handler.options.run_ttl + 1
-    handler.tree.runs[rid].start = 1000.0
-    handler.tree.runs[child].start = 1000.0
+    handler.tree.runs[rid.int].start = 1000.0
+    handler.tree.runs[child.int].start = 1000.0
     out: list = []
     handler.tree.evict(out)
     assert handler.tree.runs == {} and handler.tree.evicted == 2

@@ -164,8 +164,9 @@ class Writer:
         A marker goes through the queue behind every earlier item; items are handled in order, so when the
         marker's batch is committed, so is everything submitted before the call, from any thread.
         """
-        if not self._queue:
-            return True
+        if not self._thread.is_alive():
+            return not self._queue
+        # Even with an empty queue a batch may be in the middle of being written: the marker waits for it.
         marker: Future = Future()
         self._queue.append((_no_rows, None, marker))
         deadline = None if timeout is None else time.monotonic() + timeout
