@@ -287,7 +287,7 @@ class CaptureHandler(BaseCallbackHandler):
     def _root(self, run_id: UUID) -> None:
         roots = self._roots
         roots[str(run_id)] = None
-        if len(roots) > 100_000:
+        if len(roots) > 10_000:  # older ones are looked up in the store
             roots.popitem(last=False)
 
     def on_chain_start(

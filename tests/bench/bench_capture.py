@@ -8,8 +8,9 @@ must not leak between variants), in shuffled order; a round's value is the media
 Variants, for ``invoke`` and ``ainvoke``: no callbacks; ``CaptureHandler`` into SQLite; LangSmith's
 ``LangChainTracer`` sending to a local LangSmith-speaking server (for comparison).
 
-``--memory N`` then runs N invocations with the handler attached and prints the resident set size every
-N/10 invocations, with the handler's in-flight runs and queue length.
+``--memory N`` then runs N invocations with the handler attached and prints, every N/10 invocations, the
+process's heap (anonymous resident memory) and its mapped file pages (SQLite's memory-mapped database,
+which the kernel can drop at will), with the handler's in-flight runs and queue length.
 """
 
 from __future__ import annotations
@@ -128,14 +129,17 @@ def memory(n: int) -> None:
     handler = CaptureHandler(f"sqlite:///{tmp}/capture.db")
     config = {"callbacks": [handler]}
     step = max(1, n // 10)
-    print(f"{'invocations':>12}{'RSS MB':>9}{'in flight':>11}{'queued':>8}{'rows':>9}")
+    print(f"{'invocations':>12}{'heap MB':>9}{'mapped MB':>11}{'in flight':>11}{'queued':>8}{'rows':>10}")
     for i in range(1, n + 1):
         graph.invoke({"query": f"q{i}"}, config=config)
         if i % step == 0:
-            rss = int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 1e6
+            status = dict(
+                line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
+            )
+            anon, mapped = (int(status[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile"))
             print(
-                f"{i:>12}{rss:>9.1f}{len(handler.tree.runs):>11}{handler.writer.queue_size:>8}"
-                f"{handler.writer.stats.written:>9}",
+                f"{i:>12}{anon:>9.1f}{mapped:>11.1f}{len(handler.tree.runs):>11}{handler.writer.queue_size:>8}"
+                f"{handler.writer.stats.written:>10}",
                 flush=True,
             )
     handler.flush()
