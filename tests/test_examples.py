@@ -1,0 +1,51 @@
+"""Every example script runs to the end from a clean working directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def test_there_are_examples() -> None:
+    assert EXAMPLES
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "LANGCHAIN_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(script), f"sqlite:///{tmp_path / 'example.db'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip()
+
+
+def test_quickstart_stores_no_raw_pii(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "LANGCHAIN_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    db = tmp_path / "q.db"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "capture_quickstart.py"), f"sqlite:///{db}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[EMAIL]" in done.stdout and "ana.lima@example.com" not in done.stdout
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert db in files
+    assert not any(b"ana.lima@example.com" in p.read_bytes() for p in files)
