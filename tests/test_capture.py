@@ -20,7 +20,9 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, RetryPolicy, Send, interrupt
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger, UnknownInteractionError, record_decision
-from cl_plugin.errors import InvalidRecordError
+from cl_plugin.errors import InvalidRecordError, PrivacyConfigError
+from cl_plugin.langsmith import FeedbackMirror, sanitizing_client, sanitizing_tracer
+from tests.langsmith_server import LangSmithServer
 
 
 class State(TypedDict, total=False):
@@ -407,19 +409,51 @@ RAW_PII = [
 ]
 
 
-def test_pii_in_a_query_reaches_no_table_backup_or_journal(tmp_path: Path) -> None:
-    logger = ProductionInteractionLogger({"storage": str(tmp_path)})
-    handler = CaptureHandler(logger)
-    iid, _ = run(tool_graph(), {"query": PII_QUERY}, handler, metadata={"note": PII_QUERY})
-    handler.record_feedback(iid, score=2, comment=f"wrong, mail {RAW_PII[0]}", correction=PII_QUERY)
-    handler.flush()
+def test_pii_in_a_query_reaches_no_table_backup_journal_or_langsmith_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGSMITH_ENDPOINT", "LANGCHAIN_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    with LangSmithServer() as server:
+        client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
+        tracer = sanitizing_tracer("pii-test", client=client)
+        mirror = FeedbackMirror(client, project_name="pii-test")
+        logger = ProductionInteractionLogger({"storage": str(tmp_path)})
+        handler = CaptureHandler(logger, feedback_mirror=mirror)
+        rid = uuid.uuid4()
+        tool_graph().invoke(
+            {"query": PII_QUERY},
+            config={"callbacks": [handler, tracer], "run_id": rid, "metadata": {"note": PII_QUERY}},
+        )
+        handler.record_feedback(rid, score=2, comment=f"wrong, mail {RAW_PII[0]}", correction=PII_QUERY)
+        handler.flush()
+        assert mirror.flush(10) and client.flush(timeout=10) is not False
+        assert server.wait_for(lambda: str(rid) in server.runs and server.feedback)
+        assert {f["run_id"] for f in server.feedback.values()} == {str(rid)}
+        sent = server.all_bodies()
+        mirror.close()
     logger.close()
     blobs = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".gz")]
     blobs += [gzip.decompress(p.read_bytes()) for p in tmp_path.rglob("*.gz")]
-    assert blobs and any(b"[EMAIL]" in b for b in blobs)
-    for blob in blobs:
+    assert blobs and any(b"[EMAIL]" in b for b in blobs) and b"[EMAIL]" in sent
+    for blob in [*blobs, sent]:
         for raw in RAW_PII:
             assert raw.encode() not in blob
+
+
+def test_user_and_session_ids_are_hashed_when_asked() -> None:
+    h = CaptureHandler("sqlite://", hash_user_ids=True, hash_session_ids=True, hash_key="k" * 32)
+    run(linear("a").compile(), {"query": "q"}, h, metadata={"user_id": "alice", "session_id": "s-1"})
+    [row] = h.store.query_interactions()
+    assert row["user_id"].startswith("h:") and "alice" not in row["user_id"]
+    assert row["session_id"].startswith("h:") and row["session_id"] != "s-1"
+    h.close()
+
+
+def test_hashing_without_a_key_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
+    with pytest.raises(PrivacyConfigError, match="CL_PLUGIN_HASH_KEY"):
+        CaptureHandler("sqlite://", hash_user_ids=True)
 
 
 def test_feedback_before_the_interaction_is_written_is_kept_and_copied(handler: CaptureHandler) -> None:

@@ -28,6 +28,7 @@ from cl_plugin import (
     ProductionInteraction,
     ProductionInteractionLogger,
     Store,
+    UnknownInteractionError,
 )
 from cl_plugin.privacy import hash_identifier
 from cl_plugin.store.backup import backup_files, iter_backup
@@ -782,3 +783,24 @@ def test_no_raw_pii_reaches_the_database_the_backups_or_the_journal(make_logger,
 
     assert logger.close(timeout=10)
     _assert_no_raw_pii(_disk_contents(storage), raw)
+
+
+def test_feedback_on_a_logged_interaction_is_kept_even_before_it_is_written(make_logger) -> None:
+    logger = make_logger(flush_interval=3600)  # nothing is written until flush()
+    logger.log_interaction_sync(item(1, user_feedback_score=None))
+    logger.record_feedback("i-00001", score=2.0, comment="call me on (555) 123-4567")
+    logger.record_feedback("i-00001", thumbs="down", correction="Use exponential backoff.")
+    [row] = logger.query_interactions()
+    assert (row["user_feedback_score"], row["thumbs_up_down"]) == (2.0, "down")
+    assert row["corrections"] == ["Use exponential backoff."]
+    history = logger.store.feedback_history("i-00001")
+    assert [f["comment"] for f in history] == ["call me on [PHONE]", None]
+
+
+def test_feedback_for_an_unknown_interaction_or_a_bad_score_is_refused(make_logger) -> None:
+    logger = make_logger()
+    with pytest.raises(UnknownInteractionError, match="no interaction"):
+        logger.record_feedback("never-logged", score=3.0)
+    logger.log_interaction_sync(item(2))
+    with pytest.raises(InvalidRecordError, match="score"):
+        logger.record_feedback("i-00002", score=7.0)

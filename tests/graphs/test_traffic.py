@@ -78,6 +78,9 @@ def test_traffic_through_the_captured_graph_records_interactions_decisions_and_f
         assert set(route["alternatives"]) == {"HRM", "TRM", "MCTS"}
         assert sum(route["alternatives"].values()) == pytest.approx(1.0)
         assert row["agent_selected"] in ("HRM", "TRM", "MCTS")
+        assert row["retrieval_quality"] is not None and row["latency_ms"] > 0
+        kinds = {r["kind"] for r in store.node_runs(row["interaction_id"])}
+        assert {"node", "retriever", "edge"} <= kinds
     assert not any("@example.com" in r["user_query"] for r in rows)
     assert report.pii_queries > 0 and sum("[" in r["user_query"] for r in rows) >= report.pii_queries
     handler.close()
