@@ -29,7 +29,7 @@ from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
 from cl_plugin.store import Store
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import Sanitizer, feedback_row
+from cl_plugin.store.rows import Sanitizer, feedback_row, feedback_rows
 from cl_plugin.store.writer import Writer
 
 __all__ = ["DECISION_EVENT", "CaptureHandler", "arecord_decision", "record_decision"]
@@ -290,6 +290,26 @@ class CaptureHandler(BaseCallbackHandler):
         if len(roots) > 10_000:  # older ones are looked up in the store
             roots.popitem(last=False)
 
+    def _start(
+        self,
+        hook: str,
+        kind: str,
+        serialized: Any,
+        payload: Any,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        extra: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or _serialized_name(serialized)
+            self._put((START, kind, run_id, parent_run_id, time.time(), name, payload, metadata, extra))
+            if parent_run_id is None:
+                self._root(run_id)
+        except Exception:
+            self._hook_failed(hook)
+
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -301,13 +321,9 @@ class CaptureHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            name = kwargs.get("name") or _serialized_name(serialized)
-            self._put((START, "chain", run_id, parent_run_id, time.time(), name, inputs, metadata, tags))
-            if parent_run_id is None:
-                self._root(run_id)
-        except Exception:
-            self._hook_failed("on_chain_start")
+        self._start(
+            "on_chain_start", "chain", serialized, inputs, run_id, parent_run_id, metadata, kwargs, tags
+        )
 
     def on_chat_model_start(
         self,
@@ -320,14 +336,17 @@ class CaptureHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            name = kwargs.get("name") or _serialized_name(serialized)
-            params = kwargs.get("invocation_params")
-            self._put((START, "llm", run_id, parent_run_id, time.time(), name, messages, metadata, params))
-            if parent_run_id is None:
-                self._root(run_id)
-        except Exception:
-            self._hook_failed("on_chat_model_start")
+        self._start(
+            "on_chat_model_start",
+            "llm",
+            serialized,
+            messages,
+            run_id,
+            parent_run_id,
+            metadata,
+            kwargs,
+            kwargs.get("invocation_params"),
+        )
 
     def on_llm_start(
         self,
@@ -340,14 +359,17 @@ class CaptureHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            name = kwargs.get("name") or _serialized_name(serialized)
-            params = kwargs.get("invocation_params")
-            self._put((START, "llm", run_id, parent_run_id, time.time(), name, prompts, metadata, params))
-            if parent_run_id is None:
-                self._root(run_id)
-        except Exception:
-            self._hook_failed("on_llm_start")
+        self._start(
+            "on_llm_start",
+            "llm",
+            serialized,
+            prompts,
+            run_id,
+            parent_run_id,
+            metadata,
+            kwargs,
+            kwargs.get("invocation_params"),
+        )
 
     def on_tool_start(
         self,
@@ -361,14 +383,17 @@ class CaptureHandler(BaseCallbackHandler):
         inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            name = kwargs.get("name") or _serialized_name(serialized)
-            args = inputs if inputs is not None else input_str
-            self._put((START, "tool", run_id, parent_run_id, time.time(), name, args, metadata, None))
-            if parent_run_id is None:
-                self._root(run_id)
-        except Exception:
-            self._hook_failed("on_tool_start")
+        self._start(
+            "on_tool_start",
+            "tool",
+            serialized,
+            inputs if inputs is not None else input_str,
+            run_id,
+            parent_run_id,
+            metadata,
+            kwargs,
+            None,
+        )
 
     def on_retriever_start(
         self,
@@ -381,13 +406,17 @@ class CaptureHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            name = kwargs.get("name") or _serialized_name(serialized)
-            self._put((START, "retriever", run_id, parent_run_id, time.time(), name, query, metadata, None))
-            if parent_run_id is None:
-                self._root(run_id)
-        except Exception:
-            self._hook_failed("on_retriever_start")
+        self._start(
+            "on_retriever_start",
+            "retriever",
+            serialized,
+            query,
+            run_id,
+            parent_run_id,
+            metadata,
+            kwargs,
+            None,
+        )
 
     def _end(self, kind: int, payload: Any, run_id: UUID, hook: str) -> None:
         try:
@@ -463,7 +492,7 @@ class CaptureHandler(BaseCallbackHandler):
         )
         if iid not in self._roots and not self.store.has_interaction(iid):
             raise UnknownInteractionError(iid)
-        self.writer.submit(_feedback_rows, row)
+        self.writer.submit(feedback_rows, row)
         if self.feedback_mirror is not None:
             _mirror(self.feedback_mirror, row)
         return row
@@ -485,10 +514,6 @@ class CaptureHandler(BaseCallbackHandler):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _feedback_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [("feedback", row)]
 
 
 def _mirror(mirror: Any, row: dict[str, Any]) -> None:

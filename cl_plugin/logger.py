@@ -30,7 +30,13 @@ from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
 from cl_plugin.store.backup import BackupWriter, iter_backup
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import Sanitizer, feedback_row, interaction_from_row, row_from_interaction
+from cl_plugin.store.rows import (
+    Sanitizer,
+    feedback_row,
+    feedback_rows,
+    interaction_from_row,
+    row_from_interaction,
+)
 from cl_plugin.store.writer import Writer
 
 __all__ = ["ProductionInteractionLogger"]
@@ -247,7 +253,7 @@ class ProductionInteractionLogger:
             self.flush()  # it may be waiting in the queue
             if not self.store.has_interaction(row["interaction_id"]):
                 raise UnknownInteractionError(row["interaction_id"])
-        fut = self.writer.submit(_feedback_rows, row)
+        fut = self.writer.submit(feedback_rows, row)
         if fut is not None:
             fut.result()
         return row
@@ -361,7 +367,3 @@ def _filter_backup(
     rows.sort(key=lambda r: (r["timestamp"], r["interaction_id"]), reverse=True)
     end = None if limit is None else offset + limit
     return rows[offset:end]
-
-
-def _feedback_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [("feedback", row)]

@@ -26,6 +26,7 @@ __all__ = [
     "INTERACTION_COLUMNS",
     "Sanitizer",
     "feedback_row",
+    "feedback_rows",
     "interaction_from_row",
     "row_from_interaction",
     "rows_to_interactions",
@@ -302,3 +303,8 @@ def feedback_row(
         "source": s.text(source),
         "created_at": time.time() if created_at is None else float(created_at),
     }
+
+
+def feedback_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A feedback row as the writer's ``(table, row)`` pairs."""
+    return [("feedback", row)]
