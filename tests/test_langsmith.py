@@ -97,15 +97,20 @@ def build_graph(tool_fn: Any = lookup) -> Any:
     return graph.compile()
 
 
-def run_traced(client: langsmith.Client, graph: Any = None) -> uuid.UUID:
+def run_traced(server: LangSmithServer, client: langsmith.Client, graph: Any = None) -> uuid.UUID:
     """Invoke the graph with a sanitizing tracer and a known run id; wait until LangSmith has it all."""
     run_id = uuid.uuid4()
     tracer = sanitizing_tracer(PROJECT, client=client)
-    (graph or build_graph()).invoke(
-        {"messages": [("user", QUERY)]},
-        config={"callbacks": [tracer], "run_id": run_id, "metadata": {"contact": EMAIL}},
-    )
-    client.flush(timeout=5)
+    try:
+        (graph or build_graph()).invoke(
+            {"messages": [("user", QUERY)]},
+            config={"callbacks": [tracer], "run_id": run_id, "metadata": {"contact": EMAIL}},
+        )
+    finally:
+        client.flush(timeout=5)
+        # Compressed uploads may still be in flight when flush() returns: wait for the root run's start
+        # and end to arrive.
+        server.wait_for(lambda: {"trace_id", "end_time"} <= set(server.runs.get(str(run_id), {})))
     return run_id
 
 
@@ -120,11 +125,11 @@ def assert_no_raw_pii(body: bytes) -> None:
 
 def test_traced_graph_keeps_the_callers_run_id_as_the_langsmith_root_run(server: LangSmithServer) -> None:
     client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
-    run_id = run_traced(client)
+    run_id = run_traced(server, client)
 
     assert server.requests_to("GET", "/info")  # the client read the batch ingest config from the server
     root = server.runs[str(run_id)]
-    assert root["parent_run_id"] is None and str(root["trace_id"]) == str(run_id)
+    assert root.get("parent_run_id") is None and str(root["trace_id"]) == str(run_id)
     assert root["session_name"] == PROJECT
     names = {run["name"]: run for run in server.runs.values()}
     assert {"agent", "act", "GenericFakeChatModel", "lookup"} <= set(names)
@@ -135,7 +140,7 @@ def test_traced_graph_keeps_the_callers_run_id_as_the_langsmith_root_run(server:
 
 def test_no_raw_pii_reaches_langsmith_in_any_request(server: LangSmithServer) -> None:
     client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
-    run_id = run_traced(client)
+    run_id = run_traced(server, client)
 
     assert server.requests_to("POST", "/runs/multipart")
     assert_no_raw_pii(server.all_bodies())
@@ -163,7 +168,7 @@ def test_a_plain_client_would_send_the_raw_pii(server: LangSmithServer) -> None:
 def test_error_messages_of_failed_runs_are_redacted(server: LangSmithServer) -> None:
     client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
     with pytest.raises(ValueError, match="no customer matches"):
-        run_traced(client, build_graph(broken_lookup))
+        run_traced(server, client, build_graph(broken_lookup))
     client.flush(timeout=5)
 
     failed = next(r for r in server.runs.values() if r["name"] == "broken_lookup")
@@ -188,7 +193,7 @@ def test_redaction_failure_sends_placeholders_not_raw_text(
     server: LangSmithServer, redactor: PIIRedactor
 ) -> None:
     client = server.track(sanitizing_client(redactor=redactor, api_url=server.url, api_key="fake"))
-    run_id = run_traced(client)
+    run_id = run_traced(server, client)
 
     assert_no_raw_pii(server.all_bodies())
     assert REDACTED in str(server.runs[str(run_id)]["inputs"])
@@ -210,7 +215,7 @@ def test_a_user_anonymizer_runs_before_the_redactor(server: LangSmithServer) -> 
             anonymizer=lambda d: {**d, "seen": f"by anonymizer, {EMAIL}"}, api_url=server.url, api_key="fake"
         )
     )
-    run_id = run_traced(client)
+    run_id = run_traced(server, client)
     assert server.runs[str(run_id)]["inputs"]["seen"] == "by anonymizer, [EMAIL]"
 
 
@@ -237,7 +242,7 @@ def test_mirrored_feedback_lands_on_the_traced_run_with_a_redacted_comment(
     server: LangSmithServer, quick_mirror: Any
 ) -> None:
     client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
-    run_id = run_traced(client)
+    run_id = run_traced(server, client)
     mirror = quick_mirror(client)
 
     assert mirror.submit(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -89,6 +90,7 @@ class Store:
             for name, t in _TABLES.items()
         }
         self._insert_sql = {name: self._insert_statement(t) for name, t in _TABLES.items()}
+        self._multi_insert_sql: dict[tuple[str, int], str] = {}
 
     @classmethod
     def from_url(cls, url: str, *, synchronous: str = "NORMAL", **engine_kwargs: Any) -> Store:
@@ -158,6 +160,30 @@ class Store:
         quoted = ", ".join(self.engine.dialect.identifier_preparer.quote(c) for c in cols)
         marks = ", ".join([mark] * len(cols))
         return f"INSERT INTO {table.name} ({quoted}) VALUES ({marks}) ON CONFLICT ({pk}) DO NOTHING"
+
+    def _insert_rows(self, conn: Connection, name: str, params: list[tuple]) -> int:
+        """Insert rows, skipping existing keys; returns how many were inserted.
+
+        On SQLite, rows go in multi-row ``INSERT ... VALUES (...), (...)`` statements of up to 256 rows
+        (chunk sizes are powers of two, so a handful of prepared statements serve every batch size): the
+        ``sqlite3`` module releases and re-takes the GIL around every row of an ``executemany``, and under
+        a busy host thread each re-take can wait a whole switch interval (5 ms).
+        """
+        if self.dialect != "sqlite":
+            return conn.exec_driver_sql(self._insert_sql[name], params).rowcount
+        inserted, i, n = 0, 0, len(params)
+        while i < n:
+            size = min(256, 1 << ((n - i).bit_length() - 1))
+            sql = self._multi_insert_sql.get((name, size))
+            if sql is None:
+                one = self._insert_sql[name]
+                head, _, tail = one.partition(" VALUES ")
+                values, _, conflict = tail.partition(") ON CONFLICT")
+                sql = f"{head} VALUES {', '.join([values + ')'] * size)} ON CONFLICT{conflict}"
+                self._multi_insert_sql[(name, size)] = sql
+            inserted += conn.exec_driver_sql(sql, tuple(chain.from_iterable(params[i : i + size]))).rowcount
+            i += size
+        return inserted
 
     def write(self, batch: Batch) -> WriteResult:
         """Write a batch in one transaction.
@@ -308,7 +334,7 @@ class Store:
             params = [getter(row) for row in rows]
         except KeyError:  # rows that leave some columns out: missing means NULL
             params = [tuple(row.get(c) for c in cols) for row in rows]
-        inserted = conn.exec_driver_sql(self._insert_sql[name], params).rowcount
+        inserted = self._insert_rows(conn, name, params)
         if inserted == len(rows) and self.engine.dialect.supports_sane_multi_rowcount:
             result.inserted += inserted
             return
