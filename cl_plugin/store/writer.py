@@ -220,8 +220,15 @@ class Writer:
         if self._check_journal and self.store is not None:
             self._replay()
         while self._queue:
+            # Behind by several batches: write bigger ones. Each transaction has fixed costs (and each
+            # database call hands the GIL back and forth with a busy host thread), so a writer that takes
+            # the same batch size however far behind it is may never catch up.
+            backlog = len(self._queue)
+            size = (
+                self.buffer_size if backlog <= 4 * self.buffer_size else min(backlog, 16 * self.buffer_size)
+            )
             items = []
-            while self._queue and len(items) < self.buffer_size:
+            while self._queue and len(items) < size:
                 items.append(self._queue.popleft())
             self._commit(*self._prepare(items))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -510,3 +512,22 @@ def test_rows_spilled_by_a_closed_writer_of_this_process_are_replayed_by_the_nex
     assert second.flush(timeout=10)
     expected = {i.interaction_id for i in spilled} | {"second-00000"}
     assert wait_until(lambda: stored_ids(store) == expected, timeout=3), expected - stored_ids(store)
+
+
+def test_a_writer_that_falls_behind_writes_bigger_batches(store: Store, make_writer) -> None:
+    w = make_writer(buffer_size=10, flush_interval=600)
+    gate = threading.Event()
+    commit = w._commit
+
+    def held_commit(*args: Any) -> None:
+        gate.wait(10)  # the first batch is held while a backlog builds up behind it
+        commit(*args)
+
+    w._commit = held_commit
+    for i in range(1000):
+        w.submit(to_rows, interaction(i))
+    gate.set()
+    assert w.flush(timeout=30)
+    assert store.count_interactions() == 1000
+    # Fixed batches of 10 would take 100 transactions; batches grow to 16 x 10 under the backlog.
+    assert w.stats.batches <= 1 + math.ceil(990 / 160) + 1
