@@ -5,8 +5,9 @@
 Each (variant, round) runs in a fresh subprocess (LangSmith's background threads and the writer thread
 must not leak between variants), in shuffled order; a round's value is the median µs per invocation over
 ``--invokes`` timed invocations after 200 warm-up ones, and each variant's figure is the median over rounds.
-Variants, for ``invoke`` and ``ainvoke``: no callbacks; ``CaptureHandler`` into SQLite; LangSmith's
-``LangChainTracer`` sending to a local LangSmith-speaking server (for comparison).
+Variants, for ``invoke`` and ``ainvoke``: no callbacks; a handler that does nothing (what LangChain's
+callback machinery costs any handler); ``CaptureHandler`` into SQLite; LangSmith's ``LangChainTracer``
+sending to a local LangSmith-speaking server in its own process (for comparison).
 
 ``--memory N`` then runs N invocations with the handler attached and prints, every N/10 invocations, the
 process's heap (anonymous resident memory) and its mapped file pages (SQLite's memory-mapped database,
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-VARIANTS = ("none", "capture", "langsmith")
+VARIANTS = ("none", "noop", "capture", "langsmith")
 _SERVE = (
     "import sys\n"
     "from langsmith_server import LangSmithServer\n"
@@ -69,7 +70,14 @@ def child(variant: str, mode: str, invokes: int) -> None:
     callbacks: list = []
     server = handler = client = None
     tmp = tempfile.mkdtemp()
-    if variant == "capture":
+    if variant == "noop":
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        class Noop(BaseCallbackHandler):
+            run_inline = True
+
+        callbacks = [Noop()]
+    elif variant == "capture":
         from cl_plugin import CaptureHandler
 
         handler = CaptureHandler(f"sqlite:///{tmp}/capture.db")
@@ -134,7 +142,9 @@ def memory(n: int) -> None:
         graph.invoke({"query": f"q{i}"}, config=config)
         if i % step == 0:
             status = dict(
-                line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
+                line.split(":", 1)
+                for line in Path("/proc/self/status").read_text().splitlines()
+                if ":" in line
             )
             anon, mapped = (int(status[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile"))
             print(
