@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["SPEC_FIELDS", "ProductionInteraction", "interaction_problems", "is_finite_number"]
+__all__ = [
+    "SPEC_FIELDS",
+    "ActiveLearningCandidate",
+    "FailurePattern",
+    "ProductionInteraction",
+    "interaction_problems",
+    "is_finite_number",
+]
 
 Thumbs = Literal["up", "down"]
 
@@ -121,6 +128,64 @@ class ProductionInteraction:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(ProductionInteraction))
+
+
+@dataclass(kw_only=True, slots=True)
+class FailurePattern:
+    """A systematic failure mode found in production interactions.
+
+    Attributes:
+        pattern_type: ``"low_rating"``, ``"poor_retrieval"``, ``"routing_mistake"``, ``"hallucination"``,
+            ``"slow_response"``, ``"node_errors"`` or ``"failure_cluster"``.
+        description: one sentence on what was found, with its numbers.
+        frequency: how many interactions show it.
+        rate: ``frequency`` over the interactions where it could be observed (missing values excluded).
+        severity: 0 (harmless) to 1 (every affected user badly served).
+        example_ids: a few interaction ids showing it.
+        affected_agents: agent -> interactions with the failure.
+        affected_nodes: graph node -> interactions with the failure.
+        suggested_fix: what to change, naming the concrete agent, node, query cluster or threshold.
+        details: what the pattern's own analysis found (cluster terms and representative queries,
+            thresholds, attribution rows).
+    """
+
+    pattern_type: str
+    description: str
+    frequency: int
+    rate: float
+    severity: float
+    example_ids: list[str] = field(default_factory=list)
+    affected_agents: dict[str, int] = field(default_factory=dict)
+    affected_nodes: dict[str, int] = field(default_factory=dict)
+    suggested_fix: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True, slots=True)
+class ActiveLearningCandidate:
+    """An interaction worth a human's label.
+
+    Attributes:
+        interaction_id: the interaction.
+        user_query: its query (already redacted in the store).
+        agent_selected: the agent the router chose.
+        priority: the selection score that ranked it (higher first).
+        selection_reason: why it was picked, in words a reviewer understands.
+        strategy: the strategy that picked it.
+        uncertainty: the router's uncertainty on it, when known (0 to 1).
+        diversity: its distance to what is already selected or labeled (0 to 1), when computed.
+        failure_score: how badly it failed (0 to 1), when known.
+    """
+
+    interaction_id: str
+    user_query: str
+    agent_selected: str | None
+    priority: float
+    selection_reason: str
+    strategy: str
+    uncertainty: float | None = None
+    diversity: float | None = None
+    failure_score: float | None = None
 
 
 def is_finite_number(value: object) -> bool:
