@@ -117,10 +117,16 @@ async def arecord_decision(
 
 
 def _journal_dir(url: str) -> Path:
-    """Where a store's spill journal lives: beside a SQLite file, else in the temp directory."""
-    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+    """Where a store's spill journal lives: beside a SQLite file, in the temp directory for a server.
+
+    An in-memory database lives and dies with this process, so its journal is private to the handler
+    (a shared one would replay rows into another process's database).
+    """
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///") and ":memory:" not in url:
         db = Path(url[len("sqlite:///") :])
         return db.with_name(f"{db.name}-journal.d")
+    if url.startswith("sqlite"):
+        return Path(tempfile.mkdtemp(prefix="cl_plugin-journal-"))
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"cl_plugin-journal-{digest}"
 
