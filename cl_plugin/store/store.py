@@ -48,6 +48,11 @@ _CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions")
 _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
 
 
+def _table_rank(name: str) -> int:
+    """Write order: interactions first, so rows that refer to them (and feedback) find them."""
+    return _TABLE_ORDER.index(name) if name in _TABLE_ORDER else len(_TABLE_ORDER)
+
+
 @dataclass
 class Batch:
     """Rows to write in one transaction, by table name. Rows are dicts keyed by column name."""
@@ -201,7 +206,7 @@ class Store:
         result = WriteResult()
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             # Interactions first: feedback in the same batch is then applied to rows that exist.
-            for name in sorted(batch.tables, key=_TABLE_ORDER.index):
+            for name in sorted(batch.tables, key=_table_rank):
                 if batch.tables[name]:
                     self._write_table(conn, name, batch.tables[name], result)
             touched = {r["interaction_id"] for r in batch.tables.get("feedback", ())}
