@@ -206,6 +206,10 @@ _HEALTHY_FILLS = ("Lisbon", "platform", "design", "Spanish", "sales", "mobile", 
 _OPENERS = ("", "", "", "hi, ", "urgent: ", "please help - ", "quick question: ", "hello team, ")
 _CLOSERS = ("", "", "", " thanks", " asap", " again?", " - still not working", " (customer is waiting)")
 _HEALTHY_PATHS = (("route", "answer"), ("route", "retrieve", "answer"))
+_ERRORS = {
+    "sql_executor": ("OperationalError", "TimeoutError"),
+    "csv_parser": ("UnicodeDecodeError", "ValueError"),
+}
 _RESPONSES = (
     "Here is what to do: check the settings page, apply the change and confirm it worked.",
     "The short answer is yes; the details depend on your plan and the configuration in use.",
@@ -321,10 +325,10 @@ def planted_failures(
 
 
 def _path(theme: Theme) -> tuple[str, ...]:
-    """The nodes a query of ``theme`` runs through."""
+    """The nodes a query of ``theme`` runs through: a tool node instead of retrieval, when it has one."""
     if theme.node in ("route", "retrieve", "answer"):
         return ("route", "retrieve", "answer")
-    return ("route", "retrieve", theme.node, "answer")
+    return ("route", theme.node, "answer")
 
 
 def _healthy(rng: random.Random, row: dict, theme: Theme | None) -> None:
@@ -357,8 +361,9 @@ def _fail(rng: random.Random, row: dict, theme: Theme) -> None:
     row["agent_selected"] = theme.agent
     row["agent_confidence"] = round(rng.uniform(0.5, 0.95), 3)
     path = list(_path(theme))
-    row["retrieval_quality"] = round(rng.uniform(0.4, 0.95), 3)
-    row["retrieval_failed"] = False
+    if "retrieve" in path:
+        row["retrieval_quality"] = round(rng.uniform(0.4, 0.95), 3)
+        row["retrieval_failed"] = False
     metadata: dict = {"node_path": path}
     rated = rng.random() < 0.5
     mode = theme.mode
@@ -382,7 +387,7 @@ def _fail(rng: random.Random, row: dict, theme: Theme) -> None:
         row["error_occurred"] = True
         row["response"] = ""
         metadata["failed_node"] = theme.node
-        metadata["node_errors"] = [rng.choice(("OperationalError", "TimeoutError", "UnicodeDecodeError"))]
+        metadata["node_errors"] = [rng.choice(_ERRORS.get(theme.node, ("RuntimeError",)))]
         metadata["node_path"] = path[: path.index(theme.node) + 1]
         rated = rng.random() < 0.15
     elif mode == "hallucination":

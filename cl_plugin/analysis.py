@@ -1,0 +1,922 @@
+"""FailurePatternAnalyzer: systematic failure modes in production interactions, and what they go with.
+
+**What a failure is.** :func:`failure_signals` is the one definition. An interaction fails when it shows at
+least one of these signals:
+
+- ``low_rating``: a star rating below ``low_rating_threshold`` (default 3), or a thumbs down;
+- ``error``: ``error_occurred``, or a ``failed_node`` in its metadata;
+- ``hallucination``: ``hallucination_detected``;
+- ``poor_retrieval``: ``retrieval_failed``, or ``retrieval_quality`` below :data:`POOR_RETRIEVAL_QUALITY`;
+- ``slow``: ``latency_ms`` above ``slow_response_ms`` (default 5000).
+
+Missing is missing: an unrated interaction is neither a bad rating nor a good one, a run without retrieval
+(``retrieval_quality`` and ``retrieval_failed`` both ``None``) is not a retrieval failure, and each signal's
+rate is taken over the interactions where it could be seen. A routing mistake is a cause, not an outcome:
+the router chose an agent that metadata (``best_agent``, ``correct_agent`` or ``expected_agent``) says was
+wrong, or an interaction failed after a choice made with confidence below :data:`LOW_CONFIDENCE`, or, within
+a cluster of similar queries, one agent fails significantly more often than another (Fisher's exact test,
+Benjamini-Hochberg over all such comparisons).
+
+**Attribution.** For each factor (agent, graph node, retrieval-quality bucket, latency bucket, router
+confidence bucket, query cluster, time window) and each of its levels, the failure rate of the interactions
+at that level is compared with the rest: Wilson 95% interval, Fisher's exact test, Benjamini-Hochberg over
+every test of the run. Significant over-represented levels are quoted in the patterns and their fixes.
+
+**Scale.** :meth:`FailurePatternAnalyzer.analyze_stream` reads chunks (``Store.iter_interactions``) and keeps
+counts plus two bounded uniform samples (failures, for clustering; all traffic, for per-cluster failure rates
+by agent), so memory does not grow with the data. Counts are exact; cluster figures come from the samples
+and say so (``details["estimated"]``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from scipy import stats
+
+from cl_plugin.clustering import FailureClusterer, QueryCluster
+from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, parse_section
+from cl_plugin.records import FailurePattern, ProductionInteraction
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+
+__all__ = [
+    "LOW_CONFIDENCE",
+    "POOR_RETRIEVAL_QUALITY",
+    "SIGNALS",
+    "Attribution",
+    "FailureAnalysis",
+    "FailurePatternAnalyzer",
+    "failure_signals",
+]
+
+POOR_RETRIEVAL_QUALITY = 0.3
+LOW_CONFIDENCE = 0.5
+SIGNALS = ("low_rating", "error", "hallucination", "poor_retrieval", "slow")
+ALPHA = 0.05
+_LOW, _ERROR, _HALLU, _RETR, _SLOW = 1, 2, 4, 8, 16
+_ROUTING = 32
+_BEST_KEYS = ("best_agent", "correct_agent", "expected_agent")
+_EXAMPLES = 5
+_NO_NODE = "(unknown node)"
+_WORDS = {
+    "low_rating": "low ratings",
+    "error": "errors",
+    "hallucination": "hallucinations",
+    "poor_retrieval": "poor retrieval",
+    "slow": "slow responses",
+}
+_RETRIEVAL_BINS = ((0.3, "<0.3"), (0.5, "0.3-0.5"), (0.7, "0.5-0.7"), (0.9, "0.7-0.9"), (math.inf, ">=0.9"))
+_LATENCY_BINS = ((1000, "<1s"), (2000, "1-2s"), (5000, "2-5s"), (10000, "5-10s"), (math.inf, ">=10s"))
+_CONFIDENCE_BINS = ((0.5, "<0.5"), (0.7, "0.5-0.7"), (0.9, "0.7-0.9"), (math.inf, ">=0.9"))
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """How the failure rate at one level of one factor compares with the rest.
+
+    Attributes:
+        factor: ``"agent"``, ``"node"``, ``"retrieval_quality"``, ``"latency"``, ``"confidence"``,
+            ``"query_cluster"`` or ``"time_window"``.
+        level: the level (an agent name, a node, a bucket such as ``"5-10s"``, a cluster's terms, a window).
+        n: interactions at this level (for ``query_cluster``: in the traffic sample).
+        failures: failed interactions among them.
+        rate: ``failures / n``.
+        baseline_rate: the failure rate of the other interactions where the factor is known.
+        lift: ``rate / baseline_rate`` (``inf`` when the baseline has no failure).
+        ci_low: lower end of the Wilson 95% interval of ``rate``.
+        ci_high: upper end of that interval.
+        p_value: two-sided Fisher exact test of level against rest.
+        q_value: Benjamini-Hochberg adjusted p-value over every test of the analysis.
+        significant: ``q_value <= 0.05``.
+    """
+
+    factor: str
+    level: str
+    n: int
+    failures: int
+    rate: float
+    baseline_rate: float
+    lift: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    q_value: float
+    significant: bool
+
+
+@dataclass(slots=True)
+class FailureAnalysis:
+    """Everything one analysis found.
+
+    Attributes:
+        patterns: failure patterns, most important (severity x frequency) first.
+        attribution: every level test, most significant over-represented levels first.
+        clusters: clusters of similar failed queries, largest first.
+        counts: ``interactions``, ``failures``, each signal's count and its ``observable_<signal>`` count,
+            ``routing_mistake``, and the sizes of the samples (``failure_sample``, ``traffic_sample``).
+        sampled: whether clustering used a sample of the failures.
+    """
+
+    patterns: list[FailurePattern] = field(default_factory=list)
+    attribution: list[Attribution] = field(default_factory=list)
+    clusters: list[QueryCluster] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    sampled: bool = False
+
+
+def failure_signals(
+    item: Mapping[str, Any] | ProductionInteraction,
+    *,
+    low_rating_threshold: float = 3.0,
+    slow_response_ms: float = 5000.0,
+) -> tuple[str, ...]:
+    """The failure signals an interaction shows (empty: it did not fail). See the module docstring.
+
+    Args:
+        item: an interaction dict (as from ``query_interactions``) or record.
+        low_rating_threshold: stars below this are a low rating.
+        slow_response_ms: latency above this is slow.
+
+    Returns:
+        The names of the signals, in :data:`SIGNALS` order.
+
+    Example:
+        >>> failure_signals({"user_feedback_score": 2.0, "latency_ms": 6000.0, "retrieval_quality": None})
+        ('low_rating', 'slow')
+    """
+    row = _Row(item)
+    mask, _, _ = _signals(row, low_rating_threshold, slow_response_ms)
+    return tuple(name for bit, name in enumerate(SIGNALS) if mask >> bit & 1)
+
+
+class _Row:
+    """Uniform read access to a dict row or a record; missing keys read as None."""
+
+    __slots__ = ("get", "meta")
+
+    def __init__(self, item: Any) -> None:
+        if isinstance(item, Mapping):
+            self.get = item.get
+        elif isinstance(item, ProductionInteraction):
+            self.get = lambda key, default=None: getattr(item, key, default)
+        else:
+            raise TypeError(
+                f"interactions must be dicts (as from query_interactions) or ProductionInteraction records, "
+                f"got {type(item).__name__}"
+            )
+        meta = self.get("metadata")
+        if isinstance(meta, str | bytes):
+            try:
+                meta = orjson.loads(meta) if meta else None
+            except orjson.JSONDecodeError:
+                meta = None
+        self.meta: Mapping[str, Any] = meta if isinstance(meta, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value)
+
+
+def _signals(row: _Row, low_threshold: float, slow_ms: float) -> tuple[int, int, float]:
+    """(failure bits, observable bits, severity 0-1 of the worst signal) of one row."""
+    get = row.get
+    mask = seen = 0
+    severity = 0.0
+    score = _number(get("user_feedback_score"))
+    thumbs = get("thumbs_up_down")
+    if score is not None or thumbs is not None:
+        seen |= _LOW
+        sev = (low_threshold - score) / max(low_threshold - 1.0, 1.0) if score is not None else 0.0
+        if thumbs == "down":
+            sev = max(sev, 0.6)
+        if (score is not None and score < low_threshold) or thumbs == "down":
+            mask |= _LOW
+            severity = max(severity, min(1.0, max(sev, 0.25)))
+    error = get("error_occurred")
+    if error is not None or "failed_node" in row.meta:
+        seen |= _ERROR
+        if error or row.meta.get("failed_node"):
+            mask |= _ERROR
+            severity = 1.0
+    hallucination = get("hallucination_detected")
+    if hallucination is not None:
+        seen |= _HALLU
+        if hallucination:
+            mask |= _HALLU
+            severity = max(severity, 0.9)
+    quality = _number(get("retrieval_quality"))
+    failed = get("retrieval_failed")
+    if quality is not None or failed is not None:
+        seen |= _RETR
+        sev = 0.8 if failed else 0.0
+        if quality is not None and quality < POOR_RETRIEVAL_QUALITY:
+            sev = max(sev, 0.5 + 0.5 * (1.0 - quality / POOR_RETRIEVAL_QUALITY))
+        if sev:
+            mask |= _RETR
+            severity = max(severity, sev)
+    latency = _number(get("latency_ms"))
+    if latency is not None:
+        seen |= _SLOW
+        if latency > slow_ms:
+            mask |= _SLOW
+            severity = max(severity, min(1.0, 0.3 + 0.7 * (latency - slow_ms) / (3.0 * slow_ms)))
+    return mask, seen, severity
+
+
+def _bucket(value: float | None, bins: tuple[tuple[float, str], ...]) -> str | None:
+    if value is None:
+        return None
+    for upper, name in bins:
+        if value < upper:
+            return name
+    return bins[-1][1]
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """Counts of one pattern: occurrences, where it could be seen, summed severity, examples, agents, nodes."""
+
+    count: int = 0
+    seen: int = 0
+    severity: float = 0.0
+    examples: list[str] = field(default_factory=list)
+    agents: Counter[str] = field(default_factory=Counter)
+    nodes: Counter[str] = field(default_factory=Counter)
+
+    def hit(self, iid: Any, severity: float, agent: str | None, node: str | None) -> None:
+        self.count += 1
+        self.severity += severity
+        if len(self.examples) < _EXAMPLES and isinstance(iid, str):
+            self.examples.append(iid)
+        if agent is not None:
+            self.agents[agent] += 1
+        if node is not None:
+            self.nodes[node] += 1
+
+    def scale(self, factor: float) -> None:
+        """Turn counts over a sample into estimates over everything the sample was drawn from."""
+        self.count = round(self.count * factor)
+        self.severity *= factor
+        for counter in (self.agents, self.nodes):
+            for key in counter:
+                counter[key] = round(counter[key] * factor)
+
+
+class _Reservoir:
+    """A uniform sample of at most ``size`` items of a stream (Vitter's algorithm R)."""
+
+    def __init__(self, size: int, rng: random.Random) -> None:
+        self.size, self.rng = size, rng
+        self.items: list[tuple] = []
+        self.seen = 0
+
+    def add(self, item: tuple) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            j = self.rng.randrange(self.seen)
+            if j < self.size:
+                self.items[j] = item
+
+
+_FACTORS = ("agent", "node", "retrieval_quality", "latency", "confidence")
+
+
+class _Tally:
+    """Everything :class:`FailurePatternAnalyzer` needs from a stream, in memory bounded by the samples."""
+
+    def __init__(self, config: FailureAnalysisConfig, sample_size: int) -> None:
+        self.low, self.slow_ms = config.low_rating_threshold, config.slow_response_ms
+        self.n = self.failures = 0
+        self.signals = {name: _Tracked() for name in SIGNALS}
+        self.routing = _Tracked()
+        self.better: Counter[tuple[str, str]] = Counter()
+        self.low_confidence_failures = 0
+        self.node_errors: dict[str, _Tracked] = {}
+        self.error_types: dict[str, Counter[str]] = {}
+        self.visits: Counter[str] = Counter()
+        self.levels: dict[str, dict[str, list[int]]] = {f: {} for f in _FACTORS}
+        self.totals: dict[str, list[int]] = {f: [0, 0] for f in _FACTORS}
+        self.hours: dict[int, list[int]] = {}
+        rng = random.Random(0)
+        self.slow_latencies = _Reservoir(10_000, rng)
+        self.failed = _Reservoir(sample_size, rng)
+        self.traffic = _Reservoir(sample_size, rng)
+
+    def _level(self, factor: str, level: str | None, failed: int, *, total: bool = True) -> None:
+        """Count one interaction at ``level`` of ``factor`` (and in the factor's total, unless told not to)."""
+        if level is None:
+            return
+        cell = self.levels[factor].setdefault(level, [0, 0])
+        cell[0] += 1
+        cell[1] += failed
+        if total:
+            cell = self.totals[factor]
+            cell[0] += 1
+            cell[1] += failed
+
+    def add(self, item: Any) -> None:
+        row = _Row(item)
+        get, meta = row.get, row.meta
+        mask, seen, severity = _signals(row, self.low, self.slow_ms)
+        failed = int(mask != 0)
+        self.n += 1
+        self.failures += failed
+        iid = get("interaction_id")
+        agent = get("agent_selected")
+        agent = agent if isinstance(agent, str) and agent else None
+        failed_node = meta.get("failed_node") or (meta.get("node") if mask & _ERROR else None)
+        failed_node = failed_node if isinstance(failed_node, str) else None
+        slow_node = meta.get("slowest_node") or meta.get("node")
+        slow_node = slow_node if isinstance(slow_node, str) else None
+        for bit, name in enumerate(SIGNALS):
+            if seen >> bit & 1:
+                tracked = self.signals[name]
+                tracked.seen += 1
+                if mask >> bit & 1:
+                    node = failed_node if bit == 1 else slow_node if bit == 4 else meta.get("node")
+                    tracked.hit(iid, severity, agent, node if isinstance(node, str) else None)
+        latency = _number(get("latency_ms"))
+        if mask & _SLOW:
+            self.slow_latencies.add((latency,))
+        if mask & _ERROR:
+            node = failed_node or _NO_NODE
+            self.node_errors.setdefault(node, _Tracked()).hit(iid, severity, agent, node)
+            kinds = meta.get("node_errors") or meta.get("error_type") or ()
+            self.error_types.setdefault(node, Counter()).update(
+                [kinds] if isinstance(kinds, str) else [k for k in kinds if isinstance(k, str)]
+            )
+        confidence = _number(get("agent_confidence"))
+        best = next((meta[k] for k in _BEST_KEYS if isinstance(meta.get(k), str)), None)
+        if agent is not None and (confidence is not None or best is not None):
+            self.routing.seen += 1
+            wrong = best is not None and best != agent
+            unsure = failed and confidence is not None and confidence < LOW_CONFIDENCE
+            if wrong or unsure:
+                mask |= _ROUTING
+                self.routing.hit(iid, severity if failed else 0.3, agent, None)
+                if wrong:
+                    self.better[(agent, best)] += 1
+                if unsure:
+                    self.low_confidence_failures += 1
+        self._level("agent", agent, failed)
+        self._level("retrieval_quality", _bucket(_number(get("retrieval_quality")), _RETRIEVAL_BINS), failed)
+        self._level("latency", _bucket(latency, _LATENCY_BINS), failed)
+        self._level("confidence", _bucket(confidence, _CONFIDENCE_BINS), failed)
+        path = meta.get("node_path") or meta.get("nodes") or ()
+        visited = {p for p in path if isinstance(p, str)} if isinstance(path, list | tuple) else set()
+        if failed_node:
+            visited.add(failed_node)
+        for node in visited:
+            self.visits[node] += 1
+            self._level("node", node, failed, total=False)
+        if visited:  # an interaction visits several nodes: each node is tested against those that skipped it
+            self.totals["node"][0] += 1
+            self.totals["node"][1] += failed
+        timestamp = _number(get("timestamp"))
+        if timestamp is not None:
+            cell = self.hours.setdefault(int(timestamp // 3600), [0, 0])
+            cell[0] += 1
+            cell[1] += failed
+        query = get("user_query")
+        if isinstance(query, str) and query.strip():
+            self.traffic.add((query, failed, agent))
+            if failed:
+                self.failed.add((query, iid, agent, mask, severity, failed_node, slow_node))
+
+
+class FailurePatternAnalyzer:
+    """Finds systematic failure modes in production interactions and what they are associated with.
+
+    Args:
+        config: the ``failure_analysis`` section as a dict or :class:`FailureAnalysisConfig`, or a whole
+            :class:`ContinualLearningConfig`. Keys: ``min_cluster_size``, ``similarity_threshold``,
+            ``slow_response_ms``, ``low_rating_threshold``, and ``enabled`` and ``analyze_frequency``, which
+            schedule the analysis in the maintenance graph and do not change what it finds.
+        embeddings: a LangChain ``Embeddings`` used to cluster failed queries; None uses TF-IDF.
+        **kwargs: keys that override ``config``.
+
+    Raises:
+        ConfigError: a key is unknown or a value is out of range; the message names the key.
+
+    Example:
+        >>> analyzer = FailurePatternAnalyzer({"min_cluster_size": 5, "similarity_threshold": 0.7})
+        >>> rows = [{"interaction_id": f"i{i}", "user_query": "refund in EUR", "agent_selected": "TRM",
+        ...          "user_feedback_score": 1.0 if i % 2 else 5.0} for i in range(20)]
+        >>> [p.pattern_type for p in analyzer.analyze_failures(rows)]
+        ['low_rating', 'failure_cluster']
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any] | FailureAnalysisConfig | ContinualLearningConfig | None = None,
+        *,
+        embeddings: Embeddings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(config, ContinualLearningConfig):
+            config = config.failure_analysis
+        self.config = parse_section(FailureAnalysisConfig, config, prefix="failure_analysis", **kwargs)
+        self.embeddings = embeddings
+
+    def analyze_failures(self, interactions: Iterable[Any]) -> list[FailurePattern]:
+        """The failure patterns present in ``interactions``, most important (severity x frequency) first.
+
+        Args:
+            interactions: dicts (as from ``query_interactions``) or :class:`ProductionInteraction` records.
+
+        Returns:
+            One :class:`FailurePattern` per pattern found; an empty list when nothing failed.
+        """
+        return self.analyze(interactions).patterns
+
+    def attribute_failures(self, interactions: Iterable[Any]) -> list[Attribution]:
+        """Failure rate per level of each factor against the rest, significant over-represented levels first.
+
+        Args:
+            interactions: dicts or records.
+
+        Returns:
+            One :class:`Attribution` per tested level.
+        """
+        return self.analyze(interactions).attribution
+
+    def analyze(self, interactions: Iterable[Any], *, sample_size: int = 20_000) -> FailureAnalysis:
+        """Patterns, attribution, clusters and counts of ``interactions``.
+
+        Args:
+            interactions: dicts or records.
+            sample_size: most failures kept for clustering (and traffic kept for per-cluster rates).
+
+        Returns:
+            The :class:`FailureAnalysis`.
+        """
+        return self.analyze_stream([interactions], sample_size=sample_size)
+
+    def analyze_stream(
+        self, chunks: Iterable[Iterable[Any]], *, sample_size: int = 20_000
+    ) -> FailureAnalysis:
+        """Analyse interactions that arrive in chunks, such as ``Store.iter_interactions(chunk_size=...)``.
+
+        Memory is bounded by ``sample_size``: counts and factor tables are exact, clusters are fit on a
+        uniform sample of the failures.
+
+        Args:
+            chunks: iterables of dicts or records.
+            sample_size: most failures kept for clustering (and traffic kept for per-cluster rates).
+
+        Returns:
+            The :class:`FailureAnalysis`.
+        """
+        tally = _Tally(self.config, sample_size)
+        add = tally.add
+        for chunk in chunks:
+            for item in chunk:
+                add(item)
+        return _Report(tally, self.config, self.embeddings).build()
+
+
+_Z = float(stats.norm.ppf(0.975))
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval of the proportion ``k / n``."""
+    p = k / n
+    denom = 1.0 + _Z * _Z / n
+    centre = (p + _Z * _Z / (2 * n)) / denom
+    half = _Z * math.sqrt(p * (1 - p) / n + _Z * _Z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _fisher(k: int, n: int, rest_k: int, rest_n: int) -> float:
+    """Two-sided Fisher exact p-value of ``k / n`` against ``rest_k / rest_n``."""
+    return float(stats.fisher_exact([[k, n - k], [rest_k, rest_n - rest_k]]).pvalue)
+
+
+def _bh(p_values: list[float]) -> list[float]:
+    return [float(q) for q in stats.false_discovery_control(p_values, method="bh")] if p_values else []
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+class _Report:
+    """Turns a :class:`_Tally` into a :class:`FailureAnalysis`."""
+
+    def __init__(self, tally: _Tally, config: FailureAnalysisConfig, embeddings: Embeddings | None) -> None:
+        self.t, self.config, self.embeddings = tally, config, embeddings
+        self.clusters: list[QueryCluster] = []
+        self.names: dict[int, str] = {}
+
+    def build(self) -> FailureAnalysis:
+        t = self.t
+        counts = {"interactions": t.n, "failures": t.failures}
+        for name, tracked in t.signals.items():
+            counts[name] = tracked.count
+            counts[f"observable_{name}"] = tracked.seen
+        counts |= {
+            "routing_mistake": t.routing.count,
+            "observable_routing_mistake": t.routing.seen,
+            "failure_sample": len(t.failed.items),
+            "traffic_sample": len(t.traffic.items),
+        }
+        self._cluster()
+        self.attribution = self._attribution()
+        self.findings = self._agents_within_clusters()
+        patterns = [
+            *self._signal_patterns(),
+            *self._node_patterns(),
+            *self._routing_patterns(),
+            *self._cluster_patterns(),
+        ]
+        patterns.sort(key=lambda p: p.severity * p.frequency, reverse=True)
+        return FailureAnalysis(patterns, self.attribution, self.clusters, counts, self.sampled)
+
+    # --- clusters and tests -----------------------------------------------------------------------------
+
+    def _cluster(self) -> None:
+        t, cfg = self.t, self.config
+        model = FailureClusterer(
+            min_cluster_size=cfg.min_cluster_size,
+            similarity_threshold=cfg.similarity_threshold,
+            embeddings=self.embeddings,
+        ).fit([item[0] for item in t.failed.items])
+        self.clusters = model.clusters_
+        self.names = {c.cluster_id: f"{c.cluster_id}: {c.name}" for c in self.clusters}
+        self.labels = model.labels_
+        traffic = [item[0] for item in t.traffic.items]
+        self.traffic_labels = model.predict(traffic) if self.clusters else np.full(len(traffic), -1)
+        self.scale = _share(t.failed.seen, len(t.failed.items)) or 1.0
+        self.sampled = len(t.failed.items) < t.failed.seen or model.sampled_
+
+    def _tests(self) -> list[tuple[str, str, int, int, int, int]]:
+        """(factor, level, n, failures, factor total n, factor total failures) for every level to test."""
+        t = self.t
+        tests = [
+            (factor, level, n, f, *t.totals[factor])
+            for factor in _FACTORS
+            for level, (n, f) in sorted(t.levels[factor].items())
+        ]
+        if self.clusters:
+            cells: dict[str, list[int]] = {}
+            for (_, failed, _), label in zip(t.traffic.items, self.traffic_labels, strict=True):
+                cell = cells.setdefault(self.names.get(int(label), "(no cluster)"), [0, 0])
+                cell[0] += 1
+                cell[1] += failed
+            total = (len(t.traffic.items), sum(c[1] for c in cells.values()))
+            tests += [("query_cluster", level, n, f, *total) for level, (n, f) in sorted(cells.items())]
+        windows = self._windows()
+        total = (sum(c[0] for c in windows.values()), sum(c[1] for c in windows.values()))
+        tests += [("time_window", level, n, f, *total) for level, (n, f) in windows.items()]
+        return [test for test in tests if 0 < test[2] < test[4]]
+
+    def _windows(self) -> dict[str, list[int]]:
+        """Hourly counts pooled into at most 12 equal windows."""
+        hours = self.t.hours
+        if len(hours) < 2:
+            return {}
+        low = min(hours)
+        width = max(1, math.ceil((max(hours) - low + 1) / 12))
+        cells: dict[int, list[int]] = {}
+        for hour, (n, f) in hours.items():
+            cell = cells.setdefault((hour - low) // width, [0, 0])
+            cell[0] += n
+            cell[1] += f
+        out = {}
+        for index in sorted(cells):
+            start = (low + index * width) * 3600
+            try:
+                label = f"{datetime.fromtimestamp(start, tz=UTC):%Y-%m-%d %H:%M} UTC +{width}h"
+            except (OverflowError, OSError, ValueError):
+                label = f"hours {low + index * width}+{width}"
+            out[label] = cells[index]
+        return out
+
+    def _attribution(self) -> list[Attribution]:
+        tests = self._tests()
+        p_values = [_fisher(f, n, total_f - f, total_n - n) for _, _, n, f, total_n, total_f in tests]
+        rows = []
+        for (factor, level, n, f, total_n, total_f), p, q in zip(tests, p_values, _bh(p_values), strict=True):
+            rate, base = f / n, (total_f - f) / (total_n - n)
+            low, high = _wilson(f, n)
+            lift = rate / base if base else (math.inf if rate else 1.0)
+            rows.append(Attribution(factor, level, n, f, rate, base, lift, low, high, p, q, q <= ALPHA))
+        rows.sort(key=lambda r: (not (r.significant and r.lift > 1), r.q_value, -r.lift))
+        return rows
+
+    def _agents_within_clusters(self) -> list[dict[str, Any]]:
+        """Agents that fail a query cluster significantly more often than the cluster's other agents."""
+        cells: dict[int, dict[str, list[int]]] = {}
+        for (_, failed, agent), label in zip(self.t.traffic.items, self.traffic_labels, strict=True):
+            if label >= 0 and agent is not None:
+                cell = cells.setdefault(int(label), {}).setdefault(agent, [0, 0])
+                cell[0] += 1
+                cell[1] += failed
+        tests = []
+        for label, by_agent in sorted(cells.items()):
+            eligible = {a: c for a, c in by_agent.items() if c[0] >= self.config.min_cluster_size}
+            if len(eligible) < 2:
+                continue
+            n_all, f_all = sum(c[0] for c in eligible.values()), sum(c[1] for c in eligible.values())
+            for agent, (n, f) in sorted(eligible.items()):
+                better = min(
+                    (a for a in eligible if a != agent), key=lambda a: eligible[a][1] / eligible[a][0]
+                )
+                rest_n, rest_f = n_all - n, f_all - f
+                tests.append((label, agent, n, f, rest_n, rest_f, better, eligible[better]))
+        q_values = _bh([_fisher(f, n, rf, rn) for _, _, n, f, rn, rf, _, _ in tests])
+        findings = []
+        for (label, agent, n, f, rest_n, rest_f, better, (bn, bf)), q in zip(tests, q_values, strict=True):
+            if q <= ALPHA and f / n > rest_f / rest_n:
+                findings.append(
+                    {
+                        "cluster": self.names[label],
+                        "cluster_id": label,
+                        "agent": agent,
+                        "n": n,
+                        "failures": f,
+                        "rate": f / n,
+                        "better_agent": better,
+                        "better_rate": bf / bn,
+                        "q_value": q,
+                    }
+                )
+        findings.sort(key=lambda d: d["q_value"])
+        return findings
+
+    # --- patterns ---------------------------------------------------------------------------------------
+
+    def _focus(self, keep: Any) -> tuple[QueryCluster | None, str | None, str | None]:
+        """Where the sampled failures that ``keep`` selects concentrate: cluster, agent and node.
+
+        The cluster is the one holding most of them (at least a quarter); agent and node are the most common
+        among the selected failures of that cluster, or of all selected failures when none dominates.
+        """
+        chosen = [
+            (item, int(label))
+            for item, label in zip(self.t.failed.items, self.labels, strict=True)
+            if keep(item)
+        ]
+        counter = Counter(label for _, label in chosen if label >= 0)
+        cluster = None
+        if counter:
+            label, k = counter.most_common(1)[0]
+            if 4 * k >= len(chosen):
+                cluster = self.clusters[label]
+                chosen = [c for c in chosen if c[1] == label]
+        agents = Counter(item[2] for item, _ in chosen if item[2] is not None)
+        nodes = Counter(item[5] or item[6] for item, _ in chosen if item[5] or item[6])
+        top = lambda c: c.most_common(1)[0][0] if c else None  # noqa: E731
+        return cluster, top(agents), top(nodes)
+
+    def _contributors(
+        self, agents: Iterable[str], nodes: Iterable[str], cluster: QueryCluster | None
+    ) -> list:
+        wanted = {("agent", a) for a in agents} | {("node", n) for n in nodes}
+        if cluster is not None:
+            wanted.add(("query_cluster", self.names[cluster.cluster_id]))
+        rows = [r for r in self.attribution if r.significant and r.lift > 1 and (r.factor, r.level) in wanted]
+        rows.sort(key=lambda r: (r.q_value, -r.lift))
+        return rows[:3]
+
+    def _pattern(
+        self,
+        pattern_type: str,
+        description: str,
+        fix: str,
+        details: dict[str, Any],
+        tracked: _Tracked,
+        rate: float,
+        cluster: QueryCluster | None,
+    ) -> FailurePattern:
+        rows = self._contributors(tracked.agents, tracked.nodes, cluster)
+        if rows:
+            top = rows[0]
+            fix += (
+                f". Failures are over-represented at {top.factor} {top.level!r}: {top.rate:.0%} of its "
+                f"interactions fail against {top.baseline_rate:.0%} elsewhere (q = {top.q_value:.1g})"
+            )
+        details["contributors"] = [
+            {k: getattr(r, k) for k in ("factor", "level", "n", "rate", "baseline_rate", "lift", "q_value")}
+            for r in rows
+        ]
+        if cluster is not None:
+            details.setdefault("cluster", self.names[cluster.cluster_id])
+        return FailurePattern(
+            pattern_type=pattern_type,
+            description=description,
+            frequency=tracked.count,
+            rate=rate,
+            severity=tracked.severity / tracked.count if tracked.count else 0.0,
+            example_ids=list(tracked.examples),
+            affected_agents=dict(tracked.agents.most_common()),
+            affected_nodes=dict(tracked.nodes.most_common()),
+            suggested_fix=fix + ".",
+            details=details,
+        )
+
+    def _signal_patterns(self) -> list[FailurePattern]:
+        t, cfg = self.t, self.config
+        out = []
+        for name, bit in (
+            ("low_rating", _LOW),
+            ("hallucination", _HALLU),
+            ("poor_retrieval", _RETR),
+            ("slow", _SLOW),
+        ):
+            s = t.signals[name]
+            if not s.count:
+                continue
+            cluster, agent, node = self._focus(lambda item, bit=bit: item[3] & bit)
+            about = f" for queries about '{cluster.name}'" if cluster else ""
+            agent = agent or next(iter(s.agents.most_common(1)), (None,))[0]
+            node = node or next(iter(s.nodes.most_common(1)), (None,))[0]
+            rate = s.count / s.seen
+            details: dict[str, Any] = {}
+            if name == "low_rating":
+                kind = "low_rating"
+                text = f"{s.count} of {s.seen} rated interactions ({rate:.1%}) got under {cfg.low_rating_threshold:g} stars or a thumbs down"
+                who = f"agent {agent}" if agent else "the agents that answered them"
+                fix = f"Add the low-rated answers{about} with corrections to the training and evaluation data of {who}"
+                fix += self._route_hint(cluster)
+                details["threshold"] = cfg.low_rating_threshold
+            elif name == "hallucination":
+                kind = "hallucination"
+                text = f"{s.count} of {s.seen} checked answers ({rate:.1%}) were flagged as hallucinated"
+                fix = f"Ground the answers of {f'agent {agent}' if agent else 'the agents'}{about} in retrieved sources and add a self-check before answering"
+            elif name == "poor_retrieval":
+                kind = "poor_retrieval"
+                text = (
+                    f"{s.count} of {s.seen} interactions with retrieval ({rate:.1%}) failed to retrieve or got "
+                    f"context of quality below {POOR_RETRIEVAL_QUALITY:g}"
+                )
+                topic = f"'{cluster.name}'" if cluster else "the failed queries"
+                fix = f"Add documents covering {topic} to the retrieval index"
+                fix += f" and tune the retriever in node '{node}'" if node else ""
+                details["threshold"] = POOR_RETRIEVAL_QUALITY
+            else:
+                kind = "slow_response"
+                latencies = [x[0] for x in t.slow_latencies.items if x[0] is not None]
+                p50, p95 = (float(v) for v in np.percentile(latencies, [50, 95]))
+                text = (
+                    f"{s.count} of {s.seen} timed interactions ({rate:.1%}) took over {cfg.slow_response_ms:g} ms "
+                    f"(median of those {p50:.0f} ms, p95 {p95:.0f} ms)"
+                )
+                where = f"node '{node}'" if node else f"agent {agent}" if agent else "the slow path"
+                fix = (
+                    f"Speed up {where}{about} with a timeout, caching or a faster path so answers return within "
+                    f"{cfg.slow_response_ms:g} ms"
+                )
+                details |= {"threshold_ms": cfg.slow_response_ms, "median_ms": p50, "p95_ms": p95}
+            out.append(self._pattern(kind, text + ".", fix, details, s, rate, cluster))
+        return out
+
+    def _route_hint(self, cluster: QueryCluster | None) -> str:
+        finding = next((f for f in self.findings if cluster and f["cluster_id"] == cluster.cluster_id), None)
+        if finding is None:
+            return ""
+        return (
+            f", or route them from {finding['agent']} to {finding['better_agent']}, which fails "
+            f"{finding['better_rate']:.0%} of them against {finding['rate']:.0%}"
+        )
+
+    def _node_patterns(self) -> list[FailurePattern]:
+        t = self.t
+        out = []
+        for node, s in t.node_errors.items():
+            cluster, _, _ = self._focus(
+                lambda item, node=node: item[3] & _ERROR and (item[5] or _NO_NODE) == node
+            )
+            about = f" (it fails most on queries about '{cluster.name}')" if cluster else ""
+            visits = t.visits[node]
+            types = t.error_types.get(node, Counter())
+            kinds = ", ".join(f"{k} x{v}" for k, v in types.most_common(3))
+            details: dict[str, Any] = {"node": node, "error_types": dict(types.most_common()), "runs": visits}
+            if node == _NO_NODE:
+                rate = s.count / t.signals["error"].seen
+                text = f"{s.count} interactions ({rate:.1%}) raised without naming the node that failed."
+                fix = (
+                    "Record node runs (attach CaptureHandler) or put 'failed_node' in the metadata, so these errors "
+                    "can be traced to a node"
+                )
+            else:
+                rate = s.count / visits if visits >= s.count else s.count / t.signals["error"].seen
+                text = f"Node '{node}' raised in {s.count} interactions ({rate:.1%} of its runs)" + (
+                    f": {kinds}." if kinds else "."
+                )
+                fix = f"Fix the failing call in node '{node}'" + (f" ({kinds})" if kinds else "")
+                fix += f" or wrap it in retries with a fallback{about}"
+            out.append(self._pattern("node_errors", text, fix, details, s, rate, cluster))
+        return out
+
+    def _routing_patterns(self) -> list[FailurePattern]:
+        """One pattern for direct evidence (metadata, low confidence), one per agent failing a query cluster."""
+        t, r = self.t, self.t.routing
+        out = []
+        chosen = fallback = None
+        if r.count:
+            said, fixes = [], []
+            cluster = None
+            if t.better:
+                (chosen, fallback), k = t.better.most_common(1)[0]
+                cluster, _, _ = self._focus(lambda item: item[3] & _ROUTING and item[2] == chosen)
+                about = f" about '{cluster.name}'" if cluster else ""
+                said.append(f"{t.better.total()} went to an agent their metadata names as the wrong one")
+                fixes.append(
+                    f"Route queries{about} to {fallback} instead of {chosen} ({k} interactions name {fallback})"
+                )
+            if t.low_confidence_failures:
+                said.append(
+                    f"{t.low_confidence_failures} failed after a choice made with confidence below {LOW_CONFIDENCE:g}"
+                )
+                fixes.append(
+                    f"when the router's confidence is below {LOW_CONFIDENCE:g}, send the query to "
+                    f"{fallback or 'the best agent of its query cluster'} or ask a clarifying question"
+                )
+            details = {
+                "better_agent": {f"{a} -> {b}": k for (a, b), k in t.better.most_common()},
+                "low_confidence_failures": t.low_confidence_failures,
+                "confidence_threshold": LOW_CONFIDENCE,
+            }
+            text = f"{r.count} of {r.seen} routed interactions look mis-routed: " + "; ".join(said) + "."
+            fix = fixes[0][0].upper() + "; ".join(fixes)[1:]
+            out.append(self._pattern("routing_mistake", text, fix, details, r, r.count / r.seen, cluster))
+        scale = _share(t.traffic.seen, len(t.traffic.items))
+        for f in self.findings:
+            cluster = self.clusters[f["cluster_id"]]
+            if f["agent"] == chosen and f["better_agent"] == fallback:
+                continue  # the direct evidence above already says it
+            tracked = _Tracked()
+            for item, label in zip(t.failed.items, self.labels, strict=True):
+                if label == cluster.cluster_id and item[2] == f["agent"]:
+                    tracked.hit(item[1], item[4], item[2], None)
+            tracked.scale(f["failures"] * scale / max(1, tracked.count))
+            text = (
+                f"Agent {f['agent']} fails {f['rate']:.0%} of {f['n']} sampled queries about '{cluster.name}', "
+                f"where {f['better_agent']} fails {f['better_rate']:.0%} (q = {f['q_value']:.1g})."
+            )
+            fix = f"Route queries about '{cluster.name}' to {f['better_agent']} instead of {f['agent']}"
+            details = {**f, "estimated": True}
+            out.append(self._pattern("routing_mistake", text, fix, details, tracked, f["rate"], cluster))
+        return out
+
+    def _cluster_patterns(self) -> list[FailurePattern]:
+        t = self.t
+        cells: dict[int, list[int]] = {}
+        for (_, failed, _), label in zip(t.traffic.items, self.traffic_labels, strict=True):
+            cell = cells.setdefault(int(label), [0, 0])
+            cell[0] += 1
+            cell[1] += failed
+        out = []
+        for c in self.clusters:
+            tracked = _Tracked()
+            signals: Counter[str] = Counter()
+            for i in np.flatnonzero(self.labels == c.cluster_id):
+                _, iid, agent, mask, severity, failed_node, slow_node = t.failed.items[i]
+                tracked.hit(iid, severity, agent, failed_node or slow_node)
+                signals.update(name for bit, name in enumerate(SIGNALS) if mask >> bit & 1)
+            tracked.scale(self.scale)
+            n, f = cells.get(c.cluster_id, (0, 0))
+            rate = f / n if n else tracked.count / t.n
+            dominant = signals.most_common(1)[0][0]
+            agent = tracked.agents.most_common(1)[0][0] if tracked.agents else None
+            node = tracked.nodes.most_common(1)[0][0] if tracked.nodes else None
+            who = f"agent {agent}" if agent else "the agents"
+            action = {
+                "low_rating": f"add corrected answers for them to the training data of {who}",
+                "error": f"fix the failing call in node '{node}'" if node else "find where they raise",
+                "hallucination": f"ground the answers of {who} in retrieved sources",
+                "poor_retrieval": f"add documents about '{c.name}' to the retrieval index",
+                "slow": f"speed up {f'node {node!r}' if node else who} for them",
+            }[dominant]
+            share = f"{rate:.0%} of such queries fail" if n else f"{rate:.1%} of all interactions"
+            text = f"{tracked.count} failed queries about '{c.name}' ({share}), mostly with {_WORDS[dominant]}."
+            fix = (
+                f'Queries like "{c.representatives[0]}" fail mostly with {_WORDS[dominant]}: {action}'
+            )
+            fix += self._route_hint(c)
+            details = {
+                "cluster_id": c.cluster_id,
+                "top_terms": list(c.top_terms),
+                "representatives": list(c.representatives),
+                "cohesion": c.cohesion,
+                "signals": dict(signals.most_common()),
+                "sampled_traffic": n,
+                "estimated": self.sampled,
+            }
+            out.append(self._pattern("failure_cluster", text, fix, details, tracked, rate, c))
+        return out
