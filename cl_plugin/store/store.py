@@ -9,8 +9,10 @@ memory. ``setup()`` runs the migrations, idempotently and under a lock, so sever
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import chain
@@ -23,11 +25,27 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, Integer, Select, delete, func, or_, select, text, tuple_
 from sqlalchemy import Table as SATable
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cl_plugin.errors import UnknownInteractionError
+from cl_plugin.errors import InvalidRecordError, StoreError, UnknownInteractionError
+from cl_plugin.records import ActiveLearningCandidate
 from cl_plugin.store.engine import WRITE, make_engine
-from cl_plugin.store.rows import INTERACTION_COLUMNS, dumps, interaction_from_row, rows_to_interactions
-from cl_plugin.store.tables import Decision, Feedback, Interaction, InteractionRevision, NodeRun
+from cl_plugin.store.rows import (
+    INTERACTION_COLUMNS,
+    dumps,
+    interaction_from_row,
+    repair_text,
+    rows_to_interactions,
+)
+from cl_plugin.store.tables import (
+    AnnotationItem,
+    Decision,
+    Feedback,
+    Interaction,
+    InteractionRevision,
+    NodeRun,
+)
 
 __all__ = ["Batch", "Store", "WriteResult"]
 
@@ -39,12 +57,14 @@ _TABLES: dict[str, SATable] = {
     "node_runs": NodeRun.__table__,  # type: ignore[dict-item]
     "decisions": Decision.__table__,  # type: ignore[dict-item]
     "feedback": Feedback.__table__,  # type: ignore[dict-item]
+    "annotation_queue": AnnotationItem.__table__,  # type: ignore[dict-item]
 }
 _REVISIONS: SATable = InteractionRevision.__table__  # type: ignore[assignment]
 _FEEDBACK: SATable = Feedback.__table__  # type: ignore[assignment]
+_ANNOTATION_QUEUE: SATable = _TABLES["annotation_queue"]
 _TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback")
 # Tables whose rows hang off an interaction and go with it on purge.
-_CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions")
+_CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions", "annotation_queue")
 _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
 
 
@@ -604,6 +624,136 @@ class Store:
             "last_timestamp": _float(row[13]),
         }
 
+    # -- annotation queue -----------------------------------------------------------------------------
+
+    def enqueue_for_annotation(
+        self, candidates: Iterable[ActiveLearningCandidate | Mapping[str, Any]]
+    ) -> int:
+        """Queue interactions for a human's label, as ``pending`` items.
+
+        An interaction that is queued already, in any status, is skipped: enqueueing is idempotent, also
+        between processes (the queue holds one item per interaction).
+
+        Args:
+            candidates: :class:`~cl_plugin.records.ActiveLearningCandidate` objects (or dicts with their
+                ``interaction_id``, ``priority``, ``strategy`` and ``selection_reason``).
+
+        Returns:
+            How many items were queued.
+
+        Raises:
+            InvalidRecordError: a candidate has no interaction id or a priority that is not a finite number.
+        """
+        now = time.time()
+        rows: dict[str, dict[str, Any]] = {}
+        for candidate in candidates:
+            row = _queue_row(candidate, now)
+            rows.setdefault(row["interaction_id"], row)
+        if not rows:
+            return 0
+        table = _ANNOTATION_QUEUE
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        queued = 0
+        values = list(rows.values())
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            for start in range(0, len(values), 90):  # 10 columns: within SQLite's 999 bound parameters
+                stmt = (
+                    insert(table)
+                    .values(values[start : start + 90])
+                    .on_conflict_do_nothing(index_elements=["interaction_id"])
+                    .returning(table.c.item_id)
+                )
+                queued += len(conn.execute(stmt).all())
+        return queued
+
+    def annotation_queue(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Queued items, oldest first (and, among those queued together, highest priority first).
+
+        Args:
+            status: only items in this status (``pending``, ``labeled`` or ``skipped``); None for all.
+            limit: most items to return (None for all).
+
+        Returns:
+            One dict per item with every column of ``annotation_queue``; ``label`` decoded from JSON.
+
+        Raises:
+            InvalidRecordError: an unknown status.
+            ValueError: a negative ``limit``.
+        """
+        t = _ANNOTATION_QUEUE
+        stmt = select(t).order_by(t.c.created_at, t.c.priority.desc(), t.c.item_id)
+        if status is not None:
+            stmt = stmt.where(t.c.status == _check_status(status))
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0 (got {limit})")
+            stmt = stmt.limit(limit)
+        return self._decode(stmt, ("label",))
+
+    def update_annotation(
+        self, item_id: str, *, status: str, label: Any = None, annotator: str | None = None
+    ) -> dict[str, Any]:
+        """Record the outcome of a queued item: its label, a skip, or a return to the queue.
+
+        Transitions: ``pending`` to ``labeled`` or ``skipped``; ``skipped`` to ``pending`` or ``labeled``;
+        ``labeled`` to ``labeled`` again (a corrected label). Repeating a status is allowed.
+
+        Args:
+            item_id: the item's id (from :meth:`annotation_queue`).
+            status: the new status.
+            label: the label, any JSON-serializable value; required for ``labeled`` and only allowed there.
+            annotator: who labeled or skipped it.
+
+        Returns:
+            The updated item, as :meth:`annotation_queue` returns it.
+
+        Raises:
+            InvalidRecordError: an unknown status, a transition that is not allowed, a missing or misplaced
+                label, or a label that is not JSON-serializable.
+            StoreError: no item has this id.
+        """
+        _check_status(status)
+        if (label is None) == (status == "labeled"):
+            raise InvalidRecordError(
+                "a label is required with status 'labeled' and only allowed with it "
+                f"(got status {status!r} and label {label!r})",
+                field="label",
+            )
+        try:
+            encoded = None if label is None else orjson.dumps(label).decode()
+        except TypeError as exc:
+            raise InvalidRecordError(f"the label must be JSON-serializable: {exc}", field="label") from None
+        t = _ANNOTATION_QUEUE
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            current = conn.execute(
+                select(t.c.status, t.c.interaction_id).where(t.c.item_id == item_id).with_for_update()
+            ).first()
+            if current is None:
+                raise StoreError(
+                    f"no annotation queue item with id {item_id!r}; "
+                    "take the ids from store.annotation_queue()"
+                )
+            if status not in _QUEUE_TRANSITIONS[current.status]:
+                allowed = ", ".join(sorted(_QUEUE_TRANSITIONS[current.status]))
+                raise InvalidRecordError(
+                    f"annotation item {item_id!r} (interaction {current.interaction_id!r}) is "
+                    f"{current.status!r} and cannot become {status!r}; it can become: {allowed}",
+                    field="status",
+                    interaction_id=current.interaction_id,
+                )
+            conn.execute(
+                t.update()
+                .where(t.c.item_id == item_id)
+                .values(status=status, label=encoded, annotator=annotator, updated_at=time.time())
+            )
+        [item] = self._decode(select(t).where(t.c.item_id == item_id), ("label",))
+        return item
+
+    def queued_interaction_ids(self) -> set[str]:
+        """Ids of every interaction in the annotation queue, in any status (for ``exclude_ids``)."""
+        with self._lock, self.engine.connect() as conn:
+            return set(conn.execute(select(_ANNOTATION_QUEUE.c.interaction_id)).scalars())
+
     # -- retention ------------------------------------------------------------------------------------
 
     def purge(self, older_than: float, *, batch_size: int = 1000) -> dict[str, int]:
@@ -661,3 +811,44 @@ class Store:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+ANNOTATION_STATUSES = ("pending", "labeled", "skipped")
+_QUEUE_TRANSITIONS = {
+    "pending": {"pending", "labeled", "skipped"},
+    "skipped": {"skipped", "pending", "labeled"},
+    "labeled": {"labeled"},
+}
+
+
+def _check_status(status: str) -> str:
+    if status not in ANNOTATION_STATUSES:
+        raise InvalidRecordError(
+            f"unknown annotation status {status!r}; use one of: {', '.join(ANNOTATION_STATUSES)}",
+            field="status",
+        )
+    return status
+
+
+def _queue_row(candidate: ActiveLearningCandidate | Mapping[str, Any], now: float) -> dict[str, Any]:
+    """A pending ``annotation_queue`` row for one candidate (its reason is stored as given)."""
+    get = candidate.get if isinstance(candidate, Mapping) else lambda k: getattr(candidate, k, None)
+    iid, priority = get("interaction_id"), get("priority")
+    if not isinstance(iid, str) or not iid:
+        raise InvalidRecordError(f"a candidate has no interaction_id (got {iid!r})", field="interaction_id")
+    if isinstance(priority, bool) or not isinstance(priority, int | float) or not math.isfinite(priority):
+        raise InvalidRecordError(
+            f"priority must be a finite number (got {priority!r})", field="priority", interaction_id=iid
+        )
+    return {
+        "item_id": str(uuid.uuid4()),
+        "interaction_id": iid,
+        "status": "pending",
+        "priority": float(priority),
+        "strategy": str(get("strategy") or ""),
+        "selection_reason": repair_text(str(get("selection_reason") or "")),
+        "created_at": now,
+        "updated_at": now,
+        "label": None,
+        "annotator": None,
+    }

@@ -14,6 +14,7 @@ from sqlalchemy import REAL, Column, Double, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AnnotationItem",
     "Decision",
     "Feedback",
     "Interaction",
@@ -154,3 +155,28 @@ class Feedback(SQLModel, table=True):
     correction: str | None = Field(default=None, sa_column=Column("correction", Text))
     source: str = Field(sa_column=Column("source", Text, nullable=False))
     created_at: float = Field(sa_column=_real("created_at", nullable=False))
+
+
+class AnnotationItem(SQLModel, table=True):
+    """An interaction queued for a human's label, with why it was picked and, once labeled, the label.
+
+    One item per interaction, whatever its status (``pending``, ``labeled`` or ``skipped``): queueing the
+    same interaction again is a no-op. ``label`` is JSON text.
+    """
+
+    __tablename__ = "annotation_queue"
+    __table_args__ = (
+        Index("ux_annotation_queue_interaction_id", "interaction_id", unique=True),
+        Index("ix_annotation_queue_status_created", "status", "created_at"),
+    )
+
+    item_id: str = Field(sa_column=Column("item_id", Text, primary_key=True))
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    status: str = Field(sa_column=Column("status", Text, nullable=False))
+    priority: float = Field(sa_column=_real("priority", nullable=False))
+    strategy: str = Field(sa_column=Column("strategy", Text, nullable=False))
+    selection_reason: str = Field(sa_column=Column("selection_reason", Text, nullable=False))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))
+    updated_at: float = Field(sa_column=_real("updated_at", nullable=False))
+    label: str | None = Field(default=None, sa_column=Column("label", Text))
+    annotator: str | None = Field(default=None, sa_column=Column("annotator", Text))
