@@ -26,21 +26,33 @@ from cl_plugin.langsmith import (
     sanitizing_tracer,
 )
 from cl_plugin.logger import ProductionInteractionLogger
+from cl_plugin.metrics import (
+    MetricOptions,
+    interaction_metrics,
+    metrics_by_window,
+    router_metrics,
+    store_metrics,
+    store_metrics_by_window,
+)
 from cl_plugin.privacy import DataQualityValidator, PIIRedactor
-from cl_plugin.records import ProductionInteraction
+from cl_plugin.records import ActiveLearningCandidate, FailurePattern, ProductionInteraction
 from cl_plugin.store import Store
 
 __all__ = [
+    "ActiveLearningCandidate",
+    "ActiveLearningSelector",
     "CaptureHandler",
     "ClPluginError",
     "ConfigError",
     "ContinualLearningConfig",
     "DataQualityValidator",
     "ExportResult",
+    "FailurePattern",
     "FeedbackMirror",
     "FeedbackMirrorStats",
     "InvalidRecordError",
     "MetaRouter",
+    "MetricOptions",
     "MissingDependencyError",
     "PIIRedactor",
     "PrivacyConfigError",
@@ -54,16 +66,28 @@ __all__ = [
     "UnknownInteractionError",
     "arecord_decision",
     "export_to_dataset",
+    "interaction_metrics",
     "load_config",
+    "metrics_by_window",
+    "probabilities_from_decisions",
     "record_decision",
+    "router_metrics",
     "sanitizing_client",
     "sanitizing_tracer",
+    "store_metrics",
+    "store_metrics_by_window",
 ]
 
 __version__ = "0.1.0"
 
 # Names whose modules import scikit-learn load on first use, so that capture and logging start fast.
-_LAZY = {"MetaRouter": "cl_plugin.router", "RoutingDecision": "cl_plugin.router", "RagIndex": "cl_plugin.rag"}
+_LAZY = {
+    "ActiveLearningSelector": "cl_plugin.selection",
+    "MetaRouter": "cl_plugin.router",
+    "RagIndex": "cl_plugin.rag",
+    "RoutingDecision": "cl_plugin.router",
+    "probabilities_from_decisions": "cl_plugin.selection",
+}
 
 
 def __getattr__(name: str) -> Any:

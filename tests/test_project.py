@@ -12,16 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_public_names_are_pinned() -> None:
     assert sorted(cl_plugin.__all__) == [
+        "ActiveLearningCandidate",
+        "ActiveLearningSelector",
         "CaptureHandler",
         "ClPluginError",
         "ConfigError",
         "ContinualLearningConfig",
         "DataQualityValidator",
         "ExportResult",
+        "FailurePattern",
         "FeedbackMirror",
         "FeedbackMirrorStats",
         "InvalidRecordError",
         "MetaRouter",
+        "MetricOptions",
         "MissingDependencyError",
         "PIIRedactor",
         "PrivacyConfigError",
@@ -35,10 +39,16 @@ def test_public_names_are_pinned() -> None:
         "UnknownInteractionError",
         "arecord_decision",
         "export_to_dataset",
+        "interaction_metrics",
         "load_config",
+        "metrics_by_window",
+        "probabilities_from_decisions",
         "record_decision",
+        "router_metrics",
         "sanitizing_client",
         "sanitizing_tracer",
+        "store_metrics",
+        "store_metrics_by_window",
     ]
     for name in cl_plugin.__all__:
         assert getattr(cl_plugin, name) is not None

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import cl_plugin.selection
+from cl_plugin import ActiveLearningSelector, probabilities_from_decisions
 from cl_plugin.config import ActiveLearningConfig, ContinualLearningConfig
 from cl_plugin.errors import ConfigError, InvalidRecordError
 from cl_plugin.records import ActiveLearningCandidate, ProductionInteraction
-from cl_plugin.selection import ActiveLearningSelector, probabilities_from_decisions
 from cl_plugin.store import Batch, Store
 from graphs.failures import planted_failures
 
