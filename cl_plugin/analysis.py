@@ -14,13 +14,15 @@ Missing is missing: an unrated interaction is neither a bad rating nor a good on
 rate is taken over the interactions where it could be seen. A routing mistake is a cause, not an outcome:
 the router chose an agent that metadata (``best_agent``, ``correct_agent`` or ``expected_agent``) says was
 wrong, or an interaction failed after a choice made with confidence below :data:`LOW_CONFIDENCE`, or, within
-a cluster of similar queries, one agent fails significantly more often than another (Fisher's exact test,
-Benjamini-Hochberg over all such comparisons).
+a cluster of similar queries, one agent fails significantly more often than the cluster's other agents
+(Fisher's exact test, Benjamini-Hochberg over all such comparisons).
 
 **Attribution.** For each factor (agent, graph node, retrieval-quality bucket, latency bucket, router
 confidence bucket, query cluster, time window) and each of its levels, the failure rate of the interactions
 at that level is compared with the rest: Wilson 95% interval, Fisher's exact test, Benjamini-Hochberg over
-every test of the run. Significant over-represented levels are quoted in the patterns and their fixes.
+every test of the run. Significant over-represented levels are quoted in the patterns and their fixes. A node
+level compares the interactions that ran the node with those that did not. Retrieval-quality buckets below
+0.3 and latency buckets beyond ``slow_response_ms`` fail by definition; they are listed, not explained.
 
 **Scale.** :meth:`FailurePatternAnalyzer.analyze_stream` reads chunks (``Store.iter_interactions``) and keeps
 counts plus two bounded uniform samples (failures, for clustering; all traffic, for per-cluster failure rates
@@ -62,7 +64,7 @@ __all__ = [
 POOR_RETRIEVAL_QUALITY = 0.3
 LOW_CONFIDENCE = 0.5
 SIGNALS = ("low_rating", "error", "hallucination", "poor_retrieval", "slow")
-ALPHA = 0.05
+_ALPHA = 0.05
 _LOW, _ERROR, _HALLU, _RETR, _SLOW = 1, 2, 4, 8, 16
 _ROUTING = 32
 _BEST_KEYS = ("best_agent", "correct_agent", "expected_agent")
@@ -172,7 +174,7 @@ class _Row:
         else:
             raise TypeError(
                 f"interactions must be dicts (as from query_interactions) or ProductionInteraction records, "
-                f"got {type(item).__name__}"
+                f"got {type(item).__name__} (analyze_stream takes chunks: lists of interactions)"
             )
         meta = self.get("metadata")
         if isinstance(meta, str | bytes):
@@ -347,7 +349,9 @@ class _Tally:
                 tracked = self.signals[name]
                 tracked.seen += 1
                 if mask >> bit & 1:
-                    node = failed_node if bit == 1 else slow_node if bit == 4 else meta.get("node")
+                    node = (
+                        failed_node if name == "error" else slow_node if name == "slow" else meta.get("node")
+                    )
                     tracked.hit(iid, severity, agent, node if isinstance(node, str) else None)
         latency = _number(get("latency_ms"))
         if mask & _SLOW:
@@ -367,6 +371,7 @@ class _Tally:
             unsure = failed and confidence is not None and confidence < LOW_CONFIDENCE
             if wrong or unsure:
                 mask |= _ROUTING
+                # Mis-routed but served without a visible failure: the user was hurt less.
                 self.routing.hit(iid, severity if failed else 0.3, agent, None)
                 if wrong:
                     self.better[(agent, best)] += 1
@@ -481,6 +486,8 @@ class FailurePatternAnalyzer:
         Returns:
             The :class:`FailureAnalysis`.
         """
+        if sample_size < 1:
+            raise ValueError(f"sample_size must be >= 1 (got {sample_size})")
         tally = _Tally(self.config, sample_size)
         add = tally.add
         for chunk in chunks:
@@ -498,7 +505,7 @@ def _wilson(k: int, n: int) -> tuple[float, float]:
     denom = 1.0 + _Z * _Z / n
     centre = (p + _Z * _Z / (2 * n)) / denom
     half = _Z * math.sqrt(p * (1 - p) / n + _Z * _Z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def _fisher(k: int, n: int, rest_k: int, rest_n: int) -> float:
@@ -614,7 +621,7 @@ class _Report:
             rate, base = f / n, (total_f - f) / (total_n - n)
             low, high = _wilson(f, n)
             lift = rate / base if base else (math.inf if rate else 1.0)
-            rows.append(Attribution(factor, level, n, f, rate, base, lift, low, high, p, q, q <= ALPHA))
+            rows.append(Attribution(factor, level, n, f, rate, base, lift, low, high, p, q, q <= _ALPHA))
         rows.sort(key=lambda r: (not (r.significant and r.lift > 1), r.q_value, -r.lift))
         return rows
 
@@ -641,7 +648,7 @@ class _Report:
         q_values = _bh([_fisher(f, n, rf, rn) for _, _, n, f, rn, rf, _, _ in tests])
         findings = []
         for (label, agent, n, f, rest_n, rest_f, better, (bn, bf)), q in zip(tests, q_values, strict=True):
-            if q <= ALPHA and f / n > rest_f / rest_n:
+            if q <= _ALPHA and f / n > rest_f / rest_n:
                 findings.append(
                     {
                         "cluster": self.names[label],
@@ -904,10 +911,10 @@ class _Report:
                 "slow": f"speed up {f'node {node!r}' if node else who} for them",
             }[dominant]
             share = f"{rate:.0%} of such queries fail" if n else f"{rate:.1%} of all interactions"
-            text = f"{tracked.count} failed queries about '{c.name}' ({share}), mostly with {_WORDS[dominant]}."
-            fix = (
-                f'Queries like "{c.representatives[0]}" fail mostly with {_WORDS[dominant]}: {action}'
+            text = (
+                f"{tracked.count} failed queries about '{c.name}' ({share}), mostly with {_WORDS[dominant]}."
             )
+            fix = f'Queries like "{c.representatives[0]}" fail mostly with {_WORDS[dominant]}: {action}'
             fix += self._route_hint(c)
             details = {
                 "cluster_id": c.cluster_id,

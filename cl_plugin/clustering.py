@@ -140,19 +140,21 @@ class FailureClusterer:
         if micro.max() < 0:
             return self
         groups = _merge_by_modularity(x, micro, counts)
-        final_u = np.where(micro >= 0, groups[np.maximum(micro, 0)], -1)
-        # Largest cluster first.
-        sizes = np.bincount(final_u[final_u >= 0], weights=counts[final_u >= 0])
-        order = np.argsort(-sizes, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        final_u = np.where(final_u >= 0, rank[np.maximum(final_u, 0)], -1)
-        self._micro_to_final = rank[groups]
+        self._micro_to_final = groups
         self._fit_assignment(x, micro, counts)
-        self.labels_[sample] = final_u[inverse]
+        self.labels_[sample] = np.where(micro >= 0, groups[np.maximum(micro, 0)], -1)[inverse]
         if self.sampled_:
             rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
             self.labels_[rest] = self.predict([texts[i] for i in rest])
+        # Number the clusters by size, largest first.
+        order = np.argsort(
+            -np.bincount(self.labels_[self.labels_ >= 0], minlength=groups.max() + 1), kind="stable"
+        )
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        self._micro_to_final = rank[groups]
+        self.labels_ = np.where(self.labels_ >= 0, rank[np.maximum(self.labels_, 0)], -1)
+        final_u = np.where(micro >= 0, self._micro_to_final[np.maximum(micro, 0)], -1)
         self.clusters_ = self._summaries(uniq, x, words, final_u, counts)
         return self
 
