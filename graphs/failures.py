@@ -10,7 +10,7 @@ theme                      mode              how it fails
 ========================== ================= =========================================================
 billing refunds in EUR     low_rating        answered by TRM (HRM answers it well): 1-2 stars
 kubernetes pod eviction    poor_retrieval    retrieval quality below 0.3, often ``retrieval_failed``
-password reset emails      routing           routed to MCTS with confidence below 0.45; HRM was right
+password reset emails      routing           routed to MCTS (confidence below 0.45, ``best_agent`` HRM)
 PDF export timeouts        slow              6 to 25 s in the ``pdf_renderer`` node
 SQL join performance       error             raises in the ``sql_executor`` node
 GDPR data deletion         hallucination     ``hallucination_detected``
@@ -18,9 +18,11 @@ SSO login with Okta        thumbs_down       thumbs down, no stars
 CSV import encoding        error             raises in the ``csv_parser`` node
 ========================== ================= =========================================================
 
-Queries carry generic openers and closers shared by every topic ("urgent:", "still not working"), theme
-queries also appear in healthy traffic (answered well), and healthy topics reuse theme words ("export",
-"email", "customer"), so telling themes apart takes more than one keyword. A failure always shows at least
+Every paraphrase names the feature (as users reporting one problem do) but wording varies; queries carry
+generic openers and closers shared by every topic ("urgent:", "still not working"), theme queries also appear
+in healthy traffic (answered well, mostly by the theme's good agent), and healthy topics reuse theme words
+("export", "email", "customer"), so telling themes apart takes more than one keyword. PDF, SQL and CSV
+queries run a tool node instead of retrieval. A failure always shows at least
 one failure signal (low stars, thumbs down, error, hallucination, poor retrieval, over 5 s); healthy
 interactions show none. Values are missing as they are in production: most users never rate, runs without
 retrieval have ``retrieval_quality`` and ``retrieval_failed`` of ``None``, hallucination checks do not

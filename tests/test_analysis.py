@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from cl_plugin.analysis import (
     FailureAnalysis,
@@ -280,6 +281,19 @@ def test_interactions_streamed_from_a_store_are_analysed() -> None:
     streamed = analyzer.analyze_stream(store.iter_interactions(chunk_size=128))
     assert streamed.counts == analyzer.analyze(rows).counts
     store.close()
+
+
+def test_failed_queries_are_clustered_with_the_given_embeddings() -> None:
+    rows = [
+        {"interaction_id": f"{q}-{i}", "user_query": q, "error_occurred": True}
+        for q in ("pdf export times out", "refund not credited")
+        for i in range(6)
+    ]
+    result = FailurePatternAnalyzer(embeddings=DeterministicFakeEmbedding(size=32)).analyze(rows)
+    assert sorted(c.representatives for c in result.clusters) == [
+        ("pdf export times out",),
+        ("refund not credited",),
+    ]
 
 
 def test_config_dict_keywords_and_the_whole_section_are_accepted() -> None:
