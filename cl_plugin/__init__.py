@@ -41,13 +41,16 @@ from cl_plugin.store import Store
 __all__ = [
     "ActiveLearningCandidate",
     "ActiveLearningSelector",
+    "Attribution",
     "CaptureHandler",
     "ClPluginError",
     "ConfigError",
     "ContinualLearningConfig",
     "DataQualityValidator",
     "ExportResult",
+    "FailureAnalysis",
     "FailurePattern",
+    "FailurePatternAnalyzer",
     "FeedbackMirror",
     "FeedbackMirrorStats",
     "InvalidRecordError",
@@ -83,6 +86,9 @@ __version__ = "0.1.0"
 # Names whose modules import scikit-learn load on first use, so that capture and logging start fast.
 _LAZY = {
     "ActiveLearningSelector": "cl_plugin.selection",
+    "Attribution": "cl_plugin.analysis",
+    "FailureAnalysis": "cl_plugin.analysis",
+    "FailurePatternAnalyzer": "cl_plugin.analysis",
     "MetaRouter": "cl_plugin.router",
     "RagIndex": "cl_plugin.rag",
     "RoutingDecision": "cl_plugin.router",

@@ -8,11 +8,8 @@ import random
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from cl_plugin.analysis import (
-    FailureAnalysis,
-    FailurePatternAnalyzer,
-    failure_signals,
-)
+from cl_plugin import FailureAnalysis, FailurePatternAnalyzer
+from cl_plugin.analysis import failure_signals
 from cl_plugin.config import ContinualLearningConfig
 from cl_plugin.errors import ConfigError
 from cl_plugin.records import ProductionInteraction
