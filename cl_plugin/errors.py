@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactIntegrityError",
     "ClPluginError",
     "ConfigError",
     "InvalidRecordError",
     "MissingDependencyError",
     "PrivacyConfigError",
+    "RegistryError",
     "StoreError",
     "StoreUnavailableError",
     "UnknownInteractionError",
+    "UntrustedArtifactError",
 ]
 
 
@@ -81,3 +84,55 @@ class MissingDependencyError(ClPluginError, ImportError):
         super().__init__(
             f"{feature} needs the optional package {package!r}: run `pip install 'cl-plugin[{extra}]'`"
         )
+
+
+class RegistryError(StoreError):
+    """The model registry could not do what was asked (an unknown model, version or alias, say).
+
+    Attributes:
+        model_name: the model the operation was about.
+    """
+
+    def __init__(self, message: str, *, model_name: str) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+
+
+class ArtifactIntegrityError(RegistryError):
+    """A model artifact is missing or its bytes differ from the ones registered; nothing was deserialized.
+
+    Attributes:
+        model_name: the model.
+        version: the version whose artifact failed the check.
+        path: the artifact file.
+        expected: the sha256 recorded at registration.
+        actual: the sha256 of the file now, or None when the file is missing.
+    """
+
+    def __init__(
+        self, *, model_name: str, version: int, path: str, expected: str, actual: str | None
+    ) -> None:
+        found = "is missing" if actual is None else f"has sha256 {actual}"
+        super().__init__(
+            f"artifact {path} of model {model_name!r} version {version} {found}, but sha256 {expected} was "
+            "registered; it was not loaded. Restore the file from a backup, or register the model again "
+            "and point the alias at the new version",
+            model_name=model_name,
+        )
+        self.version = version
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class UntrustedArtifactError(RegistryError):
+    """A model (or its artifact) holds types from modules outside the registry's allow-list.
+
+    Attributes:
+        model_name: the model.
+        types: the fully qualified names of the refused types.
+    """
+
+    def __init__(self, message: str, *, model_name: str, types: list[str]) -> None:
+        super().__init__(message, model_name=model_name)
+        self.types = types

@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import chain
@@ -28,7 +29,7 @@ from sqlalchemy import Table as SATable
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cl_plugin.errors import InvalidRecordError, StoreError, UnknownInteractionError
+from cl_plugin.errors import InvalidRecordError, RegistryError, StoreError, UnknownInteractionError
 from cl_plugin.records import ActiveLearningCandidate
 from cl_plugin.store.engine import WRITE, make_engine
 from cl_plugin.store.rows import (
@@ -44,6 +45,9 @@ from cl_plugin.store.tables import (
     Feedback,
     Interaction,
     InteractionRevision,
+    ModelAlias,
+    ModelAliasMove,
+    ModelVersionRow,
     NodeRun,
 )
 
@@ -66,6 +70,9 @@ _TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback")
 # Tables whose rows hang off an interaction and go with it on purge.
 _CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions", "annotation_queue")
 _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
+_MODEL_VERSIONS: SATable = ModelVersionRow.__table__  # type: ignore[assignment]
+_MODEL_ALIASES: SATable = ModelAlias.__table__  # type: ignore[assignment]
+_ALIAS_HISTORY: SATable = ModelAliasMove.__table__  # type: ignore[assignment]
 
 
 def _table_rank(name: str) -> int:
@@ -753,6 +760,203 @@ class Store:
         """Ids of every interaction in the annotation queue, in any status (for ``exclude_ids``)."""
         with self._lock, self.engine.connect() as conn:
             return set(conn.execute(select(_ANNOTATION_QUEUE.c.interaction_id)).scalars())
+
+    # -- model registry -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _model_transaction(self, model_name: str) -> Iterator[Connection]:
+        """A write transaction that holds the model's registry lock, so version numbers and alias moves of
+        one model happen one at a time (SQLite: the database write lock; PostgreSQL: an advisory lock)."""
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                    {"k": f"cl_plugin.registry:{model_name}"},
+                )
+            yield conn
+
+    def add_model_version(self, row: Mapping[str, Any]) -> int:
+        """Record a new version of a model, numbered one past its newest version.
+
+        Args:
+            row: the ``model_versions`` columns except ``version`` (``metrics`` as JSON text).
+
+        Returns:
+            The new version number (1 for a model's first version).
+        """
+        t = _MODEL_VERSIONS
+        name = row["model_name"]
+        with self._model_transaction(name) as conn:
+            newest = conn.execute(select(func.max(t.c.version)).where(t.c.model_name == name)).scalar()
+            version = int(newest or 0) + 1
+            conn.execute(t.insert().values(**row, version=version))
+        return version
+
+    def model_versions(self, model_name: str) -> list[dict[str, Any]]:
+        """Every version of a model, oldest first, as ``model_versions`` rows (``metrics`` decoded)."""
+        t = _MODEL_VERSIONS
+        return self._decode(select(t).where(t.c.model_name == model_name).order_by(t.c.version), ("metrics",))
+
+    def model_version(self, model_name: str, version: int) -> dict[str, Any] | None:
+        """One version of a model (``metrics`` decoded), or None when it was never registered."""
+        t = _MODEL_VERSIONS
+        stmt = select(t).where(t.c.model_name == model_name, t.c.version == version)
+        rows = self._decode(stmt, ("metrics",))
+        return rows[0] if rows else None
+
+    def model_alias(self, model_name: str, alias: str) -> int | None:
+        """The version an alias of a model points to, or None when the alias is not set (one indexed read)."""
+        t = _MODEL_ALIASES
+        stmt = select(t.c.version).where(t.c.model_name == model_name, t.c.alias == alias)
+        with self._lock, self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def model_alias_history(self, model_name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every move of a model's aliases (or of one alias), oldest first, as ``model_alias_history`` rows."""
+        t = _ALIAS_HISTORY
+        stmt = select(t).where(t.c.model_name == model_name).order_by(t.c.move_id)
+        if alias is not None:
+            stmt = stmt.where(t.c.alias == alias)
+        return self._decode(stmt, ())
+
+    def set_model_alias(
+        self,
+        model_name: str,
+        alias: str,
+        version: int,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """Point an alias at a version, and append the move to the alias history, in one transaction.
+
+        A move to the version the alias points at already is not recorded.
+
+        Returns:
+            The version the alias points to.
+
+        Raises:
+            RegistryError: the version was never registered.
+        """
+        with self._model_transaction(model_name) as conn:
+            return self._move_alias(conn, model_name, alias, version, "set", reason, actor)
+
+    def promote_model_alias(
+        self,
+        model_name: str,
+        source: str,
+        target: str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """Point ``target`` at the version ``source`` points to, reading and moving in one transaction.
+
+        Returns:
+            The version ``target`` points to (not recorded again when it pointed there already).
+
+        Raises:
+            RegistryError: ``source`` is not set.
+        """
+        a = _MODEL_ALIASES.c
+        with self._model_transaction(model_name) as conn:
+            version = conn.execute(
+                select(a.version).where(a.model_name == model_name, a.alias == source)
+            ).scalar()
+            if version is None:
+                raise RegistryError(
+                    f"model {model_name!r} has no {source!r} alias to promote; set it first with "
+                    f"set_alias({model_name!r}, {source!r}, version) or promote a version explicitly",
+                    model_name=model_name,
+                )
+            return self._move_alias(conn, model_name, target, version, "promote", reason, actor)
+
+    def rollback_model_alias(
+        self, model_name: str, alias: str, *, reason: str | None = None, actor: str | None = None
+    ) -> int:
+        """Point an alias back at the version it pointed to before its current one, in one transaction.
+
+        Rollbacks undo moves like a stack: two rollbacks in a row go back two versions, not forth and back.
+
+        Returns:
+            The version the alias points to now.
+
+        Raises:
+            RegistryError: the alias has no earlier version to go back to.
+        """
+        h = _ALIAS_HISTORY.c
+        with self._model_transaction(model_name) as conn:
+            moves = conn.execute(
+                select(h.version, h.action)
+                .where(h.model_name == model_name, h.alias == alias)
+                .order_by(h.move_id)
+            ).all()
+            stack: list[int] = []
+            for version, action in moves:
+                if action == "rollback":
+                    stack.pop()
+                else:
+                    stack.append(version)
+            if len(stack) < 2:
+                current = f"points at version {stack[-1]}" if stack else "is not set"
+                raise RegistryError(
+                    f"cannot roll back {alias!r} of model {model_name!r}: it {current} and has no earlier "
+                    f"version to go back to; use set_alias({model_name!r}, {alias!r}, version) instead",
+                    model_name=model_name,
+                )
+            return self._move_alias(conn, model_name, alias, stack[-2], "rollback", reason, actor, force=True)
+
+    def _move_alias(
+        self,
+        conn: Connection,
+        model_name: str,
+        alias: str,
+        version: int,
+        action: str,
+        reason: str | None,
+        actor: str | None,
+        *,
+        force: bool = False,
+    ) -> int:
+        """Move an alias and append the move to its history; a move to where it points is skipped unless
+        ``force``d (a rollback is always recorded, since the history must show it)."""
+        v, a = _MODEL_VERSIONS.c, _MODEL_ALIASES.c
+        known = conn.execute(
+            select(v.version).where(v.model_name == model_name, v.version == version)
+        ).first()
+        if known is None:
+            raise RegistryError(
+                f"model {model_name!r} has no version {version!r}; registry.versions({model_name!r}) "
+                "lists the registered ones",
+                model_name=model_name,
+            )
+        previous = conn.execute(
+            select(a.version).where(a.model_name == model_name, a.alias == alias)
+        ).scalar()
+        if previous == version and not force:
+            return version
+        now = time.time()
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        conn.execute(
+            insert(_MODEL_ALIASES)
+            .values(model_name=model_name, alias=alias, version=version, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["model_name", "alias"], set_={"version": version, "updated_at": now}
+            )
+        )
+        conn.execute(
+            _ALIAS_HISTORY.insert().values(
+                model_name=model_name,
+                alias=alias,
+                version=version,
+                previous_version=previous,
+                action=action,
+                moved_at=now,
+                reason=reason,
+                actor=actor,
+            )
+        )
+        return version
 
     # -- retention ------------------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ __all__ = [
     "Feedback",
     "Interaction",
     "InteractionRevision",
+    "ModelAlias",
+    "ModelAliasMove",
+    "ModelVersionRow",
     "NodeRun",
     "metadata",
 ]
@@ -180,3 +183,57 @@ class AnnotationItem(SQLModel, table=True):
     updated_at: float = Field(sa_column=_real("updated_at", nullable=False))
     label: str | None = Field(default=None, sa_column=Column("label", Text))
     annotator: str | None = Field(default=None, sa_column=Column("annotator", Text))
+
+
+class ModelVersionRow(SQLModel, table=True):
+    """One registered version of a named model (migration 0003).
+
+    Versions count 1, 2, 3... per model name. ``artifact`` is the serialized model's path relative to the
+    registry's artifact directory and ``sha256`` its digest; ``metrics`` is JSON text; ``data_start``,
+    ``data_end`` and ``data_count`` describe the training data window.
+    """
+
+    __tablename__ = "model_versions"
+
+    model_name: str = Field(sa_column=Column("model_name", Text, primary_key=True))
+    version: int = Field(sa_column=Column("version", Integer, primary_key=True, autoincrement=False))
+    sha256: str = Field(sa_column=Column("sha256", Text, nullable=False))
+    artifact: str = Field(sa_column=Column("artifact", Text, nullable=False))
+    metrics: str | None = Field(default=None, sa_column=Column("metrics", Text))
+    parent_version: int | None = Field(default=None, sa_column=Column("parent_version", Integer))
+    data_start: float | None = Field(default=None, sa_column=_real("data_start"))
+    data_end: float | None = Field(default=None, sa_column=_real("data_end"))
+    data_count: int | None = Field(default=None, sa_column=Column("data_count", Integer))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))
+    created_by: str | None = Field(default=None, sa_column=Column("created_by", Text))
+    notes: str | None = Field(default=None, sa_column=Column("notes", Text))
+
+
+class ModelAlias(SQLModel, table=True):
+    """Where an alias of a model (``production``, ``candidate``, ...) points now."""
+
+    __tablename__ = "model_aliases"
+
+    model_name: str = Field(sa_column=Column("model_name", Text, primary_key=True))
+    alias: str = Field(sa_column=Column("alias", Text, primary_key=True))
+    version: int = Field(sa_column=Column("version", Integer, nullable=False))
+    updated_at: float = Field(sa_column=_real("updated_at", nullable=False))
+
+
+class ModelAliasMove(SQLModel, table=True):
+    """Append-only audit trail of alias moves: every ``set``, ``promote`` and ``rollback``."""
+
+    __tablename__ = "model_alias_history"
+    __table_args__ = (Index("ix_model_alias_history_model_alias", "model_name", "alias", "move_id"),)
+
+    move_id: int | None = Field(
+        default=None, sa_column=Column("move_id", Integer, primary_key=True, autoincrement=True)
+    )
+    model_name: str = Field(sa_column=Column("model_name", Text, nullable=False))
+    alias: str = Field(sa_column=Column("alias", Text, nullable=False))
+    version: int = Field(sa_column=Column("version", Integer, nullable=False))
+    previous_version: int | None = Field(default=None, sa_column=Column("previous_version", Integer))
+    action: str = Field(sa_column=Column("action", Text, nullable=False))
+    moved_at: float = Field(sa_column=_real("moved_at", nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column("reason", Text))
+    actor: str | None = Field(default=None, sa_column=Column("actor", Text))

@@ -219,7 +219,7 @@ def test_eight_processes_log_into_postgresql_racing_on_setup_and_every_row_arriv
         assert report["written"] == n and report["spilled"] == report["rejected"] == 0
     store = Store.from_url(pg_url)
     try:
-        assert store.schema_version() == "0002"
+        assert store.schema_version() == "0003"
         with store.engine.connect() as conn:
             per_prefix = dict(
                 conn.execute(
@@ -240,10 +240,10 @@ def test_setup_is_safe_when_many_processes_race_on_an_empty_database(backend: st
     url = f"sqlite:///{tmp_path / 'race.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     start_at = time.time() + 1.5
     reports = finish([spawn(mode="setup", url=url, start_at=start_at) for _ in range(8)])
-    assert [r["version"] for r in reports] == ["0002"] * 8
+    assert [r["version"] for r in reports] == ["0003"] * 8
     store = Store.from_url(url)
     try:
-        assert store.schema_version() == "0002"
+        assert store.schema_version() == "0003"
         store.setup()  # and once more, now that it exists
         assert store.count_interactions() == 0
     finally:

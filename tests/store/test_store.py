@@ -46,9 +46,9 @@ def write(store: Store, rows: list[dict]):
 
 
 def test_setup_is_idempotent_and_records_the_schema_version(store: Store) -> None:
-    assert store.schema_version() == "0002"
+    assert store.schema_version() == "0003"
     store.setup()
-    assert store.schema_version() == "0002"
+    assert store.schema_version() == "0003"
     tables = set(inspect(store.engine).get_table_names())
     assert {"interactions", "node_runs", "decisions", "feedback", "interaction_revisions"} <= tables
 
