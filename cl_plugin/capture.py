@@ -25,6 +25,7 @@ from langchain_core.runnables import RunnableConfig
 
 from cl_plugin.config import HASH_KEY_ENV
 from cl_plugin.errors import PrivacyConfigError, UnknownInteractionError
+from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
 from cl_plugin.store import Store
@@ -500,7 +501,7 @@ class CaptureHandler(BaseCallbackHandler):
             raise UnknownInteractionError(iid)
         self.writer.submit(feedback_rows, row)
         if self.feedback_mirror is not None:
-            _mirror(self.feedback_mirror, row)
+            mirror_feedback(self.feedback_mirror, row)
         return row
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -520,21 +521,6 @@ class CaptureHandler(BaseCallbackHandler):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _mirror(mirror: Any, row: dict[str, Any]) -> None:
-    try:
-        mirror.submit(
-            row["interaction_id"],
-            key=row["key"],
-            score=row["score"],
-            comment=row["comment"],
-            correction=row["correction"],
-            source=row["source"],
-            feedback_id=row["feedback_id"],
-        )
-    except Exception:
-        log.warning("could not hand feedback to the mirror", exc_info=True)
 
 
 def _replace(options: CaptureOptions, **changes: Any) -> CaptureOptions:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import langsmith
+import orjson
 from langchain_core.tracers.langchain import LangChainTracer
 from langsmith import utils as ls_utils
 
@@ -43,6 +44,7 @@ __all__ = [
     "FeedbackMirrorStats",
     "example_id",
     "export_to_dataset",
+    "mirror_feedback",
     "sanitizing_client",
     "sanitizing_tracer",
 ]
@@ -617,3 +619,41 @@ def _example(ex_id: str, row: dict[str, Any], redactor: PIIRedactor) -> dict[str
 
 def _redacted(redactor: PIIRedactor, text: str | None) -> str | None:
     return None if text is None else redactor.safe_redact(text)
+
+
+def mirror_feedback(mirror: Any, row: dict[str, Any], *, run_id: str | None = None) -> bool:
+    """Hand one stored feedback row to a mirror (such as :class:`FeedbackMirror`); never raises.
+
+    Args:
+        mirror: an object with ``submit(run_id, **feedback)``.
+        row: a ``feedback`` row as stored (already redacted).
+        run_id: the LangSmith run id; the row's interaction id by default (the root run id of a captured
+            graph run).
+
+    Returns:
+        True when the mirror took it. LangSmith run ids are UUIDs: feedback on an interaction logged with
+        another kind of id has no run to land on and is not sent.
+    """
+    target = str(run_id or row["interaction_id"])
+    try:
+        uuid.UUID(target)
+    except ValueError:
+        log.debug("feedback for %r not mirrored: LangSmith run ids are UUIDs", target)
+        return False
+    try:
+        value = orjson.loads(row["value"]) if row.get("value") else row.get("thumbs_up_down")
+        return bool(
+            mirror.submit(
+                target,
+                key=row["key"],
+                score=row["score"],
+                value=value,
+                comment=row["comment"],
+                correction=row["correction"],
+                source=row["source"],
+                feedback_id=row["feedback_id"],
+            )
+        )
+    except Exception:
+        log.warning("could not hand feedback to the LangSmith mirror", exc_info=True)
+        return False

@@ -25,6 +25,7 @@ from cl_plugin.config import (
     parse_section,
 )
 from cl_plugin.errors import InvalidRecordError, PrivacyConfigError, UnknownInteractionError
+from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
@@ -56,6 +57,9 @@ class ProductionInteractionLogger:
         store: an open :class:`Store` to write to instead of the one ``config`` describes.
         privacy: privacy settings (id hashing); by default ids are stored as given.
         validation: the accepted feedback score range and other checks.
+        feedback_mirror: where recorded feedback is also sent, such as
+            :class:`cl_plugin.langsmith.FeedbackMirror`. With ``use_langsmith`` set and none given, a
+            mirror to ``langsmith_project`` is made from the environment's LangSmith settings.
         **kwargs: ``logging`` keys that override ``config``.
 
     Example:
@@ -76,6 +80,7 @@ class ProductionInteractionLogger:
         store: Store | None = None,
         privacy: dict[str, Any] | PrivacyConfig | None = None,
         validation: dict[str, Any] | ValidationConfig | None = None,
+        feedback_mirror: Any = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(config, ContinualLearningConfig):
@@ -93,11 +98,14 @@ class ProductionInteractionLogger:
         self._convert = partial(_interaction_rows, sanitizer=self.sanitizer)
         self.store: Store | None = None
         self.writer: Writer | None = None
-        if cfg.use_langsmith:
-            log.warning(
-                "use_langsmith is set: interactions are stored locally; send traces to LangSmith by attaching "
-                "the capture handler with LangSmith tracing on (the logger itself sends nothing)"
-            )
+        self.feedback_mirror = feedback_mirror
+        self._owns_mirror = False
+        if cfg.use_langsmith and feedback_mirror is None and cfg.enabled:
+            # Feedback goes to LangSmith's run of the same id; traces go there through sanitizing_tracer().
+            from cl_plugin.langsmith import FeedbackMirror, sanitizing_client
+
+            self.feedback_mirror = FeedbackMirror(sanitizing_client(), project_name=cfg.langsmith_project)
+            self._owns_mirror = True
         if not cfg.enabled:
             return
         self.storage.mkdir(parents=True, exist_ok=True)
@@ -256,6 +264,9 @@ class ProductionInteractionLogger:
         fut = self.writer.submit(feedback_rows, row)
         if fut is not None:
             fut.result()
+        if self.feedback_mirror is not None:
+            stored = self.store.get_interaction(row["interaction_id"]) or {}
+            mirror_feedback(self.feedback_mirror, row, run_id=stored.get("run_id"))
         return row
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -265,6 +276,8 @@ class ProductionInteractionLogger:
     def close(self, timeout: float | None = 30.0) -> bool:
         """Flush and stop the background writer (also done at interpreter exit)."""
         ok = True if self.writer is None else self.writer.close(timeout)
+        if self._owns_mirror:
+            self.feedback_mirror.close(10.0 if timeout is None else timeout)
         if self.store is not None:
             self.store.close()
         return ok

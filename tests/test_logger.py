@@ -804,3 +804,33 @@ def test_feedback_for_an_unknown_interaction_or_a_bad_score_is_refused(make_logg
     logger.log_interaction_sync(item(2))
     with pytest.raises(InvalidRecordError, match="score"):
         logger.record_feedback("i-00002", score=7.0)
+
+
+def test_use_langsmith_mirrors_feedback_to_the_run_of_the_same_id(tmp_path, monkeypatch) -> None:
+    import uuid
+
+    from tests.langsmith_server import LangSmithServer
+
+    for var in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGCHAIN_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    with LangSmithServer() as server:
+        monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+        monkeypatch.setenv("LANGSMITH_API_KEY", "fake")
+        logger = ProductionInteractionLogger(
+            {"storage": str(tmp_path), "use_langsmith": True, "langsmith_project": "production-feedback"}
+        )
+        # The application traces into the project (sanitizing_tracer); here a run id is enough.
+        server._project("production-feedback")
+        run_id = str(uuid.uuid4())
+        logger.log_interaction_sync(item(1, interaction_id=run_id, user_feedback_score=None))
+        logger.log_interaction_sync(item(2, interaction_id="not-a-uuid", user_feedback_score=None))
+        logger.record_feedback(run_id, score=2.0, comment="mail me at ana@example.com")
+        logger.record_feedback("not-a-uuid", score=4.0)  # no LangSmith run can have this id: kept locally
+        assert logger.feedback_mirror.flush(10)
+        assert server.wait_for(lambda: len(server.feedback) == 1)
+        [sent] = server.feedback.values()
+        assert sent["run_id"] == run_id and sent["score"] == 2.0
+        assert "ana@example.com" not in str(sent) and "[EMAIL]" in sent["comment"]
+        logger.flush()
+        assert logger.store.feedback_history("not-a-uuid")[0]["score"] == 4.0
+        logger.close()
