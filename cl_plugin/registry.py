@@ -197,7 +197,7 @@ class ModelRegistry:
                 f"data_window of model {name!r} takes the keys start, end and count (got {sorted(data_window)})",
                 model_name=name,
             ) from None
-        payload = sio.dumps(_to_payload(model))
+        payload = sio.dumps(_to_payload(model, name))
         _trusted_types(payload, name)
         digest = hashlib.sha256(payload).hexdigest()
         relative = f"{name}/{digest}.skops"
@@ -443,17 +443,22 @@ def _check_name(name: str, *, what: str = "model name") -> None:
         )
 
 
-def _to_payload(model: Any) -> dict[str, Any]:
+def _to_payload(model: Any, name: str) -> dict[str, Any]:
     """What goes into the artifact: the model itself, or a :class:`RagIndex`'s documents and parameters."""
     if isinstance(model, RagIndex):
-        docs = [
-            {"id": doc_id, "text": text, "metadata": model.metadata(doc_id)}
-            for doc_id, text in zip(model._ids, model._texts, strict=True)
-        ]
+        if model.embeddings is not None:
+            raise RegistryError(
+                f"model {name!r} is a RagIndex searched by embeddings, whose embeddings client cannot be "
+                "stored; register an index without embeddings (RagIndex().add(index.documents()))",
+                model_name=name,
+            )
         state = {
+            "scorer": model.scorer,
             "ngram_range": list(model.ngram_range),
             "sublinear_tf": model.sublinear_tf,
-            "documents": docs,
+            "k1": model.k1,
+            "b": model.b,
+            "documents": model.documents(),
         }
         return {"format": _FORMAT, "kind": "rag_index", "state": state}
     return {"format": _FORMAT, "kind": "object", "model": model}
@@ -462,7 +467,13 @@ def _to_payload(model: Any) -> dict[str, Any]:
 def _from_payload(payload: dict[str, Any]) -> Any:
     if payload["kind"] == "rag_index":
         state = payload["state"]
-        index = RagIndex(ngram_range=tuple(state["ngram_range"]), sublinear_tf=state["sublinear_tf"])
+        index = RagIndex(
+            scorer=state.get("scorer"),
+            ngram_range=tuple(state["ngram_range"]),
+            sublinear_tf=state["sublinear_tf"],
+            k1=state.get("k1", 1.5),
+            b=state.get("b", 0.75),
+        )
         return index.add(state["documents"])
     return payload["model"]
 
