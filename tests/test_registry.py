@@ -68,6 +68,24 @@ def test_a_registered_router_loads_back_with_identical_predictions(
     assert registry.versions("router") == [mv]
 
 
+def test_a_bm25_index_loads_back_with_its_parameters_documents_and_results(registry: ModelRegistry) -> None:
+    index = RagIndex(scorer="bm25", k1=1.2, b=0.6).add(DOCS)
+    index.add_correction("how do I reset it", "Answer: hold the button", interaction_id="i-1")
+    registry.register("rag_index", index)
+    loaded = registry.load("rag_index", 1)
+    assert (loaded.scorer, loaded.k1, loaded.b) == ("bm25", 1.2, 0.6)
+    assert loaded.documents() == index.documents()
+    assert loaded.search("reset the button", k=3) == index.search("reset the button", k=3)
+
+
+def test_an_index_that_needs_an_embeddings_client_is_refused(registry: ModelRegistry) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    with pytest.raises(RegistryError, match="rag_index"):
+        registry.register("rag_index", RagIndex(embeddings=DeterministicFakeEmbedding(size=8)).add(DOCS))
+    assert registry.versions("rag_index") == []
+
+
 def test_a_registered_rag_index_loads_back_with_the_same_search_results(registry: ModelRegistry) -> None:
     index = RagIndex().add([{"id": f"d{i}", "text": t, "metadata": {"n": i}} for i, t in enumerate(DOCS)])
     registry.register("rag_index", index)
