@@ -88,12 +88,16 @@ class MetaRouter:
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, queries: Sequence[str], agents: Sequence[str]) -> MetaRouter:
+    def fit(
+        self, queries: Sequence[str], agents: Sequence[str], sample_weight: Sequence[float] | None = None
+    ) -> MetaRouter:
         """Learn the vocabulary and the model from labelled queries, replacing what was learned before.
 
         Args:
             queries: query texts.
             agents: the agent that should answer each query.
+            sample_weight: how much each label counts (e.g. :attr:`cl_plugin.labels.RoutingLabel.weight`:
+                an annotation more than a rating); equal by default.
 
         Returns:
             The router itself.
@@ -111,13 +115,17 @@ class MetaRouter:
             max_iter=self.max_iter,
             tol=None,
             random_state=self.random_state,
-        ).fit(self._transform(queries), agents)
+        ).fit(self._transform(queries), agents, sample_weight=_weights(sample_weight, len(queries)))
         self.classes_ = self.classifier_.classes_
         self.n_samples_seen_ = len(queries)
         return self
 
     def partial_fit(
-        self, queries: Sequence[str], agents: Sequence[str], classes: Sequence[str] | None = None
+        self,
+        queries: Sequence[str],
+        agents: Sequence[str],
+        classes: Sequence[str] | None = None,
+        sample_weight: Sequence[float] | None = None,
     ) -> MetaRouter:
         """Update the model with one more batch of labelled queries (one pass of SGD).
 
@@ -125,6 +133,7 @@ class MetaRouter:
             queries: query texts.
             agents: the agent that should answer each query.
             classes: every agent the model may ever predict; required on the first call only.
+            sample_weight: how much each label counts; equal by default.
 
         Returns:
             The router itself.
@@ -148,7 +157,12 @@ class MetaRouter:
         unknown = sorted(set(agents) - known)
         if unknown:
             raise ValueError(f"labels {unknown} are not among the router's classes {sorted(known)}")
-        self.classifier_.partial_fit(self._transform(queries), agents, classes=classes)
+        self.classifier_.partial_fit(
+            self._transform(queries),
+            agents,
+            classes=classes,
+            sample_weight=_weights(sample_weight, len(queries)),
+        )
         self.classes_ = self.classifier_.classes_
         self.n_samples_seen_ += len(queries)
         return self
@@ -231,3 +245,15 @@ class MetaRouter:
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
             raise ValueError("this MetaRouter is not fitted yet; call fit() or partial_fit() first")
+
+
+def _weights(sample_weight: Sequence[float] | None, n: int) -> np.ndarray | None:
+    """Checked sample weights: one finite, non-negative number per query, not all zero."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=float)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight needs one weight per query ({n}); got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError("sample_weight must be finite, non-negative and not all zero")
+    return w

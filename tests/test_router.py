@@ -122,3 +122,28 @@ def test_an_unfitted_router_says_to_fit_first() -> None:
 
 def test_the_module_examples_run() -> None:
     assert doctest.testmod(cl_plugin.router).failed == 0
+
+
+def test_label_weights_decide_between_conflicting_labels() -> None:
+    queries = ["plan the rollout order for the jobs"] * 10 + ["refine the square root of 2"] * 10
+    agents = ["HRM"] * 5 + ["TRM"] * 5 + ["TRM"] * 10
+    heavy_hrm = [3.0] * 5 + [0.2] * 5 + [1.0] * 10
+    heavy_trm = [0.2] * 5 + [3.0] * 5 + [1.0] * 10
+    assert (
+        MetaRouter(random_state=0).fit(queries, agents, sample_weight=heavy_hrm).predict(queries[:1])[0]
+        == "HRM"
+    )
+    assert (
+        MetaRouter(random_state=0).fit(queries, agents, sample_weight=heavy_trm).predict(queries[:1])[0]
+        == "TRM"
+    )
+    router = MetaRouter(random_state=0).partial_fit(
+        queries, agents, classes=["HRM", "TRM"], sample_weight=heavy_hrm
+    )
+    assert router.n_samples_seen_ == 20
+
+
+@pytest.mark.parametrize("weights", [[1.0], [-1.0, 1.0], [float("nan"), 1.0], [0.0, 0.0]])
+def test_bad_sample_weights_are_refused(weights: list[float]) -> None:
+    with pytest.raises(ValueError, match="sample_weight"):
+        MetaRouter().fit(["a query", "another query"], ["HRM", "TRM"], sample_weight=weights)
