@@ -5,13 +5,28 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from importlib import resources
 
 import pytest
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 
 from cl_plugin.store import Store
 
 PG_URL = os.environ.get("CL_PLUGIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _schema_head() -> str:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(resources.files("cl_plugin.store") / "migrations"))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+#: The newest migration: what setup() must leave a database at.
+SCHEMA_HEAD = _schema_head()
 
 
 def _pg_unreachable_reason() -> str | None:

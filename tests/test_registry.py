@@ -22,6 +22,7 @@ from cl_plugin.registry import DataWindow, ModelRegistry
 from cl_plugin.router import MetaRouter
 from cl_plugin.store import Batch, Store
 from graphs.tasks import sample_tasks
+from tests.conftest import SCHEMA_HEAD
 
 TASKS = sample_tasks(48, seed=7)
 QUERIES = [t.query for t in TASKS]
@@ -296,7 +297,7 @@ def test_migrating_from_0002_keeps_the_data_and_adds_the_registry(store_url: str
     old.enqueue_for_annotation([{"interaction_id": "i-1", "priority": 0.5, "strategy": "uncertainty"}])
     upgraded = old.setup()
     try:
-        assert upgraded.schema_version() == "0003"
+        assert upgraded.schema_version() == SCHEMA_HEAD
         assert upgraded.get_interaction("i-1")["user_query"] == "q"
         assert [item["interaction_id"] for item in upgraded.annotation_queue()] == ["i-1"]
         registry = ModelRegistry(upgraded, tmp_path / "artifacts")

@@ -13,6 +13,7 @@ from cl_plugin.errors import InvalidRecordError, StoreError
 from cl_plugin.records import ActiveLearningCandidate
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.engine import WRITE
+from tests.conftest import SCHEMA_HEAD
 
 T0 = 1_700_000_000.0
 
@@ -167,7 +168,7 @@ def test_setup_upgrades_a_0001_database_without_losing_data(store_url: str) -> N
         store.write(Batch({"interactions": rows, "feedback": [feedback]}))
 
         store.setup()
-        assert store.schema_version() == "0003"
+        assert store.schema_version() == SCHEMA_HEAD
         assert store.count_interactions() == 25
         assert store.get_interaction("id-00003")["user_feedback_score"] == 1.0
         assert [f["feedback_id"] for f in store.feedback_history("id-00003")] == ["f1"]
@@ -175,6 +176,6 @@ def test_setup_upgrades_a_0001_database_without_losing_data(store_url: str) -> N
         assert {"ux_annotation_queue_interaction_id", "ix_annotation_queue_status_created"} <= indexes
         assert store.enqueue_for_annotation([_candidate("id-00003")]) == 1
         store.setup()  # idempotent at the newest version
-        assert store.schema_version() == "0003" and store.queued_interaction_ids() == {"id-00003"}
+        assert store.schema_version() == SCHEMA_HEAD and store.queued_interaction_ids() == {"id-00003"}
     finally:
         store.close()

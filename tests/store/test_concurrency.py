@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from cl_plugin.store import Store
 from cl_plugin.store.backup import backup_files, iter_backup, read_backup
+from tests.conftest import SCHEMA_HEAD
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +220,7 @@ def test_eight_processes_log_into_postgresql_racing_on_setup_and_every_row_arriv
         assert report["written"] == n and report["spilled"] == report["rejected"] == 0
     store = Store.from_url(pg_url)
     try:
-        assert store.schema_version() == "0003"
+        assert store.schema_version() == SCHEMA_HEAD
         with store.engine.connect() as conn:
             per_prefix = dict(
                 conn.execute(
@@ -240,10 +241,10 @@ def test_setup_is_safe_when_many_processes_race_on_an_empty_database(backend: st
     url = f"sqlite:///{tmp_path / 'race.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     start_at = time.time() + 1.5
     reports = finish([spawn(mode="setup", url=url, start_at=start_at) for _ in range(8)])
-    assert [r["version"] for r in reports] == ["0003"] * 8
+    assert [r["version"] for r in reports] == [SCHEMA_HEAD] * 8
     store = Store.from_url(url)
     try:
-        assert store.schema_version() == "0003"
+        assert store.schema_version() == SCHEMA_HEAD
         store.setup()  # and once more, now that it exists
         assert store.count_interactions() == 0
     finally:

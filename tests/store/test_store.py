@@ -11,6 +11,7 @@ from cl_plugin.errors import ConfigError, UnknownInteractionError
 from cl_plugin.records import SPEC_FIELDS, ProductionInteraction
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.rows import Sanitizer, feedback_row, row_from_interaction
+from tests.conftest import SCHEMA_HEAD
 
 T0 = 1_700_000_000.0
 
@@ -46,9 +47,9 @@ def write(store: Store, rows: list[dict]):
 
 
 def test_setup_is_idempotent_and_records_the_schema_version(store: Store) -> None:
-    assert store.schema_version() == "0003"
+    assert store.schema_version() == SCHEMA_HEAD
     store.setup()
-    assert store.schema_version() == "0003"
+    assert store.schema_version() == SCHEMA_HEAD
     tables = set(inspect(store.engine).get_table_names())
     assert {"interactions", "node_runs", "decisions", "feedback", "interaction_revisions"} <= tables
 
