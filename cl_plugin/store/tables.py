@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "AnnotationItem",
     "Decision",
+    "DriftEvent",
     "Feedback",
     "Interaction",
     "InteractionRevision",
@@ -237,3 +238,32 @@ class ModelAliasMove(SQLModel, table=True):
     moved_at: float = Field(sa_column=_real("moved_at", nullable=False))
     reason: str | None = Field(default=None, sa_column=Column("reason", Text))
     actor: str | None = Field(default=None, sa_column=Column("actor", Text))
+
+
+class DriftEvent(SQLModel, table=True):
+    """One drift alarm raised by a detector (migration 0004).
+
+    ``detector`` names the monitored stream (``"router_features"``, say); ``method`` is the test that fired
+    (``kolmogorov_smirnov``, ``psi``, ``adwin``, ...). ``statistic`` is the test's effect measure and
+    ``threshold`` the value it was compared with; ``p_value`` is set by tests that have one. ``features``
+    is a JSON list of the drifted features and ``details`` JSON with the per-feature results.
+    ``window_start`` and ``window_end`` are the unix times of the oldest and newest sample in the window.
+    """
+
+    __tablename__ = "drift_events"
+    __table_args__ = (Index("ix_drift_events_detector_time", "detector", "detected_at"),)
+
+    event_id: str = Field(sa_column=Column("event_id", Text, primary_key=True))
+    detector: str = Field(sa_column=Column("detector", Text, nullable=False))
+    method: str = Field(sa_column=Column("method", Text, nullable=False))
+    severity: str = Field(sa_column=Column("severity", Text, nullable=False))
+    statistic: float = Field(sa_column=_real("statistic", nullable=False))
+    p_value: float | None = Field(default=None, sa_column=_real("p_value"))
+    threshold: float = Field(sa_column=_real("threshold", nullable=False))
+    features: str = Field(sa_column=Column("features", Text, nullable=False))
+    details: str | None = Field(default=None, sa_column=Column("details", Text))
+    window_size: int = Field(sa_column=Column("window_size", Integer, nullable=False))
+    samples_seen: int = Field(sa_column=Column("samples_seen", Integer, nullable=False))
+    window_start: float | None = Field(default=None, sa_column=_real("window_start"))
+    window_end: float | None = Field(default=None, sa_column=_real("window_end"))
+    detected_at: float = Field(sa_column=_real("detected_at", nullable=False))
