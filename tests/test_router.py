@@ -147,3 +147,93 @@ def test_label_weights_decide_between_conflicting_labels() -> None:
 def test_bad_sample_weights_are_refused(weights: list[float]) -> None:
     with pytest.raises(ValueError, match="sample_weight"):
         MetaRouter().fit(["a query", "another query"], ["HRM", "TRM"], sample_weight=weights)
+
+
+def noisy(n: int, seed: int, noise: float) -> tuple[list[str], list[str]]:
+    """Labelled tasks with a share of labels replaced by a random agent, as real feedback has."""
+    queries, agents = labelled(n, seed)
+    rng = np.random.default_rng(seed)
+    flip = rng.random(n) < noise
+    noisy_agents = np.where(flip, rng.choice(AGENTS, n), np.asarray(agents))
+    return queries, noisy_agents.tolist()
+
+
+def test_temperature_calibration_improves_held_out_probabilities() -> None:
+    from sklearn.metrics import log_loss
+
+    from cl_plugin.metrics import expected_calibration_error
+
+    train, calib, test = noisy(600, 101, 0.25), noisy(600, 4, 0.25), noisy(600, 5, 0.25)
+
+    def scores(router: MetaRouter) -> tuple[float, float]:
+        proba = router.predict_proba(test[0])
+        correct = router.classes_[proba.argmax(axis=1)] == np.asarray(test[1])
+        ece = expected_calibration_error(proba.max(axis=1), correct).ece
+        return log_loss(test[1], proba, labels=router.classes_), ece
+
+    raw = MetaRouter(calibration=None).fit(*train)
+    out_of_fold = MetaRouter().fit(*train)
+    held_out = MetaRouter().fit(*train).calibrate(*calib)
+    assert raw.temperature_ == 1.0
+    assert out_of_fold.temperature_ > 1.5 and held_out.temperature_ > 1.5  # noisy labels: raw is overconfident
+    (raw_loss, raw_ece), (oof_loss, _), (held_loss, held_ece) = map(scores, (raw, out_of_fold, held_out))
+    assert oof_loss < raw_loss - 0.1
+    assert held_loss < raw_loss - 0.1
+    assert held_ece < raw_ece - 0.02
+    # the temperature changes how sure the router is, never which agent it picks
+    np.testing.assert_array_equal(raw.predict(test[0]), out_of_fold.predict(test[0]))
+
+
+def test_few_labels_all_predicted_right_do_not_make_the_router_certain() -> None:
+    router = MetaRouter().fit(*labelled(60, seed=101))
+    assert 0.2 < router.temperature_ < 5.0
+    assert router.predict_proba(["Which port does the billing service listen on?"]).max() < 1.0
+
+
+def test_calibrate_refuses_an_unknown_agent_and_an_unfitted_router(router: MetaRouter) -> None:
+    with pytest.raises(ValueError, match="not among the router's classes"):
+        MetaRouter().fit(*labelled(30, seed=12)).calibrate(["a query"], ["GPT"])
+    with pytest.raises(ValueError, match="fit"):
+        MetaRouter().calibrate(["a query"], ["HRM"])
+
+
+def test_the_routing_context_is_learned_when_the_text_cannot_tell() -> None:
+    # the same question goes to HRM when retrieval found a relevant passage and to TRM when it did not
+    queries = [f"what is the answer to case {i}" for i in range(200)]
+    good = [i % 2 == 0 for i in range(200)]
+    contexts = [{"retrieval_quality": 0.9 if g else 0.05} for g in good]
+    agents = ["HRM" if g else "TRM" for g in good]
+    with_context = MetaRouter().fit(queries, agents, contexts=contexts)
+    text_only = MetaRouter(context_weight=0.0).fit(queries, agents, contexts=contexts)
+    assert with_context.score(queries, agents, contexts=contexts) > 0.95
+    assert text_only.score(queries, agents, contexts=contexts) < 0.75
+    relevant = with_context.route("what is the answer to case 7", {"retrieval_quality": 0.9})
+    missing = with_context.route("what is the answer to case 7", {"retrieval_quality": None, "retrieved": False})
+    assert (relevant.agent, missing.agent) == ("HRM", "TRM")
+    assert relevant.features["retrieved"] is True and relevant.features["retrieval_quality"] == 0.9
+    assert missing.features["retrieved"] is False
+
+
+def test_context_features_are_scaled_and_default_to_unknown() -> None:
+    from cl_plugin.router import CONTEXT_FEATURES, context_features
+
+    x = context_features(
+        ["order 3 jobs", "refine it"],
+        [{"retrieval_quality": 7.0, "earlier_confidences": [0.4, 0.6]}, None],
+    )
+    row = dict(zip(CONTEXT_FEATURES, x[0], strict=True))
+    assert row["retrieved"] == 1.0 and row["retrieval_quality"] == 1.0  # clipped to [0, 1]
+    assert row["earlier_confidence"] == pytest.approx(0.5) and row["has_earlier"] == 1.0
+    assert row["numbers"] == pytest.approx(0.1)
+    assert dict(zip(CONTEXT_FEATURES, x[1], strict=True))["retrieved"] == 0.0
+    assert np.all((x >= 0) & (x <= 1))
+    with pytest.raises(ValueError, match="one entry .* per query"):
+        context_features(["a", "b"], [None])
+
+
+@pytest.mark.parametrize(
+    ("params", "name"), [({"context_weight": -1.0}, "context_weight"), ({"calibration": "isotonic"}, "calibration")]
+)
+def test_bad_router_parameters_are_refused_by_name(params: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        MetaRouter(**params).fit(["a", "b"], ["HRM", "TRM"])
