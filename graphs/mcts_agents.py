@@ -39,6 +39,8 @@ import operator
 import random
 import re
 import uuid
+import functools
+import inspect
 from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.language_models import BaseChatModel
@@ -48,6 +50,7 @@ from langgraph.types import Overwrite, Send
 
 from cl_plugin.capture import record_decision
 from cl_plugin.rag import RagIndex
+from cl_plugin.registry import ModelHandle
 from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
 from graphs import agents as solvers
 from graphs.tasks import BEST_AGENT, default_corpus, extract_answer, parse_problem, sample_tasks
@@ -105,7 +108,7 @@ class AgentState(TypedDict, total=False):
 class Router(Protocol):
     """What the graph needs from a meta-controller (a :class:`~cl_plugin.router.MetaRouter` fits)."""
 
-    def route(self, query: str) -> RoutingDecision: ...
+    def route(self, query: str, context: dict[str, Any] | None = None) -> RoutingDecision: ...
 
 
 def seed_set() -> tuple[list[str], list[str]]:
@@ -190,10 +193,18 @@ def _verdict(candidate: dict[str, Any], consensus: dict[str, Any]) -> str:
     return f"No consensus ({others}); kept the answer of {agents}, which {check} its self-check."
 
 
+@functools.cache
+def _route_takes_context(router_type: type) -> bool:
+    try:
+        return "context" in inspect.signature(router_type.route).parameters
+    except (TypeError, ValueError):  # a builtin or C-implemented route: call it with the query alone
+        return False
+
+
 def build_mcts_agent_graph(
     *,
-    router: Router | None = None,
-    rag: RagIndex | None = None,
+    router: Router | ModelHandle | None = None,
+    rag: RagIndex | ModelHandle | None = None,
     chat_model: BaseChatModel | None = None,
     max_iterations: int = 2,
     consensus_threshold: float = 0.5,
@@ -204,8 +215,12 @@ def build_mcts_agent_graph(
     """Build the multi-agent graph (uncompiled: compile it with your own checkpointer).
 
     Args:
-        router: the meta-controller; default :func:`default_router`.
-        rag: the retrieval index; default :func:`default_rag`.
+        router: the meta-controller, or a :class:`~cl_plugin.registry.ModelHandle` from
+            ``registry.watch("router")`` so that a promoted version serves the next request without a
+            restart; default :func:`default_router`. Its ``route`` gets the routing context (retrieval
+            relevance, earlier confidences) when it takes a ``context`` argument.
+        rag: the retrieval index, or a :class:`~cl_plugin.registry.ModelHandle` following one; default
+            :func:`default_rag`.
         chat_model: when given, HRM, TRM and the synthesis ask it (with the retrieved context and the
             offline draft) and use its text; otherwise they answer offline.
         max_iterations: routing rounds at most; later rounds run every agent with a larger budget.
@@ -226,7 +241,17 @@ def build_mcts_agent_graph(
         raise ValueError(f"consensus_threshold must be in [0, 1] (got {consensus_threshold!r})")
     router = router if router is not None else default_router(seed)
     index = rag if rag is not None else default_rag()
-    retriever = index.as_retriever(k=3)
+    retrievers: dict[int, Any] = {}
+
+    def current_router() -> Router:
+        return router.get() if isinstance(router, ModelHandle) else router
+
+    def retriever() -> Any:
+        current = index.get() if isinstance(index, ModelHandle) else index
+        if id(current) not in retrievers:
+            retrievers.clear()  # one index is served at a time; drop the retriever of the one replaced
+            retrievers[id(current)] = (current, current.as_retriever(k=3))
+        return retrievers[id(current)][1]
 
     def entry(state: AgentState) -> dict[str, Any]:
         return {
@@ -238,13 +263,22 @@ def build_mcts_agent_graph(
         }
 
     def retrieve_context(state: AgentState) -> dict[str, Any]:
-        docs = retriever.invoke(state["query"])
+        docs = retriever().invoke(state["query"])
         context = [{"id": d.id, "text": d.page_content, "score": d.metadata["score"]} for d in docs]
         return {"context": context, "retrieval_quality": round(context[0]["score"], 4) if context else 0.0}
 
     def route_decision(state: AgentState) -> dict[str, Any]:
         iteration = state.get("iteration", 0)
-        decision = router.route(state["query"])
+        model = current_router()
+        if _route_takes_context(type(model)):
+            context = {
+                "retrieval_quality": state.get("retrieval_quality"),
+                "retrieved": bool(state.get("context")),
+                "earlier_confidences": [h["confidence"] for h in state.get("routing_history", [])],
+            }
+            decision = model.route(state["query"], context)
+        else:
+            decision = model.route(state["query"])
         agent, reason = decision.agent, "low_confidence" if decision.agent == PARALLEL else "router"
         if agent != PARALLEL and agent not in _NODE:
             raise ValueError(

@@ -307,3 +307,53 @@ def test_bad_settings_are_refused(rag: RagIndex, kwargs: dict[str, Any], message
 def test_a_router_naming_an_unknown_agent_is_reported_by_node(rag: RagIndex) -> None:
     with pytest.raises(ValueError, match="route_decision: the router chose 'GPT'"):
         forced("GPT", rag).invoke({"query": SEARCH})
+
+
+class ContextRecorder(FixedRouter):
+    """A fixed router that keeps the routing context it is given."""
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(agent)
+        self.contexts: list[dict[str, Any] | None] = []
+
+    def route(self, query: str, context: dict[str, Any] | None = None) -> RoutingDecision:
+        self.contexts.append(context)
+        return super().route(query)
+
+
+def test_the_router_sees_retrieval_and_earlier_confidences_but_nothing_after_routing(rag: RagIndex) -> None:
+    router = ContextRecorder("HRM")
+    graph = build_mcts_agent_graph(router=router, rag=rag, max_iterations=2).compile()
+    out = graph.invoke({"query": SEARCH})
+    first = router.contexts[0]
+    assert set(first) == {"retrieval_quality", "retrieved", "earlier_confidences"}
+    assert first["retrieval_quality"] == out["retrieval_quality"] and first["retrieved"] is True
+    assert first["earlier_confidences"] == []
+    if len(router.contexts) > 1:  # an escalation round sees the confidence of the first decision
+        assert router.contexts[1]["earlier_confidences"] == [0.8]
+
+
+def test_a_router_without_a_context_argument_still_works(rag: RagIndex) -> None:
+    out = forced("TRM", rag).invoke({"query": SEARCH})
+    assert out["agent_selected"] == "TRM"
+
+
+def test_a_graph_following_the_registry_serves_a_promoted_router_without_rebuilding(
+    rag: RagIndex, tmp_path: Any
+) -> None:
+    from cl_plugin.registry import ModelRegistry
+    from cl_plugin.store import Store
+
+    registry = ModelRegistry(Store.from_url("sqlite://").setup(), tmp_path)
+    queries = [t.query for t in sample_tasks(60, seed=3)]
+    for agent in ("HRM", "TRM"):  # two routers that disagree: each sends everything to one agent
+        other = "TRM" if agent == "HRM" else "HRM"
+        labels = [agent] * len(queries) + [other]
+        registry.register("router", MetaRouter(parallel_threshold=0).fit([*queries, "zzz"], labels))
+    graph = build_mcts_agent_graph(router=registry.watch("router", refresh_seconds=0), rag=rag).compile()
+    registry.promote("router", 1)
+    assert graph.invoke({"query": SEARCH})["agent_selected"] == "HRM"
+    registry.promote("router", 2)
+    assert graph.invoke({"query": SEARCH})["agent_selected"] == "TRM"
+    registry.rollback("router")
+    assert graph.invoke({"query": SEARCH})["agent_selected"] == "HRM"
