@@ -10,8 +10,10 @@
    agent was rated well (weight 0.5), and is left unlabeled otherwise.
 
 Corrections say the answer was wrong, not who should have answered, so on their own they give no label.
-A label carries the query alone: nothing observed after routing (latency, errors, the answer) becomes a
-feature, so a router trained on these labels cannot learn from the outcome it is meant to predict.
+A label carries the query and its routing context (what retrieval found before routing, see
+:func:`cl_plugin.router.context_features`) and nothing else: nothing observed after routing (latency,
+errors, the answer, the rating) becomes a feature, so a router trained on these labels cannot learn from the
+outcome it is meant to predict.
 
 :class:`ReplayBuffer` keeps a class-balanced reservoir of earlier labels; :meth:`ReplayBuffer.mix` adds
 some of them to each new batch so a retrained router does not forget agents that recent traffic rarely
@@ -23,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,7 +34,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from cl_plugin.records import ProductionInteraction, is_finite_number
 
-__all__ = ["ReplayBuffer", "RoutingLabel", "routing_labels"]
+__all__ = ["ReplayBuffer", "RoutingLabel", "routing_context", "routing_labels"]
 
 LabelSource = Literal["annotation", "metadata", "feedback"]
 
@@ -56,10 +58,12 @@ class RoutingLabel:
 
     Attributes:
         interaction_id: the interaction the label comes from.
-        query: the user's query, the only input a router may learn from.
+        query: the user's query.
         agent: the agent that should answer it.
         weight: how much to trust the label, in (0, 1].
         source: the evidence: ``"annotation"``, ``"metadata"`` or ``"feedback"``.
+        context: what was known when the query was routed (``retrieval_quality``, ``retrieved``), the
+            router's only input besides the query.
     """
 
     interaction_id: str
@@ -67,6 +71,23 @@ class RoutingLabel:
     agent: str
     weight: float
     source: LabelSource
+    context: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+def routing_context(row: Row) -> dict[str, Any]:
+    """The routing context of a stored interaction: what retrieval found before the router ran.
+
+    Args:
+        row: an interaction record or row.
+
+    Returns:
+        ``{"retrieval_quality": float | None, "retrieved": bool}``.
+    """
+    quality = _get(row, "retrieval_quality")
+    quality = float(quality) if is_finite_number(quality) else None
+    failed = _get(row, "retrieval_failed")
+    retrieved = (not bool(failed)) if failed is not None else quality is not None
+    return {"retrieval_quality": quality, "retrieved": retrieved}
 
 
 def routing_labels(
@@ -114,11 +135,17 @@ def routing_labels(
         query = _get(row, "user_query")
         routed = _get(row, "agent_selected")
         if iid in annotated:
-            labels.append(RoutingLabel(iid, query, annotated[iid], ANNOTATION_WEIGHT, "annotation"))
+            labels.append(
+                RoutingLabel(
+                    iid, query, annotated[iid], ANNOTATION_WEIGHT, "annotation", routing_context(row)
+                )
+            )
         elif (agent := _metadata_agent(row, allowed)) is not None:
-            labels.append(RoutingLabel(iid, query, agent, METADATA_WEIGHT, "metadata"))
+            labels.append(RoutingLabel(iid, query, agent, METADATA_WEIGHT, "metadata", routing_context(row)))
         elif rating[iid] == "good" and routed in allowed:
-            labels.append(RoutingLabel(iid, query, routed, GOOD_RATING_WEIGHT, "feedback"))
+            labels.append(
+                RoutingLabel(iid, query, routed, GOOD_RATING_WEIGHT, "feedback", routing_context(row))
+            )
         elif rating[iid] == "bad" and routed in allowed:
             pending_bad.append(iid)
     if not pending_bad:
@@ -137,7 +164,9 @@ def routing_labels(
         # Neighbours that disagree on the better agent are no evidence for either.
         if len(better) == 1:
             query = _get(rows[iid], "user_query")
-            relabeled[iid] = RoutingLabel(iid, query, better.pop(), NEIGHBOUR_WEIGHT, "feedback")
+            relabeled[iid] = RoutingLabel(
+                iid, query, better.pop(), NEIGHBOUR_WEIGHT, "feedback", routing_context(rows[iid])
+            )
     labels.extend(relabeled.values())
     order = {iid: i for i, iid in enumerate(rows)}
     return sorted(labels, key=lambda label: order[label.interaction_id])

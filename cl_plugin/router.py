@@ -301,7 +301,9 @@ class MetaRouter:
         self._check_fitted()
         return softmax(self._logits(self._transform(list(queries), contexts)) / self.temperature_, axis=1)
 
-    def predict(self, queries: Sequence[str], *, contexts: Sequence[Context | None] | None = None) -> np.ndarray:
+    def predict(
+        self, queries: Sequence[str], *, contexts: Sequence[Context | None] | None = None
+    ) -> np.ndarray:
         """The most likely agent for each query."""
         proba = self.predict_proba(queries, contexts=contexts)
         return self.classes_[np.argmax(proba, axis=1)]

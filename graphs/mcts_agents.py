@@ -35,12 +35,12 @@ into another, and each invocation starts its routing history and agent outputs a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import operator
 import random
 import re
 import uuid
-import functools
-import inspect
 from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.language_models import BaseChatModel

@@ -225,3 +225,35 @@ def test_training_on_a_replay_mix_keeps_accuracy_on_old_agents() -> None:
 
     assert accuracy(buffer.mix(new, ratio=0.5)) > 0.9
     assert accuracy(new) == 0.0
+
+
+def test_labels_carry_the_routing_context_known_before_routing_and_nothing_after() -> None:
+    rows = [
+        {
+            "interaction_id": "a",
+            "user_query": "order jobs B and C",
+            "agent_selected": "HRM",
+            "user_feedback_score": 5.0,
+            "retrieval_quality": 0.62,
+            "retrieval_failed": False,
+            "latency_ms": 9000.0,
+            "response": "B, C",
+        },
+        {
+            "interaction_id": "b",
+            "user_query": "square root of 2",
+            "agent_selected": "TRM",
+            "user_feedback_score": 5.0,
+            "retrieval_failed": True,
+        },
+        {
+            "interaction_id": "c",
+            "user_query": "which port",
+            "agent_selected": "HRM",
+            "user_feedback_score": 5.0,
+        },
+    ]
+    labels = {label.interaction_id: label for label in routing_labels(rows)}
+    assert labels["a"].context == {"retrieval_quality": 0.62, "retrieved": True}
+    assert labels["b"].context == {"retrieval_quality": None, "retrieved": False}
+    assert labels["c"].context == {"retrieval_quality": None, "retrieved": False}

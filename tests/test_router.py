@@ -175,7 +175,9 @@ def test_temperature_calibration_improves_held_out_probabilities() -> None:
     out_of_fold = MetaRouter().fit(*train)
     held_out = MetaRouter().fit(*train).calibrate(*calib)
     assert raw.temperature_ == 1.0
-    assert out_of_fold.temperature_ > 1.5 and held_out.temperature_ > 1.5  # noisy labels: raw is overconfident
+    assert (
+        out_of_fold.temperature_ > 1.5 and held_out.temperature_ > 1.5
+    )  # noisy labels: raw is overconfident
     (raw_loss, raw_ece), (oof_loss, _), (held_loss, held_ece) = map(scores, (raw, out_of_fold, held_out))
     assert oof_loss < raw_loss - 0.1
     assert held_loss < raw_loss - 0.1
@@ -208,7 +210,9 @@ def test_the_routing_context_is_learned_when_the_text_cannot_tell() -> None:
     assert with_context.score(queries, agents, contexts=contexts) > 0.95
     assert text_only.score(queries, agents, contexts=contexts) < 0.75
     relevant = with_context.route("what is the answer to case 7", {"retrieval_quality": 0.9})
-    missing = with_context.route("what is the answer to case 7", {"retrieval_quality": None, "retrieved": False})
+    missing = with_context.route(
+        "what is the answer to case 7", {"retrieval_quality": None, "retrieved": False}
+    )
     assert (relevant.agent, missing.agent) == ("HRM", "TRM")
     assert relevant.features["retrieved"] is True and relevant.features["retrieval_quality"] == 0.9
     assert missing.features["retrieved"] is False
@@ -227,12 +231,13 @@ def test_context_features_are_scaled_and_default_to_unknown() -> None:
     assert row["numbers"] == pytest.approx(0.1)
     assert dict(zip(CONTEXT_FEATURES, x[1], strict=True))["retrieved"] == 0.0
     assert np.all((x >= 0) & (x <= 1))
-    with pytest.raises(ValueError, match="one entry .* per query"):
+    with pytest.raises(ValueError, match=r"one entry .* per query"):
         context_features(["a", "b"], [None])
 
 
 @pytest.mark.parametrize(
-    ("params", "name"), [({"context_weight": -1.0}, "context_weight"), ({"calibration": "isotonic"}, "calibration")]
+    ("params", "name"),
+    [({"context_weight": -1.0}, "context_weight"), ({"calibration": "isotonic"}, "calibration")],
 )
 def test_bad_router_parameters_are_refused_by_name(params: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
