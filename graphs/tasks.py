@@ -27,6 +27,7 @@ from typing import Any
 __all__ = [
     "BEST_AGENT",
     "FAMILIES",
+    "PHRASINGS",
     "SERVICES",
     "Task",
     "check_answer",
@@ -210,6 +211,80 @@ _FACTUAL_TWO_HOP = {
         "Team {team} had {k} pages in {m} days; where is its service hosted?",
     ),
 }
+
+# The "ops" register: how the same problems read once a new group of users (on-call engineers) arrives. It
+# borrows the vocabulary of the other families (services, teams, jobs, budgets), so a router trained on the
+# classic register alone routes much of it to the wrong agent.
+_PLANNING_OPS = (
+    "Rollout for services {names}: {rules}. Which service goes out first, second and so on?",
+    "Team runbook: hosts {names} come back after an outage, {rules}. What restart sequence is safe?",
+    "Migration window, databases {names}; {rules}. Give the cut-over sequence.",
+    "Budget review: fund projects {names} with {rules}. In which sequence?",
+)
+_REFINEMENT_OPS = {
+    "sqrt": (
+        "Capacity planning for the team: sqrt({a}) to {d} dp.",
+        "Service sizing: need sqrt({a}), {d} dp please.",
+    ),
+    "cbrt": (
+        "Storage model for the region: cbrt({a}) to {d} dp.",
+        "Team budget formula uses cbrt({a}); {d} dp.",
+    ),
+    "cubic": (
+        "Latency model of the service: x^3 + {p}x = {a}. x to {d} dp?",
+        "Queue model for the team says x^3 + {p}x = {a}; x to {d} dp.",
+    ),
+}
+_SEARCH_OPS = (
+    "Team budget is {limit} credits; jobs cost {nums} credits. Which jobs run to spend the most within budget?",
+    "Services use {nums} GB; which ones go on a node with {limit} GB so it is as full as possible?",
+    "Requests take {nums} ms; which fit in a {limit} ms timeout window, filling it the most?",
+    "On-call shifts of {nums} hours, at most {limit} hours per person: which shifts, for the largest total?",
+)
+_FACTUAL_ONE_HOP_OPS = {
+    "port": ("ops check: {svc} listen port?", "Firewall ticket: what port does {svc} need open?"),
+    "retries": (
+        "ops check: retry count configured for {svc}?",
+        "Incident review: how many retries does {svc} do?",
+    ),
+    "timeout": (
+        "ops check: {svc} timeout in seconds?",
+        "Tuning alerts: after how many seconds does {svc} time out?",
+    ),
+    "region": ("ops check: which region hosts {svc}?", "Latency ticket: region where {svc} is deployed?"),
+    "team": ("ops check: owning team of {svc}?", "Escalation: which team maintains {svc}?"),
+}
+_FACTUAL_TWO_HOP_OPS = {
+    "port": ("ops check: port of the service that team {team} maintains?",),
+    "retries": ("Incident review: retries of the service team {team} owns?",),
+    "timeout": ("ops check: timeout in seconds of the service team {team} runs?",),
+    "region": ("Latency ticket: region of the service team {team} maintains?",),
+}
+
+#: The ways a query may be worded: ``classic`` (the seed set's register) and ``ops`` (a register that arrives
+#: later in :data:`graphs.traffic.OPS_DRIFT` and that a router trained on ``classic`` alone has not seen).
+PHRASINGS: tuple[str, ...] = ("classic", "ops")
+_TEMPLATES = {
+    "classic": {
+        "ops": False,
+        "rules": _RULES,
+        "planning": _PLANNING,
+        "refinement": _REFINEMENT,
+        "search": _SEARCH,
+        "one_hop": _FACTUAL_ONE_HOP,
+        "two_hop": _FACTUAL_TWO_HOP,
+    },
+    "ops": {
+        "ops": True,
+        "rules": ("{a} after {b}", "{b} then {a}"),
+        "planning": _PLANNING_OPS,
+        "refinement": _REFINEMENT_OPS,
+        "search": _SEARCH_OPS,
+        "one_hop": _FACTUAL_ONE_HOP_OPS,
+        "two_hop": _FACTUAL_TWO_HOP_OPS,
+    },
+}
+
 _LETTERS = "BCDEFGHJKLMNPQRSTUVWXZ"
 _OPENERS = (
     "",
@@ -225,23 +300,29 @@ _OPENERS = (
 _CLOSERS = ("", "", "", "", " Thanks!", " Keep it short.", " Show your working.", " Need it today.")
 
 
-def _join(items: list[str]) -> str:
+def _join(items: list[str], ops: bool = False) -> str:
+    if ops:
+        return " / ".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _planning(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+def _planning(rng: random.Random, t: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     names = sorted(rng.sample(_LETTERS, rng.choice((6, 6, 7))))
     order = names[:]
     rng.shuffle(order)
     needs = [[order[i + 1], order[i]] for i in range(len(order) - 1)]
     rng.shuffle(needs)
-    rules = [rng.choice(_RULES).format(a=a, b=b) for a, b in needs]
-    hours = _join([str(rng.randint(1, 9)) for _ in names])
-    query = rng.choice(_PLANNING).format(names=_join(names), rules=_join(rules), hours=hours)
+    rules = [rng.choice(t["rules"]).format(a=a, b=b) for a, b in needs]
+    hours = _join([str(rng.randint(1, 9)) for _ in names], t["ops"])
+    query = rng.choice(t["planning"]).format(
+        names=_join(names, t["ops"]),
+        rules=_join(rules, t["ops"]) if not t["ops"] else ", ".join(rules),
+        hours=hours,
+    )
     return query, ", ".join(order), {"names": names, "needs": needs}
 
 
-def _refinement(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+def _refinement(rng: random.Random, t: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     kind = rng.choice(("sqrt", "sqrt", "cbrt", "cubic"))
     decimals = rng.choice((3, 4))
     p = rng.randint(2, 9) if kind == "cubic" else 0
@@ -249,28 +330,30 @@ def _refinement(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
     while (kind == "sqrt" and math.isqrt(a) ** 2 == a) or (kind == "cbrt" and round(a ** (1 / 3)) ** 3 == a):
         a += 1
     data = {"kind": kind, "a": a, "p": p, "decimals": decimals}
-    query = rng.choice(_REFINEMENT[kind]).format(a=a, p=p, d=decimals)
+    query = rng.choice(t["refinement"][kind]).format(a=a, p=p, d=decimals)
     return query, f"{_root(data):.{decimals}f}", data
 
 
-def _search(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+def _search(rng: random.Random, t: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     numbers = rng.sample(range(5, 40), rng.choice((7, 8)))
     limit = int(sum(numbers) * rng.uniform(0.35, 0.6))
-    labels = _join(sorted(rng.sample(_LETTERS, len(numbers))))
-    query = rng.choice(_SEARCH).format(nums=_join([str(x) for x in numbers]), limit=limit, labels=labels)
+    labels = _join(sorted(rng.sample(_LETTERS, len(numbers))), t["ops"])
+    query = rng.choice(t["search"]).format(
+        nums=_join([str(x) for x in numbers], t["ops"]), limit=limit, labels=labels
+    )
     return query, str(_best_subset_sum(numbers, limit)), {"numbers": numbers, "limit": limit}
 
 
-def _factual(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+def _factual(rng: random.Random, t: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     service = rng.choice(sorted(SERVICES))
     team = SERVICES[service][0]
     attribute = rng.choice(_ATTRIBUTES)
     counts = {"k": rng.randint(2, 9), "m": rng.randint(10, 30)}
     if attribute != "team" and rng.random() < 0.65:
-        query = rng.choice(_FACTUAL_TWO_HOP[attribute]).format(team=team, **counts)
+        query = rng.choice(t["two_hop"][attribute]).format(team=team, **counts)
         data = {"attribute": attribute, "entity": team, "entity_kind": "team"}
     else:
-        query = rng.choice(_FACTUAL_ONE_HOP[attribute]).format(svc=service, **counts)
+        query = rng.choice(t["one_hop"][attribute]).format(svc=service, **counts)
         data = {"attribute": attribute, "entity": service, "entity_kind": "service"}
     return query, service_fact(service, attribute), data
 
@@ -278,22 +361,25 @@ def _factual(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
 _MAKERS = {"planning": _planning, "refinement": _refinement, "search": _search, "factual": _factual}
 
 
-def make_task(family: str, rng: random.Random) -> Task:
+def make_task(family: str, rng: random.Random, *, phrasing: str = "classic") -> Task:
     """Draw one task of a family.
 
     Args:
         family: one of :data:`FAMILIES`.
         rng: the random source; the same state gives the same task.
+        phrasing: the register the query is worded in, one of :data:`PHRASINGS`.
 
     Returns:
         The task, with its ground truth.
 
     Raises:
-        ValueError: if ``family`` is unknown.
+        ValueError: if ``family`` or ``phrasing`` is unknown.
     """
     if family not in _MAKERS:
         raise ValueError(f"unknown task family {family!r}; use one of {', '.join(FAMILIES)}")
-    query, answer, data = _MAKERS[family](rng)
+    if phrasing not in _TEMPLATES:
+        raise ValueError(f"unknown phrasing {phrasing!r}; use one of {', '.join(PHRASINGS)}")
+    query, answer, data = _MAKERS[family](rng, _TEMPLATES[phrasing])
     opener, closer = rng.choice(_OPENERS), rng.choice(_CLOSERS)
     if opener.endswith(", "):
         query = query[0].lower() + query[1:]
@@ -303,13 +389,16 @@ def make_task(family: str, rng: random.Random) -> Task:
     )
 
 
-def sample_tasks(n: int, *, seed: int, mix: Mapping[str, float] | None = None) -> list[Task]:
+def sample_tasks(
+    n: int, *, seed: int, mix: Mapping[str, float] | None = None, phrasing: str = "classic"
+) -> list[Task]:
     """Draw ``n`` tasks, the same ones for the same seed and mix.
 
     Args:
         n: how many tasks.
         seed: random seed.
         mix: relative weight per family (default: equal); families left out are not drawn.
+        phrasing: the register the queries are worded in, one of :data:`PHRASINGS`.
 
     Returns:
         The tasks, in draw order.
@@ -326,7 +415,8 @@ def sample_tasks(n: int, *, seed: int, mix: Mapping[str, float] | None = None) -
     rng = random.Random(seed)
     families = list(weights)
     return [
-        make_task(rng.choices(families, weights=[weights[f] for f in families])[0], rng) for _ in range(n)
+        make_task(rng.choices(families, weights=[weights[f] for f in families])[0], rng, phrasing=phrasing)
+        for _ in range(n)
     ]
 
 
@@ -365,12 +455,14 @@ def _best_subset_sum(numbers: list[int], limit: int) -> int:
 
 # --- parsing and checking -----------------------------------------------------------------------------
 
-_NUM_LIST = re.compile(r"\b(\d+(?:, \d+)+ and \d+)\b")
-_NAME_LIST = re.compile(r"\b([A-Z](?:, [A-Z])+ and [A-Z])\b")
-_RULE = re.compile(r"\b([A-Z]) (needs|depends on|waits for|follows|goes before|precedes) ([A-Z])\b")
-_DECIMALS = re.compile(r"(\d+) decimal")
+_NUM_LIST = re.compile(r"\b(\d+(?:, \d+)+ and \d+|\d+(?: / \d+)+)\b")
+_NAME_LIST = re.compile(r"\b([A-Z](?:, [A-Z])+ and [A-Z]|[A-Z](?: / [A-Z])+)\b")
+_RULE = re.compile(
+    r"\b([A-Z]) (needs|depends on|waits for|follows|after|goes before|precedes|then) ([A-Z])\b"
+)
+_DECIMALS = re.compile(r"(\d+) (?:decimal|dp\b)")
 _CUBIC = re.compile(r"x\^3 \+ (\d+)x = (\d+)")
-_ROOT = re.compile(r"\b(square|cube) root of (\d+)")
+_ROOT = re.compile(r"\b(square root of |cube root of |sqrt\(|cbrt\()(\d+)")
 _ATTRIBUTE_WORDS = (
     (re.compile(r"\bport\b"), "port"),
     (re.compile(r"\bretr(?:y|ies|ied)\b"), "retries"),
@@ -390,13 +482,14 @@ def parse_problem(query: str) -> tuple[str, dict[str, Any]] | None:
         ``(family, data)``, or None when the text states no problem of a known family.
     """
     if (names := _NAME_LIST.search(query)) and (rules := _rules(query)):
-        return "planning", {"names": names.group(1).replace(" and ", ", ").split(", "), "needs": rules}
+        listed = names.group(1).replace(" and ", ", ").replace(" / ", ", ").split(", ")
+        return "planning", {"names": listed, "needs": rules}
     decimals = _DECIMALS.search(query)
     if decimals and (cubic := _CUBIC.search(query)):
         p, a = int(cubic.group(1)), int(cubic.group(2))
         return "refinement", {"kind": "cubic", "a": a, "p": p, "decimals": int(decimals.group(1))}
     if decimals and (root := _ROOT.search(query)):
-        kind = "sqrt" if root.group(1) == "square" else "cbrt"
+        kind = "sqrt" if root.group(1) in ("square root of ", "sqrt(") else "cbrt"
         return "refinement", {
             "kind": kind,
             "a": int(root.group(2)),
@@ -414,7 +507,8 @@ def parse_problem(query: str) -> tuple[str, dict[str, Any]] | None:
 
 def _rules(query: str) -> list[list[str]]:
     return [
-        [x, y] if verb not in ("goes before", "precedes") else [y, x] for x, verb, y in _RULE.findall(query)
+        [x, y] if verb not in ("goes before", "precedes", "then") else [y, x]
+        for x, verb, y in _RULE.findall(query)
     ]
 
 

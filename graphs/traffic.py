@@ -26,7 +26,9 @@ from graphs import tasks as task_families
 from graphs.tasks import Task, check_answer
 
 __all__ = [
+    "DEFAULT_DRIFT",
     "FAMILIES",
+    "OPS_DRIFT",
     "DriftSchedule",
     "ProductionQuery",
     "SimulatedUser",
@@ -253,9 +255,13 @@ class DriftSchedule:
     Attributes:
         phases: ``(start, mix)`` pairs: from fraction ``start`` of the stream on (0 to 1, increasing), queries
             are drawn with relative weights ``mix`` per family.
+        phrasing: ``(start, share)`` pairs, increasing: from fraction ``start`` on, ``share`` of the queries
+            are worded in the ``ops`` register (:data:`graphs.tasks.PHRASINGS`) instead of the classic one.
+            Empty: every query is classic.
     """
 
     phases: tuple[tuple[float, Mapping[str, float]], ...]
+    phrasing: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         starts = [start for start, _ in self.phases]
@@ -265,6 +271,9 @@ class DriftSchedule:
             unknown = sorted(set(mix) - set(task_families.FAMILIES))
             if unknown:
                 raise ValueError(f"unknown families {unknown}; use {', '.join(task_families.FAMILIES)}")
+        starts = [start for start, _ in self.phrasing]
+        if starts != sorted(starts) or any(not 0.0 <= share <= 1.0 for _, share in self.phrasing):
+            raise ValueError("DriftSchedule.phrasing needs increasing starts and shares between 0.0 and 1.0")
 
     def mix_at(self, fraction: float) -> Mapping[str, float]:
         """The mix in force at ``fraction`` (0 to 1) of the stream."""
@@ -274,6 +283,14 @@ class DriftSchedule:
                 current = mix
         return current
 
+    def ops_share_at(self, fraction: float) -> float:
+        """The share of queries worded in the ``ops`` register at ``fraction`` (0 to 1) of the stream."""
+        current = 0.0
+        for start, share in self.phrasing:
+            if fraction >= start:
+                current = share
+        return current
+
 
 #: Planning-heavy traffic that turns search-heavy half-way: the router's training mix goes stale.
 DEFAULT_DRIFT = DriftSchedule(
@@ -281,6 +298,17 @@ DEFAULT_DRIFT = DriftSchedule(
         (0.0, {"planning": 0.35, "refinement": 0.30, "search": 0.10, "factual": 0.25}),
         (0.5, {"planning": 0.15, "refinement": 0.15, "search": 0.50, "factual": 0.20}),
     )
+)
+
+
+#: Half-way, on-call engineers arrive: the mix turns refinement- and search-heavy and 80% of the queries are
+#: worded in the ``ops`` register, which a router trained on the classic wording has never seen.
+OPS_DRIFT = DriftSchedule(
+    (
+        (0.0, {"planning": 0.35, "refinement": 0.30, "search": 0.10, "factual": 0.25}),
+        (0.5, {"planning": 0.10, "refinement": 0.50, "search": 0.30, "factual": 0.10}),
+    ),
+    phrasing=((0.0, 0.0), (0.5, 0.8)),
 )
 
 
@@ -373,7 +401,10 @@ def production_queries(
         weights = weights or dict.fromkeys(task_families.FAMILIES, 1.0)
         families = list(weights)
         family = rng.choices(families, weights=[weights[f] for f in families])[0]
-        task = task_families.make_task(family, rng)
+        ops_share = drift.ops_share_at(i / max(n, 1)) if drift is not None else 0.0
+        # the draw happens only when the register can change, so streams without it stay as they were
+        phrasing = "ops" if ops_share > 0 and rng.random() < ops_share else "classic"
+        task = task_families.make_task(family, rng, phrasing=phrasing)
         user = rng.choice(population)
         session, left = sessions.get(user.user_id, ("", 0))
         if left <= 0:  # a session is a handful of queries in a row

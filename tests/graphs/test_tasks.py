@@ -55,9 +55,21 @@ def test_an_unknown_family_names_the_known_ones() -> None:
         make_task("poetry", random.Random(0))
 
 
-def test_every_query_states_its_problem_in_full() -> None:
-    for task in sample_tasks(800, seed=4):
+@pytest.mark.parametrize("phrasing", ["classic", "ops"])
+def test_every_query_states_its_problem_in_full(phrasing: str) -> None:
+    for task in sample_tasks(800, seed=4, phrasing=phrasing):
         assert parse_problem(task.query) == (task.family, task.data), task.query
+
+
+def test_the_ops_register_words_the_same_problems_differently() -> None:
+    classic = sample_tasks(400, seed=6)
+    ops = sample_tasks(400, seed=6, phrasing="ops")
+    assert {t.family for t in ops} == set(FAMILIES)
+    assert not any(" / " in t.query or " dp" in t.query for t in classic)
+    lists_or_dp = [" / " in t.query or " dp" in t.query for t in ops if t.family != "factual"]
+    assert all(lists_or_dp)
+    with pytest.raises(ValueError, match="unknown phrasing 'pirate'; use one of classic, ops"):
+        sample_tasks(1, seed=0, phrasing="pirate")
 
 
 def test_queries_read_like_user_questions_of_moderate_length() -> None:

@@ -12,6 +12,7 @@ from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.tasks import make_task
 from graphs.traffic import (
     DEFAULT_DRIFT,
+    OPS_DRIFT,
     DriftSchedule,
     SimulatedUser,
     production_queries,
@@ -34,11 +35,27 @@ def test_the_family_mix_drifts_on_schedule() -> None:
     assert share(qs[1000:]) == pytest.approx(0.50, abs=0.04)
 
 
+def test_the_ops_register_arrives_on_schedule() -> None:
+    from graphs.tasks import parse_problem
+
+    qs = list(production_queries(2000, seed=0, drift=OPS_DRIFT))
+    ops = lambda part: sum(" / " in q.text or " dp" in q.text for q in part) / len(part)  # noqa: E731
+    assert ops(qs[:1000]) == 0.0
+    assert ops(qs[1000:]) == pytest.approx(0.8 * 0.9, abs=0.05)  # ops factual queries have no list
+    assert all(parse_problem(q.task.query) == (q.task.family, q.task.data) for q in qs)
+    plain = [q.text for q in production_queries(300, seed=0, drift=DEFAULT_DRIFT)]
+    assert plain == [
+        q.text for q in production_queries(300, seed=0, drift=DriftSchedule(DEFAULT_DRIFT.phases))
+    ]
+
+
 def test_a_bad_schedule_is_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match=r"start at 0\.0"):
         DriftSchedule(((0.2, {"search": 1.0}),))
     with pytest.raises(ValueError, match="unknown families"):
         DriftSchedule(((0.0, {"poetry": 1.0}),))
+    with pytest.raises(ValueError, match="phrasing"):
+        DriftSchedule(((0.0, {"search": 1.0}),), phrasing=((0.0, 1.5),))
 
 
 def test_a_small_share_of_queries_carries_pii() -> None:
