@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,7 +24,22 @@ import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, Integer, Select, delete, func, or_, select, text, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Double,
+    Engine,
+    Integer,
+    Select,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy import Table as SATable
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -40,6 +55,8 @@ from cl_plugin.store.rows import (
     rows_to_interactions,
 )
 from cl_plugin.store.tables import (
+    ABTestGroup,
+    ABTestRow,
     AnnotationItem,
     Decision,
     Feedback,
@@ -73,6 +90,8 @@ _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across Postgr
 _MODEL_VERSIONS: SATable = ModelVersionRow.__table__  # type: ignore[assignment]
 _MODEL_ALIASES: SATable = ModelAlias.__table__  # type: ignore[assignment]
 _ALIAS_HISTORY: SATable = ModelAliasMove.__table__  # type: ignore[assignment]
+_AB_TESTS: SATable = ABTestRow.__table__  # type: ignore[assignment]
+_AB_GROUPS: SATable = ABTestGroup.__table__  # type: ignore[assignment]
 
 
 def _table_rank(name: str) -> int:
@@ -1011,6 +1030,150 @@ class Store:
                         break
                     deleted[name] += conn.execute(delete(table).where(pk.in_(ids))).rowcount
         return deleted
+
+    # -- A/B tests ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _ab_transaction(self, key: str) -> Iterator[Connection]:
+        """A write transaction holding an A/B test lock (SQLite: the write lock; PostgreSQL: advisory)."""
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"cl_plugin.abtest:{key}"}
+                )
+            yield conn
+
+    def create_ab_test(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an A/B test with empty groups A and B, unless a test of that name is running already.
+
+        Args:
+            row: the ``ab_tests`` columns ``test_id``, ``name``, ``model_a``, ``model_b``, ``settings``
+                (a JSON-ready dict) and ``created_at``.
+
+        Returns:
+            The running test of that name (:meth:`ab_test`): the new one, or the one found.
+        """
+        t = _AB_TESTS.c
+        with self._ab_transaction(row["name"]) as conn:
+            found = conn.execute(
+                select(t.test_id).where(t.name == row["name"], t.status == "running").limit(1)
+            ).scalar()
+            if found is None:
+                values = {**row, "settings": dumps(row["settings"]), "status": "running"}
+                conn.execute(_AB_TESTS.insert().values(**values))
+                conn.execute(
+                    _AB_GROUPS.insert(),
+                    [
+                        {
+                            "test_id": row["test_id"],
+                            "variant": v,
+                            "n": 0,
+                            "mean": 0.0,
+                            "m2": 0.0,
+                            "non_binary": 0,
+                            "updated_at": row["created_at"],
+                        }
+                        for v in ("A", "B")
+                    ],
+                )
+            test = self._ab_test(conn, found or row["test_id"])
+        assert test is not None
+        return test
+
+    def ab_test(self, test_id: str) -> dict[str, Any] | None:
+        """One A/B test, or None when there is none with that id.
+
+        Returns:
+            The ``ab_tests`` row (``settings`` and ``result`` decoded) with ``groups``: ``{"A": {...},
+            "B": {...}}``, each holding ``n``, ``mean``, ``m2`` and ``non_binary``.
+        """
+        with self._lock, self.engine.connect() as conn, conn.begin():
+            return self._ab_test(conn, test_id)
+
+    def _ab_test(self, conn: Connection, test_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+        found = conn.execute(select(_AB_TESTS).where(_AB_TESTS.c.test_id == test_id)).mappings().first()
+        if found is None:
+            return None
+        test = dict(found)
+        for key in ("settings", "result"):
+            test[key] = None if test[key] is None else orjson.loads(test[key])
+        g = _AB_GROUPS.c
+        stmt = select(g.variant, g.n, g.mean, g.m2, g.non_binary).where(g.test_id == test_id)
+        if lock:
+            stmt = stmt.with_for_update(read=True)
+        test["groups"] = {r["variant"]: dict(r) for r in conn.execute(stmt).mappings()}
+        return test
+
+    def ab_tests(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every A/B test (or those with a status: ``running`` or ``ended``), oldest first, without groups."""
+        t = _AB_TESTS
+        stmt = select(t).order_by(t.c.created_at, t.c.test_id)
+        if status is not None:
+            stmt = stmt.where(t.c.status == status)
+        return self._decode(stmt, ("settings", "result"))
+
+    def add_ab_results(self, deltas: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """Merge batches of results into their groups' sufficient statistics, in one transaction.
+
+        Each delta is one group's summary of new results: ``test_id``, ``variant``, ``n``, ``mean``, ``m2``
+        and ``non_binary``. The merge is one ``UPDATE`` per group whose right-hand sides read the row as
+        it was, so concurrent writers on any number of replicas never lose each other's results.
+
+        Returns:
+            The status (``running`` or ``ended``) of every test the deltas touched.
+        """
+        g = _AB_GROUPS.c
+        dn, dmean = bindparam("d_n", type_=BigInteger), bindparam("d_mean", type_=Double)
+        diff = dmean - g.mean
+        stmt = (
+            update(_AB_GROUPS)
+            .where(g.test_id == bindparam("d_test_id"), g.variant == bindparam("d_variant"))
+            .values(
+                n=g.n + dn,
+                mean=g.mean + diff * dn / (g.n + dn),
+                m2=g.m2 + bindparam("d_m2", type_=Double) + diff * diff * g.n * dn / (g.n + dn),
+                non_binary=g.non_binary + bindparam("d_non_binary", type_=BigInteger),
+                updated_at=bindparam("d_now", type_=Double),
+            )
+        )
+        now = time.time()
+        params = [{f"d_{k}": v for k, v in d.items()} | {"d_now": now} for d in deltas]
+        ids = sorted({d["test_id"] for d in deltas})
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(stmt, params)
+            t = _AB_TESTS.c
+            return dict(conn.execute(select(t.test_id, t.status).where(t.test_id.in_(ids))).all())
+
+    def end_ab_test(
+        self, test_id: str, conclude: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """End a running test with the analysis ``conclude`` makes of it, read and written in one transaction.
+
+        The groups are read under a lock that holds off concurrent merges until the result is stored, so
+        the stored result is the analysis of exactly the results counted. Ending an ended test changes
+        nothing.
+
+        Args:
+            test_id: the test.
+            conclude: builds the final result (JSON-serialisable) from the test as :meth:`ab_test` returns
+                it, with ``status`` already ``ended`` and ``ended_at`` set.
+
+        Returns:
+            The ended test (:meth:`ab_test`), or None when there is no test with that id.
+        """
+        t = _AB_TESTS.c
+        with self._ab_transaction(test_id) as conn:
+            test = self._ab_test(conn, test_id, lock=True)
+            if test is None or test["status"] == "ended":
+                return test
+            test.update(status="ended", ended_at=time.time())
+            test["result"] = conclude(test)
+            conn.execute(
+                update(_AB_TESTS)
+                .where(t.test_id == test_id)
+                .values(status="ended", ended_at=test["ended_at"], result=dumps(test["result"]))
+            )
+        return test
 
 
 def _float(value: Any) -> float | None:

@@ -10,10 +10,12 @@ Schema changes are Alembic migrations under ``store/migrations`` (see ``Store.se
 
 from __future__ import annotations
 
-from sqlalchemy import REAL, Column, Double, Index, Integer, Text
+from sqlalchemy import REAL, BigInteger, Column, Double, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "ABTestGroup",
+    "ABTestRow",
     "AnnotationItem",
     "Decision",
     "DriftEvent",
@@ -267,3 +269,47 @@ class DriftEvent(SQLModel, table=True):
     window_start: float | None = Field(default=None, sa_column=_real("window_start"))
     window_end: float | None = Field(default=None, sa_column=_real("window_end"))
     detected_at: float = Field(sa_column=_real("detected_at", nullable=False))
+
+
+class ABTestRow(SQLModel, table=True):
+    """One A/B test: what it compares, the settings its analysis uses, its status and final result (0005).
+
+    ``model_a`` and ``model_b`` describe the models (a registry alias, a name, a class name); the models
+    themselves stay with the application. ``settings`` is JSON with the analysis settings fixed at creation
+    (split, minimum samples, confidence level, metric type, ...), so every replica analyses the test alike.
+    ``status`` is ``running`` or ``ended``; ``result`` is the final analysis as JSON, set by ``end_test``.
+    """
+
+    __tablename__ = "ab_tests"
+    __table_args__ = (Index("ix_ab_tests_name_status", "name", "status"),)
+
+    test_id: str = Field(sa_column=Column("test_id", Text, primary_key=True))
+    name: str = Field(sa_column=Column("name", Text, nullable=False))
+    model_a: str = Field(sa_column=Column("model_a", Text, nullable=False))
+    model_b: str = Field(sa_column=Column("model_b", Text, nullable=False))
+    settings: str = Field(sa_column=Column("settings", Text, nullable=False))
+    status: str = Field(sa_column=Column("status", Text, nullable=False))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))
+    ended_at: float | None = Field(default=None, sa_column=_real("ended_at"))
+    result: str | None = Field(default=None, sa_column=Column("result", Text))
+
+
+class ABTestGroup(SQLModel, table=True):
+    """The sufficient statistics of one group (``A`` or ``B``) of an A/B test (migration 0005).
+
+    ``n``, ``mean`` and ``m2`` (the sum of squared deviations from the mean) are Welford's summary:
+    recording results merges a batch's summary into the row with one ``UPDATE`` (Chan's formula, exact and
+    order-free), so concurrent writers never lose an update and a row's size never grows. Unlike a sum of
+    squares, ``m2`` does not lose the variance to cancellation when the mean is large. ``non_binary``
+    counts results other than 0 and 1 (zero means a binary metric).
+    """
+
+    __tablename__ = "ab_test_groups"
+
+    test_id: str = Field(sa_column=Column("test_id", Text, primary_key=True))
+    variant: str = Field(sa_column=Column("variant", Text, primary_key=True))
+    n: int = Field(sa_column=Column("n", BigInteger, nullable=False))
+    mean: float = Field(sa_column=_real("mean", nullable=False))
+    m2: float = Field(sa_column=_real("m2", nullable=False))
+    non_binary: int = Field(sa_column=Column("non_binary", BigInteger, nullable=False))
+    updated_at: float = Field(sa_column=_real("updated_at", nullable=False))
