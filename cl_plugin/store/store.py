@@ -59,6 +59,7 @@ from cl_plugin.store.tables import (
     ABTestRow,
     AnnotationItem,
     Decision,
+    DriftEvent,
     Feedback,
     Interaction,
     InteractionRevision,
@@ -92,6 +93,7 @@ _MODEL_ALIASES: SATable = ModelAlias.__table__  # type: ignore[assignment]
 _ALIAS_HISTORY: SATable = ModelAliasMove.__table__  # type: ignore[assignment]
 _AB_TESTS: SATable = ABTestRow.__table__  # type: ignore[assignment]
 _AB_GROUPS: SATable = ABTestGroup.__table__  # type: ignore[assignment]
+_DRIFT_EVENTS: SATable = DriftEvent.__table__  # type: ignore[assignment]
 
 
 def _table_rank(name: str) -> int:
@@ -1174,6 +1176,44 @@ class Store:
                 .values(status="ended", ended_at=test["ended_at"], result=dumps(test["result"]))
             )
         return test
+
+    # -- drift events ---------------------------------------------------------------------------------
+
+    def add_drift_event(self, row: Mapping[str, Any]) -> str:
+        """Record one drift alarm; recording the same ``event_id`` again is a no-op.
+
+        Args:
+            row: the ``drift_events`` columns (``features`` and ``details`` as JSON text), as built by
+                :meth:`cl_plugin.drift.DriftReport.to_row`.
+
+        Returns:
+            The event id.
+        """
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = insert(_DRIFT_EVENTS).values(**row).on_conflict_do_nothing(index_elements=["event_id"])
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(stmt)
+        return str(row["event_id"])
+
+    def drift_events(
+        self, detector: str | None = None, *, since: float | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Drift alarms, newest first, as ``drift_events`` rows with ``features`` and ``details`` decoded.
+
+        Args:
+            detector: only this detector's alarms.
+            since: only alarms raised at or after this unix time.
+            limit: at most this many.
+        """
+        t = _DRIFT_EVENTS
+        stmt = select(t).order_by(t.c.detected_at.desc(), t.c.event_id)
+        if detector is not None:
+            stmt = stmt.where(t.c.detector == detector)
+        if since is not None:
+            stmt = stmt.where(t.c.detected_at >= since)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self._decode(stmt, ("features", "details"))
 
 
 def _float(value: Any) -> float | None:
