@@ -96,6 +96,31 @@ _AB_GROUPS: SATable = ABTestGroup.__table__  # type: ignore[assignment]
 _DRIFT_EVENTS: SATable = DriftEvent.__table__  # type: ignore[assignment]
 
 
+def _ab_merge_statement() -> Any:
+    """Chan's merge of a batch's summary (``d_n``, ``d_mean``, ``d_m2``) into a group's row, in SQL whose
+    right-hand sides all read the row as it was. Built once: building it costs more than running it."""
+    g = _AB_GROUPS.c
+    dn, dmean = bindparam("d_n", type_=BigInteger), bindparam("d_mean", type_=Double)
+    diff = dmean - g.mean
+    return (
+        update(_AB_GROUPS)
+        .where(g.test_id == bindparam("d_test_id"), g.variant == bindparam("d_variant"))
+        .values(
+            n=g.n + dn,
+            mean=g.mean + diff * dn / (g.n + dn),
+            m2=g.m2 + bindparam("d_m2", type_=Double) + diff * diff * g.n * dn / (g.n + dn),
+            non_binary=g.non_binary + bindparam("d_non_binary", type_=BigInteger),
+            updated_at=bindparam("d_now", type_=Double),
+        )
+    )
+
+
+_AB_MERGE = _ab_merge_statement()
+_AB_STATUS = select(_AB_TESTS.c.test_id, _AB_TESTS.c.status).where(
+    _AB_TESTS.c.test_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def _table_rank(name: str) -> int:
     """Write order: interactions first, so rows that refer to them (and feedback) find them."""
     return _TABLE_ORDER.index(name) if name in _TABLE_ORDER else len(_TABLE_ORDER)
@@ -1124,27 +1149,12 @@ class Store:
         Returns:
             The status (``running`` or ``ended``) of every test the deltas touched.
         """
-        g = _AB_GROUPS.c
-        dn, dmean = bindparam("d_n", type_=BigInteger), bindparam("d_mean", type_=Double)
-        diff = dmean - g.mean
-        stmt = (
-            update(_AB_GROUPS)
-            .where(g.test_id == bindparam("d_test_id"), g.variant == bindparam("d_variant"))
-            .values(
-                n=g.n + dn,
-                mean=g.mean + diff * dn / (g.n + dn),
-                m2=g.m2 + bindparam("d_m2", type_=Double) + diff * diff * g.n * dn / (g.n + dn),
-                non_binary=g.non_binary + bindparam("d_non_binary", type_=BigInteger),
-                updated_at=bindparam("d_now", type_=Double),
-            )
-        )
         now = time.time()
         params = [{f"d_{k}": v for k, v in d.items()} | {"d_now": now} for d in deltas]
         ids = sorted({d["test_id"] for d in deltas})
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            conn.execute(stmt, params)
-            t = _AB_TESTS.c
-            return dict(conn.execute(select(t.test_id, t.status).where(t.test_id.in_(ids))).all())
+            conn.execute(_AB_MERGE, params)
+            return dict(conn.execute(_AB_STATUS, {"ids": ids}).all())
 
     def end_ab_test(
         self, test_id: str, conclude: Callable[[dict[str, Any]], dict[str, Any]]
