@@ -150,7 +150,11 @@ class CaptureHandler(BaseCallbackHandler):
     to choose it), each node / model / tool / retriever run a ``node_runs`` row, and each agent decision a
     ``decisions`` row: routing (from the state's routing history, a conditional edge's output or
     ``Command(goto=...)``), ``Send`` fan-out, tool choices, and anything recorded with
-    :func:`record_decision`.
+    :func:`record_decision`. From the graph's final state it reads, when present: ``agent_selected`` and
+    ``agent_confidence`` (the routing decision), ``retrieval_quality`` and ``retrieval_failed``,
+    ``hallucination_detected``, and ``answered_by`` (the agents whose answer was returned, kept in the
+    interaction's metadata: after an escalation it differs from the agent first chosen, and it is the agent a
+    good rating credits).
 
     The hooks only put a small tuple on a queue; a background writer thread assembles runs, redacts PII,
     and writes in batches. A hook never raises into the graph; problems are logged and counted.

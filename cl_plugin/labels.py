@@ -5,9 +5,12 @@
 
 1. ``"annotation"``: a labeled annotation-queue item whose ``label`` names the agent (weight 1.0);
 2. ``"metadata"``: the interaction's metadata names the best agent (weight 1.0);
-3. ``"feedback"``: a good rating confirms the routed agent (weight 0.7); a bad rating only says which agent
-   was wrong, so the interaction is labeled with another agent only when a similar query answered by that
-   agent was rated well (weight 0.5), and is left unlabeled otherwise.
+3. ``"feedback"``: a good rating credits the agent that answered (weight 0.7): the routed agent, or, when the
+   graph escalated or ran agents in parallel, the one agent whose answer was returned (metadata
+   ``answered_by``, which :class:`~cl_plugin.capture.CaptureHandler` records); several agents agreeing on an
+   answer the router did not send the query to are no evidence for any one of them. A bad rating only says
+   which agent was wrong, so the interaction is labeled with another agent only when a similar query
+   answered by that agent was rated well (weight 0.5), and is left unlabeled otherwise.
 
 Corrections say the answer was wrong, not who should have answered, so on their own they give no label.
 A label carries the query and its routing context (what retrieval found before routing, see
@@ -133,7 +136,7 @@ def routing_labels(
     pending_bad: list[str] = []
     for iid, row in rows.items():
         query = _get(row, "user_query")
-        routed = _get(row, "agent_selected")
+        routed = _credited_agent(row, allowed)
         if iid in annotated:
             labels.append(
                 RoutingLabel(
@@ -154,12 +157,12 @@ def routing_labels(
     similar = neighbours if neighbours is not None else _tfidf_neighbours(rows, pending_bad)
     relabeled: dict[str, RoutingLabel] = {}
     for iid in pending_bad:
-        wrong = _get(rows[iid], "agent_selected")
+        wrong = _credited_agent(rows[iid], allowed)
         better = {
-            _get(rows[n], "agent_selected")
+            _credited_agent(rows[n], allowed)
             for n in similar.get(iid, ())
             if n in rows and n != iid and rating[n] == "good"
-        } - {wrong}
+        } - {wrong, None}
         better &= allowed
         # Neighbours that disagree on the better agent are no evidence for either.
         if len(better) == 1:
@@ -176,6 +179,27 @@ def _get(row: Row, name: str) -> Any:
     if isinstance(row, Mapping):
         return row.get(name)
     return getattr(row, name, None)
+
+
+def _credited_agent(row: Row, allowed: frozenset[str]) -> str | None:
+    """The agent whose answer the user saw: the routed one, unless the graph says someone else answered."""
+    routed = _get(row, "agent_selected")
+    answered = _metadata(row).get("answered_by")
+    if not isinstance(answered, list) or not answered:
+        return routed if routed in allowed else None
+    if routed in answered and routed in allowed:
+        return routed
+    return answered[0] if len(answered) == 1 and answered[0] in allowed else None
+
+
+def _metadata(row: Row) -> Mapping[str, Any]:
+    metadata = _get(row, "metadata")
+    if isinstance(metadata, str | bytes):
+        try:
+            metadata = orjson.loads(metadata) if metadata else None
+        except orjson.JSONDecodeError:
+            return {}
+    return metadata if isinstance(metadata, Mapping) else {}
 
 
 def _usable(interactions: Iterable[Row]) -> dict[str, Row]:
@@ -203,14 +227,7 @@ def _annotated_agents(annotations: Iterable[Mapping[str, Any]], allowed: frozens
 
 
 def _metadata_agent(row: Row, allowed: frozenset[str]) -> str | None:
-    metadata = _get(row, "metadata")
-    if isinstance(metadata, str | bytes):
-        try:
-            metadata = orjson.loads(metadata) if metadata else None
-        except orjson.JSONDecodeError:
-            return None
-    if not isinstance(metadata, Mapping):
-        return None
+    metadata = _metadata(row)
     return next((metadata[k] for k in _METADATA_KEYS if metadata.get(k) in allowed), None)
 
 
@@ -350,6 +367,51 @@ class ReplayBuffer:
         if not (is_finite_number(ratio) and ratio >= 0):
             raise ValueError(f"ratio must be a finite number >= 0 (got {ratio!r})")
         return [*new_labels, *self.sample(round(ratio * len(new_labels)))]
+
+    def state(self) -> dict[str, Any]:
+        """The buffer as plain data (JSON- and registry-serializable): :meth:`from_state` rebuilds it.
+
+        The per-agent counts of labels seen travel with it, so the reservoir stays a uniform sample of
+        everything ever added across save and load.
+        """
+        return {
+            "capacity": self.capacity,
+            "seed": self.seed,
+            "seen": dict(self._seen),
+            "labels": [
+                [
+                    label.interaction_id,
+                    label.query,
+                    label.agent,
+                    label.weight,
+                    label.source,
+                    dict(label.context),
+                ]
+                for agent in sorted(self._reservoirs)
+                for label in self._reservoirs[agent]
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ReplayBuffer:
+        """Rebuild a buffer saved with :meth:`state`.
+
+        Raises:
+            ValueError: if ``state`` is not a saved buffer.
+        """
+        try:
+            buffer = cls(int(state["capacity"]), seed=int(state["seed"]))
+            for iid, query, agent, weight, source, context in state["labels"]:
+                label = RoutingLabel(iid, query, agent, float(weight), source, context or {})
+                buffer._reservoirs.setdefault(agent, []).append(label)
+            buffer._seen = {str(agent): int(n) for agent, n in state["seen"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"not a saved ReplayBuffer state ({exc!r}); build it with ReplayBuffer.state()"
+            ) from None
+        for agent in buffer._reservoirs:
+            buffer._seen.setdefault(agent, len(buffer._reservoirs[agent]))
+        return buffer
 
     def _quota(self) -> int:
         return self.capacity // len(self._reservoirs)

@@ -530,6 +530,12 @@ class RunTree:
         metadata: dict[str, Any] = {"status": inter.status, "runs": list(inter.run_ids)}
         if inter.errors:
             metadata["node_errors"] = inter.errors
+        answered_by = outputs.get("answered_by")
+        if isinstance(answered_by, str):
+            answered_by = [answered_by]
+        if isinstance(answered_by, list | tuple) and all(isinstance(a, str) for a in answered_by):
+            # who actually answered: after an escalation, not the agent the router first chose
+            metadata["answered_by"] = list(answered_by)
         for key, value in md.items():
             if not key.startswith(("langgraph_", "ls_", "lc_")) and key not in (o.user_key, "thread_id"):
                 metadata[key] = value

@@ -81,7 +81,8 @@ class AgentState(TypedDict, total=False):
     Input: ``query``, and optionally ``task`` (a mapping with ``family`` and ``data``, such as
     ``dataclasses.asdict(task)``); without it the problem is read from the query text.
 
-    Output: ``response`` (ends with a line ``Answer: <value>``) and ``answer``; ``agent_selected`` and
+    Output: ``response`` (ends with a line ``Answer: <value>``) and ``answer``; ``answered_by`` (the agents
+    whose answer was returned: after an escalation, not the first routed one); ``agent_selected`` and
     ``agent_confidence`` (the first routing decision: an agent or ``"parallel"``); ``routing_history`` (one
     entry per iteration: agent, confidence, probabilities, iteration, reason); ``agent_outputs`` (one per
     agent run, tagged with its iteration); ``consensus`` (reached, score, agents, reason, ...);
@@ -100,6 +101,7 @@ class AgentState(TypedDict, total=False):
     agent_outputs: Annotated[list[dict[str, Any]], operator.add]
     candidate: dict[str, Any]
     consensus: dict[str, Any]
+    answered_by: list[str]
     mcts_stats: dict[str, Any]
     answer: str
     response: str
@@ -426,12 +428,13 @@ def build_mcts_agent_graph(
         outputs = {o["agent"]: o for o in state["agent_outputs"] if o["iteration"] == consensus["iteration"]}
         lines = [outputs[a]["text"].rsplit("\nAnswer:", 1)[0] for a in candidate["agents"]]
         draft = "\n".join([*lines, _verdict(candidate, consensus), f"Answer: {answer}"])
+        answered_by = list(candidate["agents"])
         if chat_model is None:
-            return {"response": draft, "answer": answer}
+            return {"response": draft, "answer": answer, "answered_by": answered_by}
         text = _ask(chat_model, "the synthesizer of a multi-agent system", state, draft).rstrip()
         if not _ENDS_WITH_ANSWER.search(text):
             text = f"{text}\nAnswer: {answer}"
-        return {"response": text, "answer": extract_answer(text)}
+        return {"response": text, "answer": extract_answer(text), "answered_by": answered_by}
 
     def after_consensus(state: AgentState) -> str:
         return "synthesize" if state["consensus"]["next"] == "synthesize" else "route_decision"

@@ -75,6 +75,22 @@ def test_a_graph_run_is_one_interaction_whose_id_is_the_run_id(handler: CaptureH
     assert nodes(handler, iid) == [("node", "answer", "ok")]
 
 
+class Answered(TypedDict, total=False):
+    query: str
+    response: str
+    agent_selected: str
+    answered_by: list[str]
+
+
+def test_who_answered_is_kept_beside_the_routed_agent(handler: CaptureHandler) -> None:
+    g = StateGraph(Answered)
+    g.add_node("answer", lambda s: {"response": "42", "agent_selected": "HRM", "answered_by": ["TRM"]})
+    g.add_edge(START, "answer")
+    run(g.compile(), {"query": "escalated"}, handler)
+    [row] = handler.store.query_interactions()
+    assert row["agent_selected"] == "HRM" and row["metadata"]["answered_by"] == ["TRM"]
+
+
 def test_every_node_run_is_recorded_with_step_triggers_and_checkpoint_namespace(
     handler: CaptureHandler,
 ) -> None:

@@ -257,3 +257,54 @@ def test_labels_carry_the_routing_context_known_before_routing_and_nothing_after
     assert labels["a"].context == {"retrieval_quality": 0.62, "retrieved": True}
     assert labels["b"].context == {"retrieval_quality": None, "retrieved": False}
     assert labels["c"].context == {"retrieval_quality": None, "retrieved": False}
+
+
+def test_a_replay_buffer_survives_a_round_trip_through_plain_data() -> None:
+    import orjson
+
+    labels = [
+        RoutingLabel(
+            str(i),
+            f"query {i}",
+            ("HRM", "TRM", "MCTS")[i % 3],
+            0.5 + (i % 2) / 2,
+            "feedback",
+            {"retrieval_quality": 0.1 * (i % 10), "retrieved": True},
+        )
+        for i in range(90)
+    ]
+    buffer = ReplayBuffer(capacity=30, seed=4).add(labels)
+    state = orjson.loads(orjson.dumps(buffer.state()))  # what a JSON file or the registry would keep
+    again = ReplayBuffer.from_state(state)
+    assert again.counts() == buffer.counts() == {"HRM": 10, "TRM": 10, "MCTS": 10}
+    assert sorted(again.sample(), key=lambda x: x.interaction_id) == sorted(
+        buffer.sample(), key=lambda x: x.interaction_id
+    )
+    assert {label.context["retrieved"] for label in again.sample()} == {True}
+    # the seen counts travel too: a later add replaces old labels at the reservoir's rate, not at once
+    again.add([RoutingLabel("new", "new query", "HRM", 1.0, "annotation")])
+    assert again.counts()["HRM"] == 10
+    with pytest.raises(ValueError, match=r"ReplayBuffer\.state"):
+        ReplayBuffer.from_state({"capacity": 3})
+
+
+def test_a_good_rating_credits_the_agent_that_answered_not_the_one_first_routed() -> None:
+    def row(iid: str, routed: str, answered: list[str] | None, score: float) -> dict:
+        metadata = {} if answered is None else {"answered_by": answered}
+        return {
+            "interaction_id": iid,
+            "user_query": f"square root of {iid}",
+            "agent_selected": routed,
+            "user_feedback_score": score,
+            "metadata": metadata,
+        }
+
+    rows = [
+        row("1", "HRM", ["TRM"], 5.0),  # escalated: TRM's answer was returned and rated well
+        row("2", "parallel", ["TRM"], 5.0),  # parallel route: only TRM's answer was returned
+        row("3", "TRM", ["TRM", "MCTS"], 5.0),  # the routed agent was among those agreeing
+        row("4", "HRM", ["TRM", "MCTS"], 5.0),  # two others agreed: no evidence for either one
+        row("5", "HRM", None, 5.0),  # no record of who answered: the routed agent
+    ]
+    labels = {label.interaction_id: label.agent for label in routing_labels(rows, neighbours={})}
+    assert labels == {"1": "TRM", "2": "TRM", "3": "TRM", "5": "HRM"}
