@@ -103,20 +103,20 @@ class ArtifactIntegrityError(RegistryError):
 
     Attributes:
         model_name: the model.
-        version: the version whose artifact failed the check.
+        version: the registry version whose artifact failed the check (None for a model directory).
         path: the artifact file.
         expected: the sha256 recorded at registration.
         actual: the sha256 of the file now, or None when the file is missing.
     """
 
     def __init__(
-        self, *, model_name: str, version: int, path: str, expected: str, actual: str | None
+        self, *, model_name: str, version: int | None, path: str, expected: str, actual: str | None
     ) -> None:
         found = "is missing" if actual is None else f"has sha256 {actual}"
+        which = f"model {model_name!r}" + ("" if version is None else f" version {version}")
         super().__init__(
-            f"artifact {path} of model {model_name!r} version {version} {found}, but sha256 {expected} was "
-            "registered; it was not loaded. Restore the file from a backup, or register the model again "
-            "and point the alias at the new version",
+            f"artifact {path} of {which} {found}, but sha256 {expected} was recorded; it was not loaded. "
+            "Restore the file from a backup, or save or register the model again",
             model_name=model_name,
         )
         self.version = version

@@ -34,7 +34,16 @@ from cl_plugin.errors import ArtifactIntegrityError, RegistryError, UntrustedArt
 from cl_plugin.rag import RagIndex
 from cl_plugin.store import Store
 
-__all__ = ["TRUSTED_MODULES", "AliasMove", "DataWindow", "ModelHandle", "ModelRegistry", "ModelVersion"]
+__all__ = [
+    "TRUSTED_MODULES",
+    "AliasMove",
+    "DataWindow",
+    "ModelHandle",
+    "ModelRegistry",
+    "ModelVersion",
+    "read_artifact",
+    "write_artifact",
+]
 
 log = logging.getLogger("cl_plugin.registry")
 
@@ -341,20 +350,7 @@ class ModelRegistry:
         return current
 
     def _load(self, mv: ModelVersion) -> Any:
-        try:
-            payload = mv.artifact.read_bytes()
-        except FileNotFoundError:
-            payload = None
-        actual = None if payload is None else hashlib.sha256(payload).hexdigest()
-        if payload is None or actual != mv.sha256:
-            raise ArtifactIntegrityError(
-                model_name=mv.name,
-                version=mv.version,
-                path=str(mv.artifact),
-                expected=mv.sha256,
-                actual=actual,
-            )
-        return _from_payload(sio.loads(payload, trusted=_trusted_types(payload, mv.name)))
+        return read_artifact(mv.artifact, mv.sha256, name=mv.name, version=mv.version)
 
     def _version(self, row: Mapping[str, Any]) -> ModelVersion:
         window = None
@@ -432,6 +428,56 @@ class ModelHandle:
                 return self._model
             self._model, self._version = model, version
             return model
+
+
+def write_artifact(model: Any, path: str | os.PathLike[str], *, name: str) -> str:
+    """Serialize a model to a file the way the registry does, atomically, and return the file's sha256.
+
+    Args:
+        model: a :class:`~cl_plugin.router.MetaRouter`, a :class:`~cl_plugin.rag.RagIndex` (without an
+            embeddings client) or any object built from the :data:`TRUSTED_MODULES`.
+        path: the file to write.
+        name: the model's name, for error messages.
+
+    Returns:
+        The sha256 of the written bytes: keep it, :func:`read_artifact` needs it.
+
+    Raises:
+        RegistryError: a RagIndex searched by embeddings.
+        UntrustedArtifactError: the model holds types from modules outside the allow-list.
+    """
+    payload = sio.dumps(_to_payload(model, name))
+    _trusted_types(payload, name)
+    _write_atomically(Path(path), payload)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def read_artifact(path: str | os.PathLike[str], sha256: str, *, name: str, version: int | None = None) -> Any:
+    """Load a model written by :func:`write_artifact`, after checking the file against its sha256.
+
+    Args:
+        path: the artifact file.
+        sha256: the digest recorded when it was written.
+        name: the model's name, for error messages.
+        version: its registry version, for error messages.
+
+    Returns:
+        The model.
+
+    Raises:
+        ArtifactIntegrityError: the file is missing or its digest differs; nothing was deserialized.
+        UntrustedArtifactError: the file holds types from modules outside the allow-list.
+    """
+    try:
+        payload = Path(path).read_bytes()
+    except FileNotFoundError:
+        payload = None
+    actual = None if payload is None else hashlib.sha256(payload).hexdigest()
+    if payload is None or actual != sha256:
+        raise ArtifactIntegrityError(
+            model_name=name, version=version, path=str(path), expected=sha256, actual=actual
+        )
+    return _from_payload(sio.loads(payload, trusted=_trusted_types(payload, name)))
 
 
 def _check_name(name: str, *, what: str = "model name") -> None:

@@ -305,3 +305,22 @@ def test_migrating_from_0002_keeps_the_data_and_adds_the_registry(store_url: str
         assert registry.promote("rag_index", 1).version == 1
     finally:
         upgraded.close()
+
+
+def test_an_artifact_file_outside_the_registry_is_checked_against_its_digest(
+    router: MetaRouter, tmp_path: Path
+) -> None:
+    from cl_plugin.registry import read_artifact, write_artifact
+
+    path = tmp_path / "router.skops"
+    digest = write_artifact(router, path, name="router")
+    np.testing.assert_array_equal(
+        read_artifact(path, digest, name="router").predict_proba(QUERIES), router.predict_proba(QUERIES)
+    )
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        ArtifactIntegrityError, match=r"artifact .*router\.skops of model 'router' has sha256"
+    ):
+        read_artifact(path, digest, name="router")
