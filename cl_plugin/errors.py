@@ -6,6 +6,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ClPluginError",
     "ConfigError",
+    "DriftInputError",
     "InvalidRecordError",
     "MissingDependencyError",
     "PrivacyConfigError",
@@ -136,3 +137,15 @@ class UntrustedArtifactError(RegistryError):
     def __init__(self, message: str, *, model_name: str, types: list[str]) -> None:
         super().__init__(message, model_name=model_name)
         self.types = types
+
+
+class DriftInputError(ClPluginError, ValueError):
+    """A drift detector was given a parameter or a sample it cannot use.
+
+    Attributes:
+        field: the offending parameter or sample field (``"window_size"``, ``"sample"``, ``"x"``).
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
