@@ -1,0 +1,24 @@
+"""Drift detection: batch tests by column type, streaming detectors, text drift, and the spec's DriftDetector.
+
+One module per detector family, like ``river.drift``: :mod:`~cl_plugin.drift.adwin`,
+:mod:`~cl_plugin.drift.binary` (DDM, EDDM), :mod:`~cl_plugin.drift.page_hinkley`,
+:mod:`~cl_plugin.drift.kswin`, :mod:`~cl_plugin.drift.stattests` (KS, PSI, chi-square, Wasserstein,
+Jensen-Shannon), :mod:`~cl_plugin.drift.text`, and :mod:`~cl_plugin.drift.detector` on top.
+"""
+
+from __future__ import annotations
+
+from cl_plugin.drift.adwin import ADWIN
+from cl_plugin.drift.base import StreamingDetector
+from cl_plugin.drift.binary import DDM, EDDM
+from cl_plugin.drift.kswin import KSWIN
+from cl_plugin.drift.page_hinkley import PageHinkley
+
+__all__ = [
+    "ADWIN",
+    "DDM",
+    "EDDM",
+    "KSWIN",
+    "PageHinkley",
+    "StreamingDetector",
+]
