@@ -13,12 +13,24 @@ from cl_plugin.drift.base import StreamingDetector
 from cl_plugin.drift.binary import DDM, EDDM
 from cl_plugin.drift.kswin import KSWIN
 from cl_plugin.drift.page_hinkley import PageHinkley
+from cl_plugin.drift.stattests import (
+    ColumnDrift,
+    DatasetDrift,
+    adjust_p_values,
+    choose_method,
+    compare_columns,
+)
 
 __all__ = [
     "ADWIN",
     "DDM",
     "EDDM",
     "KSWIN",
+    "ColumnDrift",
+    "DatasetDrift",
     "PageHinkley",
     "StreamingDetector",
+    "adjust_p_values",
+    "choose_method",
+    "compare_columns",
 ]
