@@ -118,12 +118,33 @@ class RetrainingConfig(_Section):
 
 
 class DriftDetectionConfig(_Section):
-    """Data drift detection (``continual_learning.drift_detection``)."""
+    """Data drift detection (``continual_learning.drift_detection``).
+
+    ``threshold`` is the effect a feature must reach (KS statistic, PSI, total variation distance,
+    normalised Wasserstein or Jensen-Shannon distance); tests with a p-value must also pass ``alpha`` after
+    the ``correction`` for testing several features and window lengths at once.
+    """
 
     enabled: bool = True
     window_size: int = Field(1000, ge=10)
     threshold: float = Field(0.1, gt=0)
-    detection_method: Literal["kolmogorov_smirnov", "psi"] = "kolmogorov_smirnov"
+    detection_method: Literal[
+        "auto", "chi_square", "jensen_shannon", "wasserstein", "kolmogorov_smirnov", "psi"
+    ] = "kolmogorov_smirnov"
+    # Plugin keys.
+    check_every: int = Field(100, ge=1, description="samples between two tests of the window")
+    min_samples: int = Field(
+        200,
+        ge=10,
+        description="samples in the window before the first test (wasserstein, jensen_shannon: full)",
+    )
+    alpha: float = Field(0.01, gt=0, lt=1, description="level of the corrected p-values, per test")
+    correction: Literal["benjamini_hochberg", "bonferroni", "none"] = "benjamini_hochberg"
+    psi_bins: int = Field(10, ge=2, le=1000, description="reference-quantile bins of PSI and Jensen-Shannon")
+    persistence: int = Field(2, ge=1, description="drifted tests in a row before an alarm")
+    cooldown: int | None = Field(
+        None, ge=0, description="samples after an alarm before the next one; None means window_size"
+    )
 
 
 class ABTestingConfig(_Section):

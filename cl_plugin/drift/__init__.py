@@ -11,6 +11,7 @@ from __future__ import annotations
 from cl_plugin.drift.adwin import ADWIN
 from cl_plugin.drift.base import StreamingDetector
 from cl_plugin.drift.binary import DDM, EDDM
+from cl_plugin.drift.detector import DriftDetector, DriftReport
 from cl_plugin.drift.kswin import KSWIN
 from cl_plugin.drift.page_hinkley import PageHinkley
 from cl_plugin.drift.stattests import (
@@ -28,6 +29,8 @@ __all__ = [
     "KSWIN",
     "ColumnDrift",
     "DatasetDrift",
+    "DriftDetector",
+    "DriftReport",
     "PageHinkley",
     "StreamingDetector",
     "adjust_p_values",
