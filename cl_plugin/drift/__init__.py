@@ -21,6 +21,7 @@ from cl_plugin.drift.stattests import (
     choose_method,
     compare_columns,
 )
+from cl_plugin.drift.text import TextDriftResult, text_drift
 
 __all__ = [
     "ADWIN",
@@ -33,7 +34,9 @@ __all__ = [
     "DriftReport",
     "PageHinkley",
     "StreamingDetector",
+    "TextDriftResult",
     "adjust_p_values",
     "choose_method",
     "compare_columns",
+    "text_drift",
 ]
