@@ -294,7 +294,9 @@ class ModelRegistry:
                 name, "candidate", "production", reason=reason, actor=actor
             )
         else:
-            self.store.set_model_alias(name, "production", version, reason=reason, actor=actor)
+            self.store.set_model_alias(
+                name, "production", version, reason=reason, actor=actor, action="promote"
+            )
         return self.get_version(name, version)
 
     def rollback(self, name: str, *, reason: str | None = None, actor: str | None = None) -> ModelVersion:

@@ -248,8 +248,11 @@ def build_mcts_agent_graph(
     def current_router() -> Router:
         return router.get() if isinstance(router, ModelHandle) else router
 
+    def current_index() -> RagIndex:
+        return index.get() if isinstance(index, ModelHandle) else index
+
     def retriever() -> Any:
-        current = index.get() if isinstance(index, ModelHandle) else index
+        current = current_index()
         if id(current) not in retrievers:
             retrievers.clear()  # one index is served at a time; drop the retriever of the one replaced
             retrievers[id(current)] = (current, current.as_retriever(k=3))
@@ -326,10 +329,10 @@ def build_mcts_agent_graph(
         if problem is None:
             answer, detail = solvers.UNKNOWN, {"method": "found no problem to solve in the query"}
         elif agent == "HRM":
-            answer, detail = solvers.hrm(problem, index)
+            answer, detail = solvers.hrm(problem, current_index())
         else:
             answer, detail = solvers.trm(
-                problem, context, index, refine_steps * (1 + state.get("iteration", 0))
+                problem, context, current_index(), refine_steps * (1 + state.get("iteration", 0))
             )
         output = _output(agent, state, answer, detail)
         if chat_model is not None:
@@ -348,7 +351,7 @@ def build_mcts_agent_graph(
             }
         rng = random.Random(f"{seed}:{iteration}:{state['query']}")
         answer, detail, stats = solvers.mcts(
-            problem, state.get("context", []), index, mcts_iterations * (1 + iteration), rng
+            problem, state.get("context", []), current_index(), mcts_iterations * (1 + iteration), rng
         )
         shares = stats["visit_share"]
         record_decision(

@@ -125,7 +125,7 @@ def test_promote_and_rollback_are_one_call_each_and_recorded_in_order(
     assert moves == [
         (1, None, "promote", "first model"),
         (2, 1, "promote", "better accuracy"),
-        (3, 2, "set", "hotfix"),
+        (3, 2, "promote", "hotfix"),
         (2, 3, "rollback", "errors up"),
         (1, 2, "rollback", "still bad"),
     ]

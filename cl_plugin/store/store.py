@@ -873,10 +873,12 @@ class Store:
         *,
         reason: str | None = None,
         actor: str | None = None,
+        action: str = "set",
     ) -> int:
         """Point an alias at a version, and append the move to the alias history, in one transaction.
 
-        A move to the version the alias points at already is not recorded.
+        A move to the version the alias points at already is not recorded. ``action`` is what the history
+        calls the move (``set``, or ``promote`` when a named version is promoted).
 
         Returns:
             The version the alias points to.
@@ -885,7 +887,7 @@ class Store:
             RegistryError: the version was never registered.
         """
         with self._model_transaction(model_name) as conn:
-            return self._move_alias(conn, model_name, alias, version, "set", reason, actor)
+            return self._move_alias(conn, model_name, alias, version, action, reason, actor)
 
     def promote_model_alias(
         self,

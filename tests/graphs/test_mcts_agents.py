@@ -350,8 +350,14 @@ def test_a_graph_following_the_registry_serves_a_promoted_router_without_rebuild
         other = "TRM" if agent == "HRM" else "HRM"
         labels = [agent] * len(queries) + [other]
         registry.register("router", MetaRouter(parallel_threshold=0).fit([*queries, "zzz"], labels))
-    graph = build_mcts_agent_graph(router=registry.watch("router", refresh_seconds=0), rag=rag).compile()
+    registry.promote("rag_index", registry.register("rag_index", rag).version)
+    graph = build_mcts_agent_graph(
+        router=registry.watch("router", refresh_seconds=0), rag=registry.watch("rag_index", refresh_seconds=0)
+    ).compile()
     registry.promote("router", 1)
+    # every agent reads the index the alias points at: the answers stay right
+    for task in sample_tasks(8, seed=21, mix={"factual": 1.0}):
+        assert check_answer(task, graph.invoke({"query": task.query})["response"]), task.query
     assert graph.invoke({"query": SEARCH})["agent_selected"] == "HRM"
     registry.promote("router", 2)
     assert graph.invoke({"query": SEARCH})["agent_selected"] == "TRM"
