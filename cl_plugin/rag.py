@@ -2,7 +2,8 @@
 
 :class:`RagIndex` keeps documents in memory and ranks them by one of three scorers: cosine similarity of
 TF-IDF vectors (the default), Okapi BM25 over the same word n-grams, or cosine similarity of dense vectors
-from any LangChain :class:`~langchain_core.embeddings.Embeddings`. Documents can be added, removed and
+from any LangChain :class:`~langchain_core.embeddings.Embeddings`; or it keeps any LangChain
+:class:`~langchain_core.vectorstores.VectorStore` in step with its documents and lets the store rank them. Documents can be added, removed and
 corrected at any time; the index refits on the next search after a change, on the whole collection, which
 is cheap at the sizes an example system or a retraining batch produces and keeps the IDF weights honest
 (dense vectors are cached per document, so only new texts are embedded). :meth:`RagIndex.evaluate` measures
@@ -31,6 +32,7 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import VectorStore
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 if TYPE_CHECKING:
@@ -125,10 +127,13 @@ class RagIndex:
         b: BM25 document-length normalisation, in [0, 1].
         embeddings: rank by cosine similarity of ``embeddings.embed_documents`` and ``embed_query``
             instead of by terms.
+        vector_store: a LangChain vector store that every add, remove and correction is mirrored to (with
+            the document's id) and that ranks searches (``similarity_search_with_score``). The index still
+            keeps the documents, so it can be evaluated, copied and versioned.
 
     Raises:
-        ValueError: an unknown scorer, ``k1`` or ``b`` out of range, or both ``scorer`` and
-            ``embeddings``.
+        ValueError: an unknown scorer, ``k1`` or ``b`` out of range, or more than one of ``scorer``,
+            ``embeddings`` and ``vector_store``.
     """
 
     def __init__(
@@ -140,11 +145,16 @@ class RagIndex:
         k1: float = 1.5,
         b: float = 0.75,
         embeddings: Embeddings | None = None,
+        vector_store: VectorStore | None = None,
     ) -> None:
         if scorer is not None and scorer not in _SCORERS:
             raise ValueError(f"scorer must be one of {list(_SCORERS)} (got {scorer!r})")
         if scorer is not None and embeddings is not None:
             raise ValueError("pass either scorer or embeddings: an index ranks by terms or by embeddings")
+        if vector_store is not None and (scorer is not None or embeddings is not None):
+            raise ValueError(
+                "pass a vector_store alone: it ranks the documents itself (give it its embeddings when you build it)"
+            )
         if not k1 >= 0:
             raise ValueError(f"k1 must be >= 0 (got {k1!r})")
         if not 0 <= b <= 1:
@@ -155,6 +165,7 @@ class RagIndex:
         self.k1 = k1
         self.b = b
         self.embeddings = embeddings
+        self.vector_store = vector_store
         self._docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._added = 0
@@ -207,6 +218,7 @@ class RagIndex:
                     raise ValueError(f"document id {doc_id!r} is already in the index; ids must be unique")
                 new[doc_id] = (text, meta)
             if new:
+                self._mirror_add(new)
                 self._docs.update(new)
                 self._added += len(new)
                 self._fit = None
@@ -234,6 +246,8 @@ class RagIndex:
                     "(pass missing_ok=True to remove the others)"
                 )
             found = [d for d in wanted if d in self._docs]
+            if found and self.vector_store is not None:
+                self.vector_store.delete(found)
             for doc_id in found:
                 del self._docs[doc_id]
                 self._vectors.pop(doc_id, None)
@@ -282,6 +296,9 @@ class RagIndex:
         doc = (f"{query}\n{corrected_answer}", meta)
         with self._lock:
             if self._docs.get(doc_id) != doc:
+                if self.vector_store is not None and doc_id in self._docs:
+                    self.vector_store.delete([doc_id])
+                self._mirror_add({doc_id: doc})
                 self._docs[doc_id] = doc
                 self._vectors.pop(doc_id, None)
                 self._fit = None
@@ -313,9 +330,14 @@ class RagIndex:
         Returns:
             ``(doc_id, text, score)`` triples, best first (ties in the order added). Scores are cosine
             similarities in [0, 1] for TF-IDF, BM25 scores (>= 0, unbounded) for BM25, and cosine
-            similarities in [-1, 1] for embeddings. With TF-IDF and BM25, documents that share no term
-            with the query are left out.
+            similarities in [-1, 1] for embeddings; a vector store gives its own relevance scores, in its
+            own order. With TF-IDF and BM25, documents that share no term with the query are left out.
         """
+        if self.vector_store is not None:
+            if k <= 0 or not self._docs:
+                return []
+            hits = self.vector_store.similarity_search_with_score(query, k=k)
+            return [(d.id, d.page_content, float(score)) for d, score in hits if d.id in self._docs]
         fit = self._fitted()
         if not fit.ids or k <= 0:
             return []
@@ -363,6 +385,17 @@ class RagIndex:
             k: how many documents each call returns.
         """
         return RagRetriever(index=self, k=k)
+
+    def _mirror_add(self, docs: Mapping[str, tuple[str, dict[str, Any]]]) -> None:
+        """Add documents to the vector store, if there is one, before the index holds them."""
+        if self.vector_store is not None:
+            self.vector_store.add_documents(
+                [
+                    Document(page_content=text, metadata=meta, id=doc_id)
+                    for doc_id, (text, meta) in docs.items()
+                ],
+                ids=list(docs),
+            )
 
     def _fitted(self) -> _Fit:
         """The current fit, refitting first if documents changed since the last one."""

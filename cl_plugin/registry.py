@@ -494,6 +494,12 @@ def _check_name(name: str, *, what: str = "model name") -> None:
 def _to_payload(model: Any, name: str) -> dict[str, Any]:
     """What goes into the artifact: the model itself, or a :class:`RagIndex`'s documents and parameters."""
     if isinstance(model, RagIndex):
+        if model.vector_store is not None:
+            raise RegistryError(
+                f"model {name!r} is a RagIndex backed by a vector store, which cannot be stored in an artifact; "
+                "register an index without it (RagIndex().add(index.documents())) and attach the store on load",
+                model_name=name,
+            )
         if model.embeddings is not None:
             raise RegistryError(
                 f"model {name!r} is a RagIndex searched by embeddings, whose embeddings client cannot be "

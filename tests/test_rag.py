@@ -286,3 +286,28 @@ def test_concurrent_adds_removes_and_searches_stay_consistent() -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(churn, range(4)))
     assert [d["id"] for d in index.documents()] == ["doc-0", "doc-1", "doc-2"]
+
+
+def test_a_vector_store_is_kept_in_step_with_the_index_and_ranks_its_searches() -> None:
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=32))
+    index = RagIndex(vector_store=store).add(
+        [
+            {"id": "port", "text": "The billing service listens on port 8443."},
+            {"id": "team", "text": "Falcon."},
+        ]
+    )
+    assert store.get_by_ids(["port", "team"])[0].page_content.startswith("The billing")
+    assert (
+        index.search("The billing service listens on port 8443.", k=1)[0][0] == "port"
+    )  # exact text, same vector
+    index.remove("team")
+    assert store.get_by_ids(["team"]) == []
+    doc_id = index.add_correction("Which port?", "Answer: 8443", interaction_id="i-1")
+    index.add_correction("Which port?", "Answer: 9443", interaction_id="i-1")  # replaced in place
+    [stored] = store.get_by_ids([doc_id])
+    assert stored.page_content.endswith("9443") and len(index) == 2
+    assert index.search("Which port?\nAnswer: 9443", k=1)[0][0] == doc_id
+    with pytest.raises(ValueError, match="vector_store alone"):
+        RagIndex(scorer="bm25", vector_store=store)

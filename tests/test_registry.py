@@ -87,6 +87,16 @@ def test_an_index_that_needs_an_embeddings_client_is_refused(registry: ModelRegi
     assert registry.versions("rag_index") == []
 
 
+def test_an_index_backed_by_a_vector_store_is_refused_with_the_fix(registry: ModelRegistry) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    index = RagIndex(vector_store=InMemoryVectorStore(DeterministicFakeEmbedding(size=8))).add(DOCS)
+    with pytest.raises(RegistryError, match=r"vector store.*RagIndex\(\)\.add\(index\.documents\(\)\)"):
+        registry.register("rag_index", index)
+    assert registry.versions("rag_index") == []
+
+
 def test_a_registered_rag_index_loads_back_with_the_same_search_results(registry: ModelRegistry) -> None:
     index = RagIndex().add([{"id": f"d{i}", "text": t, "metadata": {"n": i}} for i, t in enumerate(DOCS)])
     registry.register("rag_index", index)
