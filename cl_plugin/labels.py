@@ -12,7 +12,8 @@
    which agent was wrong, so the interaction is labeled with another agent only when a similar query
    answered by that agent was rated well (weight 0.5), and is left unlabeled otherwise.
 
-Corrections say the answer was wrong, not who should have answered, so on their own they give no label.
+A correction says the answer was wrong, not who should have answered: it counts as a bad rating (and
+contradicts a good one), so a corrected interaction is relabeled only through similar, well-rated queries.
 A label carries the query and its routing context (what retrieval found before routing, see
 :func:`cl_plugin.router.context_features`) and nothing else: nothing observed after routing (latency,
 errors, the answer, the rating) becomes a feature, so a router trained on these labels cannot learn from the
@@ -232,11 +233,16 @@ def _metadata_agent(row: Row, allowed: frozenset[str]) -> str | None:
 
 
 def _rating(row: Row, min_score: float, max_score: float) -> str | None:
-    """``"good"``, ``"bad"``, or None when unrated or when score and thumbs contradict each other."""
+    """``"good"``, ``"bad"``, or None when unrated or when the signals contradict each other.
+
+    A correction is a bad signal: the user said the answer was wrong.
+    """
     score, thumbs = _get(row, "user_feedback_score"), _get(row, "thumbs_up_down")
     has_score = is_finite_number(score)
+    corrections = _get(row, "corrections")
+    corrected = bool(corrections) and corrections not in ("[]", "null")
     good = (has_score and score >= min_score) or thumbs == "up"
-    bad = (has_score and score <= max_score) or thumbs == "down"
+    bad = (has_score and score <= max_score) or thumbs == "down" or corrected
     if good == bad:
         return None
     return "good" if good else "bad"

@@ -125,13 +125,24 @@ def test_neighbours_that_disagree_give_no_label() -> None:
     assert {label.interaction_id: label.agent for label in only_h}["bad"] == "HRM"
 
 
-def test_corrections_and_middling_or_conflicting_ratings_give_no_label() -> None:
+def test_middling_or_conflicting_ratings_give_no_label() -> None:
     items = [
-        interaction("c", corrections=["the answer is 7"]),
         interaction("mid", user_feedback_score=3.0),
         interaction("conflict", user_feedback_score=5.0, thumbs_up_down="down"),
+        interaction("corrected-but-happy", user_feedback_score=5.0, corrections=["the answer is 7"]),
     ]
     assert routing_labels(items) == []
+
+
+def test_a_correction_counts_as_a_bad_rating() -> None:
+    corrected = interaction("c", agent="TRM", corrections=["the answer is 7"])
+    good_hrm = interaction("h", agent="HRM", user_feedback_score=5.0)
+    assert routing_labels([corrected]) == []  # wrong, but nobody showed who would be right
+    relabeled = {
+        label.interaction_id: (label.agent, label.source)
+        for label in routing_labels([corrected, good_hrm], neighbours={"c": ["h"]})
+    }
+    assert relabeled == {"c": ("HRM", "feedback"), "h": ("HRM", "feedback")}
 
 
 def test_missing_fields_are_skipped() -> None:
