@@ -812,13 +812,24 @@ class Store:
     @contextmanager
     def _model_transaction(self, model_name: str) -> Iterator[Connection]:
         """A write transaction that holds the model's registry lock, so version numbers and alias moves of
-        one model happen one at a time (SQLite: the database write lock; PostgreSQL: an advisory lock)."""
+        one model happen one at a time."""
+        with self.transaction(f"cl_plugin.registry:{model_name}") as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, lock: str | None = None) -> Iterator[Connection]:
+        """A write transaction, for modules that keep their own tables in the store.
+
+        Args:
+            lock: a name; transactions holding the same name run one at a time across processes (SQLite:
+                every write transaction takes the database write lock; PostgreSQL: an advisory lock).
+
+        Yields:
+            The connection; the transaction commits when the block exits normally.
+        """
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            if self.dialect == "postgresql":
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                    {"k": f"cl_plugin.registry:{model_name}"},
-                )
+            if lock is not None and self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
             yield conn
 
     def add_model_version(self, row: Mapping[str, Any]) -> int:

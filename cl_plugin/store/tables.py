@@ -22,6 +22,8 @@ __all__ = [
     "Feedback",
     "Interaction",
     "InteractionRevision",
+    "Lease",
+    "MaintenanceRun",
     "ModelAlias",
     "ModelAliasMove",
     "ModelVersionRow",
@@ -313,3 +315,31 @@ class ABTestGroup(SQLModel, table=True):
     m2: float = Field(sa_column=_real("m2", nullable=False))
     non_binary: int = Field(sa_column=Column("non_binary", BigInteger, nullable=False))
     updated_at: float = Field(sa_column=_real("updated_at", nullable=False))
+
+
+class Lease(SQLModel, table=True):
+    """Who holds a named lease (the maintenance graph's, say) and until when."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(sa_column=Column("name", Text, primary_key=True))
+    owner: str = Field(sa_column=Column("owner", Text, nullable=False))
+    acquired_at: float = Field(sa_column=_real("acquired_at", nullable=False))
+    expires_at: float = Field(sa_column=_real("expires_at", nullable=False))
+
+
+class MaintenanceRun(SQLModel, table=True):
+    """One run of the maintenance graph: its status and what each step did (JSON)."""
+
+    __tablename__ = "maintenance_runs"
+    __table_args__ = (Index("ix_maintenance_runs_started_at", "started_at"),)
+
+    run_id: str = Field(sa_column=Column("run_id", Text, primary_key=True))
+    thread_id: str = Field(sa_column=Column("thread_id", Text, nullable=False))
+    started_at: float = Field(sa_column=_real("started_at", nullable=False))
+    updated_at: float = Field(sa_column=_real("updated_at", nullable=False))
+    finished_at: float | None = Field(default=None, sa_column=_real("finished_at"))
+    status: str = Field(sa_column=Column("status", Text, nullable=False))
+    steps: str | None = Field(default=None, sa_column=Column("steps", Text))
+    summary: str | None = Field(default=None, sa_column=Column("summary", Text))
+    error: str | None = Field(default=None, sa_column=Column("error", Text))
