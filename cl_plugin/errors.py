@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "ABTestEndedError",
+    "ABTestError",
     "ArtifactIntegrityError",
     "ClPluginError",
     "ConfigError",
@@ -13,6 +15,7 @@ __all__ = [
     "RegistryError",
     "StoreError",
     "StoreUnavailableError",
+    "UnknownABTestError",
     "UnknownInteractionError",
     "UntrustedArtifactError",
 ]
@@ -137,6 +140,55 @@ class UntrustedArtifactError(RegistryError):
     def __init__(self, message: str, *, model_name: str, types: list[str]) -> None:
         super().__init__(message, model_name=model_name)
         self.types = types
+
+
+class ABTestError(ClPluginError, ValueError):
+    """An A/B test was asked to do something with input it cannot accept (a group other than A or B, say).
+
+    Attributes:
+        field: the offending argument (``"group"``, ``"metric"``, ``"unit_id"``, ...).
+        test_id: the test, when the call named one.
+    """
+
+    def __init__(self, message: str, *, field: str, test_id: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.test_id = test_id
+
+
+class UnknownABTestError(ABTestError, KeyError):
+    """An operation names a test id that was never created (here, or in the store the framework uses).
+
+    Attributes:
+        test_id: the unknown id.
+    """
+
+    def __init__(self, test_id: object) -> None:
+        super().__init__(
+            f"no A/B test with id {test_id!r} exists; use the id create_test() returned (tests created in "
+            "another process are found only when both frameworks use the same store)",
+            field="test_id",
+            test_id=str(test_id),
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class ABTestEndedError(ABTestError):
+    """A result was recorded for a test that has ended; its analysis is final.
+
+    Attributes:
+        test_id: the ended test.
+    """
+
+    def __init__(self, test_id: str, name: str) -> None:
+        super().__init__(
+            f"A/B test {name!r} ({test_id}) has ended, so it takes no more results; read its final analysis "
+            "with get_test_status(test_id), or create a new test to keep comparing",
+            field="test_id",
+            test_id=test_id,
+        )
 
 
 class DriftInputError(ClPluginError, ValueError):
