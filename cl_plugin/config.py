@@ -24,6 +24,7 @@ __all__ = [
     "DriftDetectionConfig",
     "FailureAnalysisConfig",
     "LoggingConfig",
+    "MaintenanceConfig",
     "PrivacyConfig",
     "RetrainingConfig",
     "ValidationConfig",
@@ -156,6 +157,35 @@ class ABTestingConfig(_Section):
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
 
 
+class MaintenanceConfig(_Section):
+    """The maintenance graph (``continual_learning.maintenance``, a plugin section)."""
+
+    window_hours: float = Field(168.0, gt=0, description="longest window of interactions one run reads")
+    min_interactions: int = Field(
+        100, ge=1, description="fewer valid interactions in the window: nothing runs"
+    )
+    max_interactions: int = Field(100_000, ge=1, description="newest interactions read at most")
+    annotation: Literal["human", "llm", "feedback", "none"] = Field(
+        "feedback",
+        description="human: pause for labels (interrupt); llm: an LLM judge labels; feedback: labels derived "
+        "from ratings; none: no annotation step",
+    )
+    annotation_budget: int | None = Field(
+        None, ge=1, description="items selected per run; None uses active_learning.budget_per_cycle"
+    )
+    min_accuracy_gain: float = Field(
+        0.0, description="routing accuracy the candidate must gain to pass the gate"
+    )
+    max_ece_increase: float = Field(0.05, ge=0, description="calibration error the candidate may add")
+    min_validation_samples: int = Field(20, ge=1, description="fewer held-out labels: the gate does not pass")
+    auto_promote: bool = Field(
+        False, description="promote a candidate that passed the gate when no A/B test is set up"
+    )
+    lease_ttl_seconds: float = Field(3600.0, gt=0, description="a run that stops renewing loses the lease")
+    model_dir: str = Field("./cache/models", description="registry artifacts and candidate model sets")
+    report_path: str | None = Field(None, description="write the HTML report here after each run")
+
+
 class ContinualLearningConfig(_Section):
     """The whole ``continual_learning:`` section."""
 
@@ -167,6 +197,7 @@ class ContinualLearningConfig(_Section):
     drift_detection: DriftDetectionConfig = Field(default_factory=DriftDetectionConfig)
     ab_testing: ABTestingConfig = Field(default_factory=ABTestingConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     @field_validator("*", mode="before")
     @classmethod

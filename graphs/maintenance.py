@@ -1,0 +1,643 @@
+"""The maintenance graph: one LangGraph run of the continual-learning loop over a store.
+
+::
+
+    START -> begin -> review_ab_tests -> load_window -> validate -> drift_check -> analyze_failures
+          -> select -> annotate -> retrain -> evaluate -> (ab_test | promote) -> finish -> END
+
+Each node is a short function of the state to a partial update; the state holds only small, JSON-ready
+values (counts, ids, summaries), and every node re-reads what it needs from the store, so a checkpoint is
+cheap and a resumed run sees the store as it is. Conditional edges skip what is not due: a window with too
+few valid interactions goes straight to ``finish``, and so does a retrain that was skipped or failed, or a
+candidate that did not pass the gate.
+
+* ``begin`` takes the store's ``maintenance`` lease (two replicas never run at once) and records the run;
+  every later node renews the lease and updates the run's record, so a crash shows where it stopped.
+* ``review_ab_tests`` concludes A/B tests started by earlier runs: ``Deploy B`` promotes the candidate.
+* ``annotate`` labels the selected interactions: ``human`` pauses the graph with :func:`~langgraph.types.interrupt`
+  (resume with ``Command(resume={interaction_id: agent, ...})``), ``llm`` asks a judge chat model,
+  ``feedback`` derives labels from ratings, ``none`` skips it.
+* ``retrain`` runs :class:`~cl_plugin.retraining.IncrementalRetrainingPipeline` against the registry's
+  ``production`` model set; ``evaluate`` applies the gate; ``ab_test`` starts a test of production against
+  the candidate, or ``promote`` moves ``production`` when A/B testing is off and ``auto_promote`` is on.
+
+:func:`build_maintenance_graph` returns the uncompiled graph: compile it with any checkpointer (a
+checkpointer is needed for human annotation and for resuming after a crash). :func:`run_maintenance`
+compiles it with an in-memory one and runs one cycle.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import orjson
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Overwrite, interrupt
+
+from cl_plugin.config import ContinualLearningConfig, MaintenanceConfig, load_config
+from cl_plugin.errors import ClPluginError
+from cl_plugin.store import Store
+from cl_plugin.store.runs import acquire_lease, maintenance_runs, release_lease, save_maintenance_run
+
+__all__ = [
+    "LEASE",
+    "MODEL_NAMES",
+    "LeaseLostError",
+    "MaintenanceState",
+    "build_maintenance_graph",
+    "run_maintenance",
+]
+
+#: The store lease that keeps maintenance runs one at a time.
+LEASE = "maintenance"
+#: Registry names of the model set the loop retrains.
+MODEL_NAMES = {"router": "router", "rag_index": "rag_index", "replay": "router-replay"}
+AGENTS = ("HRM", "TRM", "MCTS")
+_TEST_PREFIX = "maintenance: "
+_MIN_DRIFT_ROWS = 30
+
+_JUDGE_PROMPT = (
+    "You route user queries to one of three agents. HRM decomposes a problem hierarchically: ordering jobs "
+    "with dependencies, and questions that need several facts looked up in turn. TRM refines an estimate "
+    "step by step: roots and equations to a number of decimals. MCTS searches a tree of choices: picking "
+    "numbers or items to get as close as possible to a limit. Answer with the agent's name only."
+)
+
+
+class LeaseLostError(ClPluginError):
+    """Another maintenance run took the lease while this one was paused or slow; this run stops."""
+
+
+class MaintenanceState(TypedDict, total=False):
+    """State of one maintenance run: small, JSON-ready values only.
+
+    ``steps`` maps each node that ran to its report; ``status`` ends as ``completed``, ``skipped`` or
+    ``failed`` with ``reason``.
+    """
+
+    run_id: str
+    thread_id: str
+    owner: bool
+    window: dict[str, Any]
+    steps: Annotated[dict[str, dict[str, Any]], operator.or_]
+    selected: list[dict[str, Any]]
+    retrain: dict[str, Any]
+    gate: dict[str, Any]
+    status: str
+    reason: str
+
+
+def build_maintenance_graph(
+    store: Store,
+    *,
+    config: ContinualLearningConfig | Mapping[str, Any] | str | Path | None = None,
+    registry: Any = None,
+    judge: BaseChatModel | None = None,
+    clock: Any = time.time,
+) -> StateGraph:
+    """Build the maintenance graph over a store (uncompiled: compile it with your checkpointer).
+
+    Args:
+        store: a set-up :class:`~cl_plugin.store.Store`.
+        config: the ``continual_learning`` configuration: a :class:`~cl_plugin.config.ContinualLearningConfig`,
+            a dict of sections, or a YAML file's path. Its ``maintenance`` section drives this graph.
+        registry: the :class:`~cl_plugin.registry.ModelRegistry` holding the production model set; by default
+            one over ``store`` with artifacts under ``maintenance.model_dir``.
+        judge: the chat model that labels when ``maintenance.annotation`` is ``llm``.
+        clock: the time source (unix seconds).
+
+    Returns:
+        The :class:`~langgraph.graph.StateGraph` builder over :class:`MaintenanceState`.
+
+    Raises:
+        ConfigError: a bad configuration key.
+        ValueError: ``annotation`` is ``llm`` but no judge was given.
+    """
+    from cl_plugin.registry import ModelRegistry
+
+    cfg = _config(config)
+    m = cfg.maintenance
+    if m.annotation == "llm" and judge is None:
+        raise ValueError("maintenance.annotation is 'llm' but no judge was given: pass judge=<a chat model>")
+    registry = registry if registry is not None else ModelRegistry(store, Path(m.model_dir) / "artifacts")
+    budget = m.annotation_budget or cfg.active_learning.budget_per_cycle
+
+    def hold(state: MaintenanceState) -> None:
+        if not acquire_lease(store, LEASE, state["run_id"], m.lease_ttl_seconds, now=clock()):
+            raise LeaseLostError(
+                f"maintenance run {state['run_id']} lost the {LEASE!r} lease; start a new run"
+            )
+
+    def record(state: MaintenanceState, name: str, report: dict[str, Any]) -> dict[str, Any]:
+        steps = {**state.get("steps", {}), name: report}
+        save_maintenance_run(
+            store, {"run_id": state["run_id"], "thread_id": state["thread_id"], "steps": steps}
+        )
+        return {"steps": {name: report}}
+
+    def rows(state: MaintenanceState) -> list[dict[str, Any]]:
+        w = state["window"]
+        return store.query_interactions(start_time=w["start"], end_time=w["end"], limit=m.max_interactions)
+
+    # -- nodes ----------------------------------------------------------------------------------------
+
+    def begin(state: MaintenanceState, config: RunnableConfig) -> dict[str, Any]:
+        run_id = state.get("run_id") or str(uuid.uuid4())
+        thread_id = str(config.get("configurable", {}).get("thread_id", run_id))
+        if not acquire_lease(store, LEASE, run_id, m.lease_ttl_seconds, now=clock()):
+            return {
+                "run_id": run_id,
+                "owner": False,
+                "status": "skipped",
+                "reason": "another run holds the lease",
+            }
+        save_maintenance_run(store, {"run_id": run_id, "thread_id": thread_id, "status": "running"})
+        # a thread that ran a cycle before keeps its state: start this one clean
+        return {
+            "run_id": run_id,
+            "thread_id": thread_id,
+            "owner": True,
+            "steps": Overwrite({}),
+            "status": "",
+            "reason": "",
+            "selected": [],
+        }
+
+    def review_ab_tests(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        from cl_plugin.abtest import ABTestFramework
+
+        framework = ABTestFramework(cfg.ab_testing, store=store)
+        reviewed = []
+        for test in store.ab_tests(status="running"):
+            if not test["name"].startswith(_TEST_PREFIX):
+                continue
+            status = framework.get_test_status(test["test_id"])
+            decision = status["recommendation"]
+            entry = {"test_id": test["test_id"], "recommendation": decision, "reason": status.get("reason")}
+            if decision != "Continue":
+                framework.end_test(test["test_id"])
+            if decision == "Deploy B":
+                entry["promoted"] = _promote(
+                    registry, _versions_of(test["model_b"]), f"A/B test {test['test_id']}"
+                )
+            reviewed.append(entry)
+        framework.close()
+        return record(state, "review_ab_tests", {"tests": reviewed})
+
+    def load_window(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        end = clock()
+        start = end - m.window_hours * 3600.0
+        done = [r for r in maintenance_runs(store, limit=50) if r["status"] == "completed" and r["summary"]]
+        if done and done[0]["summary"].get("window"):
+            start = max(start, done[0]["summary"]["window"]["end"])
+        window = {
+            "start": start,
+            "end": end,
+            "count": store.count_interactions(start_time=start, end_time=end),
+        }
+        return {"window": window, **record(state, "load_window", dict(window))}
+
+    def validate(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        from cl_plugin.privacy import DataQualityValidator
+
+        validator = DataQualityValidator(cfg)
+        issues: Counter[str] = Counter()
+        valid = 0
+        for row in rows(state):
+            ok, problems = validator.validate_interaction(row)
+            valid += ok
+            issues.update({p.split(":", 1)[0] for p in problems})
+        report = {"valid": valid, "invalid": state["window"]["count"] - valid, "issues": dict(issues)}
+        update = record(state, "validate", report)
+        if valid < m.min_interactions:
+            reason = f"{valid} valid interactions in the window; maintenance.min_interactions is {m.min_interactions}"
+            return {**update, "status": "skipped", "reason": reason}
+        return update
+
+    def drift_check(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        return record(state, "drift_check", _drift(store, cfg, state["window"], rows(state), state["run_id"]))
+
+    def analyze_failures(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        from cl_plugin.analysis import FailurePatternAnalyzer
+
+        patterns = FailurePatternAnalyzer(cfg.failure_analysis).analyze_failures(rows(state))
+        summary = [
+            {"type": p.pattern_type, "count": p.frequency, "severity": p.severity, "fix": p.suggested_fix}
+            for p in patterns[:20]
+        ]
+        return record(state, "analyze_failures", {"patterns": len(patterns), "top": summary})
+
+    def select(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        from cl_plugin.selection import ActiveLearningSelector
+
+        production = _production_router(registry)
+        selector = ActiveLearningSelector(cfg.active_learning, router=production)
+        picks = selector.select_for_annotation(
+            rows(state), budget=budget, exclude_ids=store.queued_interaction_ids()
+        )
+        store.enqueue_for_annotation(picks)
+        queued = {i["interaction_id"]: i["item_id"] for i in store.annotation_queue("pending")}
+        selected = [
+            {
+                "item_id": queued[c.interaction_id],
+                "interaction_id": c.interaction_id,
+                "query": c.user_query,
+                "agent_selected": c.agent_selected,
+                "reason": c.selection_reason,
+            }
+            for c in picks
+            if c.interaction_id in queued
+        ]
+        return {"selected": selected, **record(state, "select", {"selected": len(selected)})}
+
+    def annotate(state: MaintenanceState) -> dict[str, Any]:
+        items = state.get("selected", [])
+        if m.annotation == "none" or not items:
+            return record(state, "annotate", {"mode": m.annotation, "labeled": 0, "skipped": len(items)})
+        if m.annotation == "human":
+            answer = interrupt(
+                {
+                    "kind": "annotation",
+                    "agents": list(AGENTS),
+                    "items": items,
+                    "resume_with": "{interaction_id: agent} for the items you labeled; leave out the others",
+                }
+            )
+            labels = _human_labels(answer)
+        elif m.annotation == "llm":
+            labels = _judge_labels(judge, items)
+        else:
+            labels = _feedback_labels(store, items)
+        hold(state)
+        annotator = {"human": "human", "llm": "llm-judge", "feedback": "feedback"}[m.annotation]
+        labeled = 0
+        for item in items:
+            agent = labels.get(item["interaction_id"])
+            if agent in AGENTS:
+                store.update_annotation(
+                    item["item_id"], status="labeled", label={"agent": agent}, annotator=annotator
+                )
+                labeled += 1
+        return record(
+            state, "annotate", {"mode": m.annotation, "labeled": labeled, "skipped": len(items) - labeled}
+        )
+
+    def retrain(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        from cl_plugin.retraining import IncrementalRetrainingPipeline
+
+        pipeline = IncrementalRetrainingPipeline(cfg.retraining, registry=registry, enable_ab_test=False)
+        data = [*rows(state), *store.annotation_queue("labeled")]
+        result = pipeline.retrain_sync(
+            data, Path(m.model_dir) / "production", Path(m.model_dir) / "candidates" / state["run_id"]
+        )
+        summary = {
+            "status": result["status"],
+            "reason": result.get("reason") or result.get("error"),
+            "steps": {k: v.get("status") for k, v in result["steps"].items()},
+            "data": result["steps"].get("data_preparation"),
+            "metrics": result["metrics"],
+            "versions": (result["candidate"] or {}).get("versions"),
+            "production": result["steps"].get("load_production", {}).get("versions"),
+            "duration_s": result["duration_s"],
+        }
+        update = {"retrain": summary, **record(state, "retrain", summary)}
+        if result["status"] != "completed":
+            return {
+                **update,
+                "status": result["status"],
+                "reason": f"retraining {result['status']}: {summary['reason']}",
+            }
+        return update
+
+    def evaluate(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        gate = _gate(state["retrain"]["metrics"], m)
+        update = {"gate": gate, **record(state, "evaluate", gate)}
+        if not gate["passed"]:
+            return {
+                **update,
+                "status": "completed",
+                "reason": f"the candidate did not pass the gate: {gate['reason']}",
+            }
+        return update
+
+    def ab_test(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        from cl_plugin.abtest import ABTestFramework
+
+        candidate, production = state["retrain"]["versions"], state["retrain"]["production"]
+        framework = ABTestFramework(cfg.ab_testing, store=store)
+        test_id = framework.create_test(
+            f"{_TEST_PREFIX}router v{production['router']} vs v{candidate['router']}",
+            model_a=_describe(production),
+            model_b=_describe(candidate),
+        )
+        framework.close()
+        return record(state, "ab_test", {"test_id": test_id, "model_a": production, "model_b": candidate})
+
+    def promote(state: MaintenanceState) -> dict[str, Any]:
+        hold(state)
+        promoted = _promote(
+            registry, state["retrain"]["versions"], f"maintenance run {state['run_id']}: gate passed"
+        )
+        return record(state, "promote", {"promoted": promoted})
+
+    def finish(state: MaintenanceState) -> dict[str, Any]:
+        status = state.get("status") or "completed"
+        summary = {
+            "window": state.get("window"),
+            "gate": state.get("gate"),
+            "candidate": (state.get("retrain") or {}).get("versions"),
+        }
+        if not state.get("owner"):
+            return {"status": status}
+        report_file = None
+        if m.report_path:
+            from cl_plugin.report import build_report
+
+            report_file = str(build_report(store, m.report_path, registry=registry))
+        run = {
+            "run_id": state["run_id"],
+            "thread_id": state["thread_id"],
+            "status": status,
+            "finished_at": clock(),
+            "summary": {**summary, "reason": state.get("reason"), "report": report_file},
+        }
+        save_maintenance_run(store, run)
+        release_lease(store, LEASE, state["run_id"])
+        return {"status": status}
+
+    # -- edges ----------------------------------------------------------------------------------------
+
+    def stop_or(next_node: str) -> Any:
+        return lambda state: "finish" if state.get("status") else next_node
+
+    def after_evaluate(state: MaintenanceState) -> str:
+        if state.get("status"):
+            return "finish"
+        production = state["retrain"].get("production")
+        if cfg.retraining.enable_ab_test and production:
+            return "ab_test"
+        return "promote" if m.auto_promote else "finish"
+
+    builder = StateGraph(MaintenanceState)
+    for node in (
+        begin,
+        review_ab_tests,
+        load_window,
+        validate,
+        drift_check,
+        analyze_failures,
+        select,
+        annotate,
+        retrain,
+        evaluate,
+        ab_test,
+        promote,
+        finish,
+    ):
+        builder.add_node(node.__name__, node)
+    builder.add_edge(START, "begin")
+    builder.add_conditional_edges("begin", stop_or("review_ab_tests"), ["review_ab_tests", "finish"])
+    builder.add_edge("review_ab_tests", "load_window")
+    builder.add_edge("load_window", "validate")
+    builder.add_conditional_edges("validate", stop_or("drift_check"), ["drift_check", "finish"])
+    builder.add_edge("drift_check", "analyze_failures")
+    builder.add_edge("analyze_failures", "select")
+    builder.add_edge("select", "annotate")
+    builder.add_edge("annotate", "retrain")
+    builder.add_conditional_edges("retrain", stop_or("evaluate"), ["evaluate", "finish"])
+    builder.add_conditional_edges("evaluate", after_evaluate, ["ab_test", "promote", "finish"])
+    builder.add_edge("ab_test", "finish")
+    builder.add_edge("promote", "finish")
+    builder.add_edge("finish", END)
+    return builder
+
+
+def run_maintenance(
+    store: Store,
+    *,
+    config: ContinualLearningConfig | Mapping[str, Any] | str | Path | None = None,
+    checkpointer: Any = None,
+    thread_id: str | None = None,
+    resume: Any = None,
+    callbacks: list[Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run (or resume) one maintenance cycle and return its final state.
+
+    Args:
+        store: the store.
+        config: as for :func:`build_maintenance_graph`.
+        checkpointer: any LangGraph checkpointer; an in-memory one by default.
+        thread_id: the run's thread; a new one by default. With the id of a run that stopped part-way (a
+            crash), the run continues from its last checkpoint; with the id of a finished run, a new cycle
+            starts on that thread.
+        resume: the value to resume a run paused for labels with (``{interaction_id: agent}``).
+        callbacks: LangChain callbacks for the run (e.g. a sanitizing LangSmith tracer).
+        **kwargs: passed to :func:`build_maintenance_graph` (``registry``, ``judge``, ``clock``).
+
+    Returns:
+        The final state; while paused for labels, it holds ``__interrupt__`` with the items to label.
+    """
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    graph = build_maintenance_graph(store, config=config, **kwargs).compile(
+        checkpointer=checkpointer or InMemorySaver()
+    )
+    thread_id = thread_id or str(uuid.uuid4())
+    run_config = {
+        "configurable": {"thread_id": thread_id},
+        "callbacks": callbacks or [],
+        "run_name": "maintenance",
+    }
+    previous = graph.get_state(run_config)
+    if resume is not None:
+        payload: Any = Command(resume=resume)
+    elif previous.next:
+        payload = None  # the thread stopped part-way (a crash): continue from its last checkpoint
+    else:  # a new cycle: named after the thread the first time, fresh on a thread that ran before
+        payload = {"run_id": str(uuid.uuid4()) if previous.values else thread_id}
+    state = graph.invoke(payload, config=run_config)
+    return {"thread_id": thread_id, **state}
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+def _config(
+    config: ContinualLearningConfig | Mapping[str, Any] | str | Path | None,
+) -> ContinualLearningConfig:
+    if isinstance(config, ContinualLearningConfig):
+        return config
+    if isinstance(config, str | Path):
+        return load_config(config)
+    return ContinualLearningConfig.model_validate(dict(config or {}))
+
+
+def _production_router(registry: Any) -> Any:
+    """The production router, or None when the registry has none yet (selection then uses confidences)."""
+    if registry.get_alias(MODEL_NAMES["router"], "production") is None:
+        return None
+    return registry.load(MODEL_NAMES["router"], alias="production")
+
+
+def _promote(registry: Any, versions: Mapping[str, int], reason: str) -> dict[str, int]:
+    promoted = {}
+    for role, version in versions.items():
+        registry.promote(MODEL_NAMES[role], version, reason=reason, actor="maintenance")
+        promoted[role] = version
+    return promoted
+
+
+def _describe(versions: Mapping[str, int]) -> str:
+    return ", ".join(f"{role} v{version}" for role, version in sorted(versions.items()))
+
+
+def _versions_of(description: str) -> dict[str, int]:
+    return {role: int(v) for role, v in re.findall(r"([a-z_]+) v(\d+)", description)}
+
+
+def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig) -> dict[str, Any]:
+    candidate, production = metrics.get("candidate"), metrics.get("production")
+    n = metrics.get("validation_samples", 0)
+    if candidate is None:
+        return {"passed": False, "reason": "no candidate metrics"}
+    if n < m.min_validation_samples:
+        return {
+            "passed": False,
+            "reason": f"{n} held-out labels; maintenance.min_validation_samples is {m.min_validation_samples}",
+        }
+    if production is None:
+        return {"passed": True, "reason": "no production model to compare with", "validation_samples": n}
+    gain = candidate["accuracy"] - production["accuracy"]
+    ece_change = candidate["ece"] - production["ece"]
+    failed = []
+    if gain < m.min_accuracy_gain:
+        failed.append(f"accuracy gain {gain:+.3f} is below {m.min_accuracy_gain:+.3f}")
+    if ece_change > m.max_ece_increase:
+        failed.append(f"calibration error rose by {ece_change:.3f}, more than {m.max_ece_increase:.3f}")
+    reason = "; ".join(failed) or f"accuracy {gain:+.3f}, calibration error {ece_change:+.3f}"
+    return {
+        "passed": not failed,
+        "reason": reason,
+        "accuracy_gain": gain,
+        "ece_change": ece_change,
+        "validation_samples": n,
+    }
+
+
+def _drift(
+    store: Store, cfg: ContinualLearningConfig, window: Mapping[str, Any], current: list[dict], run_id: str
+) -> dict[str, Any]:
+    """Compare the window with the one before it (or, without one, its older half with its newer half) on
+    latency, router confidence, retrieval quality, query length and the agent mix."""
+    from cl_plugin.drift import compare_columns
+
+    span = window["end"] - window["start"]
+    reference = store.query_interactions(
+        start_time=window["start"] - span, end_time=window["start"], limit=max(len(current), 1)
+    )
+    against = "previous window"
+    if len(reference) < _MIN_DRIFT_ROWS:
+        ordered = sorted(current, key=lambda r: r["timestamp"])
+        reference, current = ordered[: len(ordered) // 2], ordered[len(ordered) // 2 :]
+        against = "older half of the window"
+    if len(reference) < _MIN_DRIFT_ROWS or len(current) < _MIN_DRIFT_ROWS:
+        return {"status": "not_run", "reason": f"fewer than {_MIN_DRIFT_ROWS} interactions to compare"}
+
+    def columns(rows: list[dict]) -> dict[str, list[Any]]:
+        def number(row: dict, key: str) -> float:
+            return float(row[key]) if row[key] is not None else 0.0
+
+        return {
+            "latency_ms": [number(r, "latency_ms") for r in rows],
+            "agent_confidence": [number(r, "agent_confidence") for r in rows],
+            "retrieval_quality": [number(r, "retrieval_quality") for r in rows],
+            "query_length": [float(len(r["user_query"] or "")) for r in rows],
+            "agent_selected": [r["agent_selected"] or "none" for r in rows],
+        }
+
+    result = compare_columns(columns(reference), columns(current), threshold=cfg.drift_detection.threshold)
+    if result.drifted:
+        drifted = [c for c in result.columns if c.drifted]
+        worst = max(drifted, key=lambda c: c.statistic / c.threshold)
+        store.add_drift_event(
+            {
+                "event_id": f"maintenance:{run_id}",
+                "detector": "maintenance",
+                "method": worst.method,
+                "severity": "high" if len(drifted) > len(result.columns) / 2 else "medium",
+                "statistic": worst.statistic,
+                "p_value": worst.adjusted_p_value,
+                "threshold": worst.threshold,
+                "features": orjson.dumps(result.drifted_features).decode(),
+                "details": orjson.dumps({c.feature: c.statistic for c in result.columns}).decode(),
+                "window_size": len(current),
+                "samples_seen": len(reference) + len(current),
+                "window_start": window["start"],
+                "window_end": window["end"],
+                "detected_at": window["end"],
+            }
+        )
+    return {
+        "status": "completed",
+        "against": against,
+        "drifted": result.drifted,
+        "drifted_features": result.drifted_features,
+        "columns": {
+            c.feature: {"method": c.method, "statistic": round(c.statistic, 4), "drifted": c.drifted}
+            for c in result.columns
+        },
+        "reference": len(reference),
+        "current": len(current),
+    }
+
+
+def _human_labels(answer: Any) -> dict[str, str]:
+    """Labels from a resume value: ``{interaction_id: agent}`` or a list of ``{"interaction_id", "agent"}``."""
+    if isinstance(answer, Mapping):
+        return {str(k): str(v) for k, v in answer.items() if isinstance(v, str)}
+    if isinstance(answer, list):
+        return {
+            str(a["interaction_id"]): str(a["agent"])
+            for a in answer
+            if isinstance(a, Mapping) and "agent" in a
+        }
+    return {}
+
+
+def _judge_labels(judge: BaseChatModel, items: list[dict[str, Any]]) -> dict[str, str]:
+    prompts = [[SystemMessage(_JUDGE_PROMPT), HumanMessage(item["query"])] for item in items]
+    replies = judge.batch(prompts)
+    labels = {}
+    for item, reply in zip(items, replies, strict=True):
+        found = [a for a in AGENTS if re.search(rf"\b{a}\b", str(reply.content))]
+        if len(found) == 1:
+            labels[item["interaction_id"]] = found[0]
+    return labels
+
+
+def _feedback_labels(store: Store, items: list[dict[str, Any]]) -> dict[str, str]:
+    from cl_plugin.labels import routing_labels
+
+    rows = [r for item in items if (r := store.get_interaction(item["interaction_id"])) is not None]
+    return {label.interaction_id: label.agent for label in routing_labels(rows) if label.source == "feedback"}

@@ -1,0 +1,325 @@
+"""The maintenance graph: a full cycle, skips, human / LLM / feedback labels, the lease, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.checkpoint.memory import InMemorySaver
+
+from cl_plugin import CaptureHandler
+from cl_plugin.labels import ReplayBuffer, RoutingLabel
+from cl_plugin.modelset import ModelSet
+from cl_plugin.registry import ModelRegistry
+from cl_plugin.store import Store
+from cl_plugin.store.runs import lease_holder, maintenance_runs
+from graphs.maintenance import LEASE, MODEL_NAMES, build_maintenance_graph, run_maintenance
+from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from graphs.traffic import OPS_DRIFT, run_traffic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with 400 captured interactions of drifting traffic and a production model set (v1)."""
+    root = tmp_path_factory.mktemp("template")
+    store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
+    registry = ModelRegistry(store, root / "models" / "artifacts")
+    queries, agents = seed_set()
+    replay = ReplayBuffer().add(
+        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
+        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
+    )
+    for role, version in (
+        ModelSet(default_router(), default_rag(), replay)
+        .register(registry, names=MODEL_NAMES, alias=None)
+        .items()
+    ):
+        registry.promote(MODEL_NAMES[role], version, reason="starting model")
+    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
+    handler = CaptureHandler(store)
+    run_traffic(graph, handler, 400, seed=5, drift=OPS_DRIFT)
+    handler.close()
+    store.close()
+    return root
+
+
+@pytest.fixture
+def world(template: Path, tmp_path: Path) -> tuple[Store, ModelRegistry, dict[str, Any]]:
+    """A private copy of the template: its store, its registry and a config writing under it."""
+    shutil.copytree(template, tmp_path, dirs_exist_ok=True)
+    store = Store.from_url(f"sqlite:///{tmp_path / 'store.db'}").setup()
+    registry = ModelRegistry(store, tmp_path / "models" / "artifacts")
+    config = {
+        "maintenance": {
+            "model_dir": str(tmp_path / "models"),
+            "annotation": "feedback",
+            "min_interactions": 100,
+        },
+        "retraining": {"min_new_samples": 50},
+        "active_learning": {"budget_per_cycle": 30},
+    }
+    yield store, registry, config
+    store.close()
+
+
+def with_(config: dict[str, Any], **maintenance: Any) -> dict[str, Any]:
+    return {**config, "maintenance": {**config["maintenance"], **maintenance}}
+
+
+def test_a_cycle_runs_every_step_records_itself_and_starts_an_ab_test(world: tuple) -> None:
+    store, registry, config = world
+    state = run_maintenance(store, config=config, registry=registry)
+    assert state["status"] == "completed"
+    assert list(state["steps"]) == [
+        "review_ab_tests", "load_window", "validate", "drift_check", "analyze_failures",
+        "select", "annotate", "retrain", "evaluate", "ab_test",
+    ]  # fmt: skip
+    steps = state["steps"]
+    assert steps["load_window"]["count"] == 400 and steps["validate"]["valid"] == 400
+    assert steps["drift_check"]["status"] == "completed" and steps["drift_check"]["drifted"]
+    assert store.drift_events("maintenance")[0]["event_id"] == f"maintenance:{state['run_id']}"
+    assert steps["select"]["selected"] == 30 == len(store.annotation_queue())
+    assert steps["annotate"]["labeled"] == len(store.annotation_queue("labeled")) > 0
+    assert steps["retrain"]["status"] == "completed" and steps["evaluate"]["passed"]
+    [test] = store.ab_tests(status="running")
+    assert test["test_id"] == steps["ab_test"]["test_id"]
+    assert registry.get_alias("router", "candidate").version == 2
+    assert registry.get_alias("router", "production").version == 1  # the A/B test decides
+    [run] = maintenance_runs(store)
+    assert run["run_id"] == state["run_id"] and run["status"] == "completed"
+    assert list(run["steps"]) == list(steps) and run["summary"]["candidate"]["router"] == 2
+    assert lease_holder(store, LEASE) is None
+
+
+def test_with_ab_testing_off_and_auto_promote_the_candidate_goes_to_production(world: tuple) -> None:
+    store, registry, config = world
+    config = {
+        **with_(config, auto_promote=True),
+        "retraining": {"min_new_samples": 50, "enable_ab_test": False},
+    }
+    state = run_maintenance(store, config=config, registry=registry)
+    assert state["steps"]["promote"]["promoted"] == {"replay": 2, "rag_index": 2, "router": 2}
+    assert registry.get_alias("router", "production").version == 2
+    assert registry.get_alias("rag_index", "production").version == 2
+
+
+def test_too_few_interactions_skip_everything_after_validation(world: tuple) -> None:
+    store, registry, config = world
+    state = run_maintenance(store, config=with_(config, min_interactions=1000), registry=registry)
+    assert state["status"] == "skipped" and "min_interactions is 1000" in state["reason"]
+    assert list(state["steps"]) == ["review_ab_tests", "load_window", "validate"]
+    assert maintenance_runs(store)[0]["status"] == "skipped"
+    assert store.annotation_queue() == []
+
+
+def test_the_next_cycle_reads_only_what_arrived_since_the_last_one(world: tuple) -> None:
+    store, registry, config = world
+    run_maintenance(store, config=config, registry=registry)
+    again = run_maintenance(store, config=config, registry=registry)
+    assert again["steps"]["load_window"]["count"] == 0 and again["status"] == "skipped"
+
+
+def test_human_annotation_pauses_and_resumes_with_the_labels(world: tuple) -> None:
+    store, registry, config = world
+    saver = InMemorySaver()
+    paused = run_maintenance(
+        store, config=with_(config, annotation="human"), registry=registry, checkpointer=saver
+    )
+    [pause] = paused["__interrupt__"]
+    items = pause.value["items"]
+    assert len(items) == 30 and pause.value["agents"] == ["HRM", "TRM", "MCTS"]
+    assert lease_holder(store, LEASE)["owner"] == paused["run_id"]  # the lease is kept while paused
+    labels = {item["interaction_id"]: "TRM" for item in items[:10]}
+    done = run_maintenance(
+        store, config=with_(config, annotation="human"), registry=registry, checkpointer=saver,
+        thread_id=paused["thread_id"], resume=labels,
+    )  # fmt: skip
+    assert done["status"] == "completed" and done["steps"]["annotate"] == {
+        "mode": "human",
+        "labeled": 10,
+        "skipped": 20,
+    }
+    labeled = store.annotation_queue("labeled")
+    assert {i["interaction_id"] for i in labeled} == set(labels) and {i["annotator"] for i in labeled} == {
+        "human"
+    }
+
+
+class KeywordJudge(GenericFakeChatModel):
+    """A chat model that names an agent from the query's words, as a careful judge would."""
+
+    messages: Any = iter(())
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        query = str(messages[-1].content).lower()
+        agent = (
+            "TRM"
+            if ("root" in query or " dp" in query or "decimal" in query)
+            else "MCTS"
+            if "/" in query
+            else "HRM"
+        )
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(f"The best agent is {agent}."))])
+
+
+def test_an_llm_judge_labels_the_selected_items(world: tuple) -> None:
+    store, registry, config = world
+    state = run_maintenance(
+        store, config=with_(config, annotation="llm"), registry=registry, judge=KeywordJudge()
+    )
+    assert state["steps"]["annotate"] == {"mode": "llm", "labeled": 30, "skipped": 0}
+    assert {i["annotator"] for i in store.annotation_queue("labeled")} == {"llm-judge"}
+    with pytest.raises(ValueError, match="judge="):
+        build_maintenance_graph(store, config=with_(config, annotation="llm"), registry=registry)
+
+
+def test_two_concurrent_runs_share_one_lease(world: tuple) -> None:
+    store, registry, config = world
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowJudge(KeywordJudge):
+        def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            entered.set()
+            release.wait(30)
+            return super()._generate(*args, **kwargs)
+
+    results: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: results.setdefault(
+            "first",
+            run_maintenance(
+                store, config=with_(config, annotation="llm"), registry=registry, judge=SlowJudge()
+            ),
+        )
+    )
+    first.start()
+    assert entered.wait(60)
+    results["second"] = run_maintenance(store, config=config, registry=registry)
+    release.set()
+    first.join(60)
+    assert (
+        results["second"]["status"] == "skipped"
+        and results["second"]["reason"] == "another run holds the lease"
+    )
+    assert results["first"]["status"] == "completed"
+    assert [r["status"] for r in maintenance_runs(store)] == [
+        "completed"
+    ]  # the skipped run never owned a record
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, json
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from cl_plugin.store import Store
+    from cl_plugin.registry import ModelRegistry
+    from graphs.maintenance import run_maintenance
+
+    root, thread_id, crash = sys.argv[1], sys.argv[2], sys.argv[3] == "crash"
+    if crash:  # die the hard way in the middle of retraining
+        import cl_plugin.retraining as retraining
+        retraining.IncrementalRetrainingPipeline.retrain_sync = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+    store = Store.from_url(f"sqlite:///{root}/store.db").setup()
+    config = json.loads(sys.argv[4])
+    with SqliteSaver.from_conn_string(f"{root}/checkpoints.db") as saver:
+        state = run_maintenance(store, config=config, registry=ModelRegistry(store, f"{root}/models/artifacts"),
+                                checkpointer=saver, thread_id=thread_id)
+    print(json.dumps({"status": state["status"], "steps": list(state["steps"])}))
+    """
+)
+
+
+def test_a_run_killed_mid_retrain_resumes_where_it_stopped(world: tuple, tmp_path: Path) -> None:
+    store, _, config = world
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    thread_id = "maintenance-crash-test"
+    config = with_(config, lease_ttl_seconds=3600)
+    args = [sys.executable, str(script), str(tmp_path), thread_id]
+    crashed = subprocess.run(
+        [*args, "crash", json.dumps(config)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    [run] = maintenance_runs(store)
+    assert run["status"] == "running" and "annotate" in run["steps"] and "retrain" not in run["steps"]
+    queued = len(store.annotation_queue())
+    resumed = subprocess.run(
+        [*args, "resume", json.dumps(config)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    out = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert out["status"] == "completed" and out["steps"][-3:] == ["retrain", "evaluate", "ab_test"]
+    assert len(store.annotation_queue()) == queued  # selection did not run again
+    [run] = maintenance_runs(store)
+    assert run["status"] == "completed" and run["run_id"] == thread_id
+
+
+def test_a_later_cycle_concludes_the_ab_test_and_promotes_a_winning_candidate(world: tuple) -> None:
+    from cl_plugin.abtest import ABTestFramework
+
+    store, registry, config = world
+    config = {**config, "ab_testing": {"min_samples": 100, "traffic_split": 0.5}}
+    first = run_maintenance(store, config=config, registry=registry)
+    test_id = first["steps"]["ab_test"]["test_id"]
+    framework = ABTestFramework(config["ab_testing"], store=store)
+    for i in range(600):  # live traffic: the candidate's answers are right far more often
+        group = framework.assign_group(test_id, f"request-{i}")
+        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
+    framework.close()
+    second = run_maintenance(store, config=config, registry=registry)
+    [review] = second["steps"]["review_ab_tests"]["tests"]
+    assert review["test_id"] == test_id and review["recommendation"] == "Deploy B"
+    assert review["promoted"] == {"rag_index": 2, "replay": 2, "router": 2}
+    assert registry.get_alias("router", "production").version == 2
+    assert store.ab_tests(status="running") == []
+
+
+def test_its_langsmith_traces_carry_no_pii(world: tuple) -> None:
+    from cl_plugin import ProductionInteractionLogger
+    from cl_plugin.langsmith import sanitizing_client, sanitizing_tracer
+    from tests.langsmith_server import LangSmithServer
+
+    store, registry, config = world
+    canaries = ("maria.canary@example.org", "+1 415 555 0199")
+    logger = ProductionInteractionLogger(
+        {"storage": str(Path(config["maintenance"]["model_dir"]).parent)}, store=store
+    )
+    for i in range(40):  # poorly rated queries carrying PII, so selection and analysis pick them up
+        logger.log_interaction_sync(
+            {
+                "interaction_id": f"pii-{i}",
+                "timestamp": time.time(),
+                "session_id": f"pii-session-{i}",
+                "user_query": f"Order jobs B and C if C needs B; mail {canaries[0]} or call {canaries[1]}",
+                "response": "C, B",
+                "agent_selected": "TRM",
+                "user_feedback_score": 1.0,
+            }
+        )
+    logger.flush()
+    with LangSmithServer() as server:
+        client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
+        tracer = sanitizing_tracer("maintenance", client=client)
+        state = run_maintenance(store, config=config, registry=registry, callbacks=[tracer])
+        assert client.flush(timeout=10) is not False
+        assert server.wait_for(lambda: any(r.get("name") == "maintenance" for r in server.runs.values()))
+        sent = server.all_bodies()
+    assert state["status"] == "completed" and b"[EMAIL]" in sent  # the redacted queries were traced
+    assert not [c for c in canaries if c.encode() in sent]
