@@ -1,0 +1,312 @@
+"""One self-contained HTML report of what the store holds.
+
+:func:`build_report` writes a single HTML file with inline CSS and inline SVG plots (no script, no network):
+satisfaction and failure rates over time, the latency distribution, the agent mix over time with drift
+alarms marked, the router's reliability diagram, A/B test estimates, and tables of failure patterns, the
+annotation queue, model versions and drift events. Every number comes from the store: the summary and the
+per-bucket figures from :func:`~cl_plugin.metrics.store_metrics` and
+:func:`~cl_plugin.metrics.store_metrics_by_window` (aggregated in SQL), the failure patterns from
+:class:`~cl_plugin.analysis.FailurePatternAnalyzer` over one chunked scan of the window
+(:meth:`~cl_plugin.store.Store.iter_interactions`), which also counts the agent mix and keeps a bounded
+uniform sample of latencies. Memory does not grow with the store.
+
+The store holds redacted text only; every string the report writes goes through the PII redactor anyway,
+so the rule that PII never reaches a report holds even for text stored unredacted (a selection reason, a
+model's notes) and for text the report composes.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from cl_plugin import report_html as page
+from cl_plugin.analysis import FailurePatternAnalyzer
+from cl_plugin.errors import ConfigError
+from cl_plugin.metrics import router_metrics, store_metrics, store_metrics_by_window
+from cl_plugin.metrics.measures import Calibration, Window, _calibration, _width
+from cl_plugin.metrics.queries import _probabilities
+from cl_plugin.privacy import default_redactor
+from cl_plugin.report_html import MIN_LABELED, SECTIONS
+from cl_plugin.store import Store
+from cl_plugin.store.tables import ModelVersionRow
+
+__all__ = ["MIN_LABELED", "SECTIONS", "build_report"]
+
+_BUCKETS = (
+    1,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86400,
+    7 * 86400,
+    28 * 86400,
+)
+_MAX_BUCKETS = 48
+_ANNOTATION_KEYS = ("agent", "best_agent")
+
+
+def build_report(
+    store: Store | str,
+    path: str | os.PathLike[str],
+    *,
+    window: Window | None = None,
+    end_time: float | None = None,
+    bucket: Window | None = None,
+    analyzer: FailurePatternAnalyzer | None = None,
+    title: str = "cl_plugin report",
+    max_points: int = 5000,
+    max_rows: int = 20,
+    chunk_size: int = 5000,
+) -> Path:
+    """Write one self-contained HTML report of the store.
+
+    Args:
+        store: a set-up :class:`~cl_plugin.store.Store`, or a store URL (opened, set up and closed here).
+        path: the HTML file to write (its directory is created; the file is replaced atomically).
+        window: the period covered: ``"hour"``, ``"day"``, ``"week"`` or seconds, ending at ``end_time``;
+            None covers every interaction up to ``end_time``.
+        end_time: end of the period (unix time, excluded); default now when ``window`` is given, else open.
+        bucket: width of the time buckets of the plots over time (same values as ``window``); None picks
+            one that gives at most 48 buckets.
+        analyzer: the failure analyzer (its config sets the thresholds); None uses the defaults.
+        title: the page title.
+        max_points: most latencies drawn in the histogram and labeled annotations read for calibration.
+        max_rows: most rows per table.
+        chunk_size: interactions per read of the scan.
+
+    Returns:
+        The path of the written file.
+
+    Raises:
+        ConfigError: ``window`` or ``bucket`` is not a known period, or a limit is below 1.
+    """
+    for key, value in (("max_points", max_points), ("max_rows", max_rows), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be an integer >= 1 (got {value!r})", key=key)
+    if isinstance(store, str):
+        with _opened(store) as opened:
+            return build_report(
+                opened,
+                path,
+                window=window,
+                end_time=end_time,
+                bucket=bucket,
+                analyzer=analyzer,
+                title=title,
+                max_points=max_points,
+                max_rows=max_rows,
+                chunk_size=chunk_size,
+            )
+    start = None
+    if window is not None:
+        end_time = time.time() if end_time is None else end_time
+        start = end_time - _period(window, "window")[0]
+    report = _Report(
+        store, start, end_time, bucket, analyzer or FailurePatternAnalyzer(), max_points, max_rows, chunk_size
+    )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(report.render(title), encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+class _opened:
+    """A store opened from a URL for one report, closed afterwards."""
+
+    def __init__(self, url: str) -> None:
+        self.store = Store.from_url(url)
+
+    def __enter__(self) -> Store:
+        return self.store.setup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+def _period(value: Window, key: str) -> tuple[float, float]:
+    try:
+        return _width(value)
+    except ValueError:
+        raise ConfigError(
+            f"{key} must be 'hour', 'day', 'week' or a number of seconds > 0 (got {value!r})", key=key
+        ) from None
+
+
+class _Scan:
+    """One pass over the window's interactions beside the failure analyzer: the agent mix per bucket and a
+    uniform reservoir sample of latencies (Algorithm R, seeded, so a report is reproducible)."""
+
+    def __init__(self, width: float, shift: float, max_points: int) -> None:
+        self.width, self.shift, self.size = width, shift, max_points
+        self.agents: Counter[tuple[int, str]] = Counter()
+        self.latencies: list[float] = []
+        self.seen = 0
+        self._rng = random.Random(0)
+
+    def chunks(self, source: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+        for chunk in source:
+            for row in chunk:
+                b = math.floor((row["timestamp"] + self.shift) / self.width)
+                self.agents[b, row["agent_selected"] or "(none)"] += 1
+                ms = row["latency_ms"]
+                if ms is not None and ms > 0:
+                    self.seen += 1
+                    if len(self.latencies) < self.size:
+                        self.latencies.append(ms)
+                    elif (k := self._rng.randrange(self.seen)) < self.size:
+                        self.latencies[k] = ms
+            yield chunk
+
+
+class _Report:
+    """Reads what each section needs from the store, then renders the page."""
+
+    def __init__(
+        self,
+        store: Store,
+        start: float | None,
+        end: float | None,
+        bucket: Window | None,
+        analyzer: FailurePatternAnalyzer,
+        max_points: int,
+        max_rows: int,
+        chunk_size: int,
+    ) -> None:
+        self.store, self.start, self.end = store, start, end
+        self.max_points, self.max_rows = max_points, max_rows
+        self._redactor = default_redactor()
+        span = {"start_time": start, "end_time": end}
+        self.stats = store.statistics(**span)
+        self.summary = store_metrics(store, **span)
+        if bucket is None:
+            first, last = self.stats["first_timestamp"] or 0.0, self.stats["last_timestamp"] or 0.0
+            bucket = next((w for w in _BUCKETS if (last - first) / w < _MAX_BUCKETS), _BUCKETS[-1])
+        self.width, shift = _period(bucket, "bucket")
+        self.series = (
+            store_metrics_by_window(store, bucket, **span) if self.stats["total_interactions"] else []
+        )
+        self.scan = _Scan(self.width, shift, max_points)
+        chunks = self.scan.chunks(store.iter_interactions(chunk_size=chunk_size, **span))
+        self.analysis = analyzer.analyze_stream(chunks)
+        self.router = router_metrics(store, **span)
+        self.calibration = self._calibration()
+        self.drift = [e for e in store.drift_events(since=start) if end is None or e["detected_at"] < end]
+
+    # -- data -----------------------------------------------------------------------------------------
+
+    def _calibration(self) -> Calibration:
+        """Route decisions against the truth: ``best_agent`` metadata (as :func:`router_metrics` reads it),
+        plus labeled annotations of interactions without it, the newest ``max_points`` of them."""
+        bins = self.router.calibration.bins
+        count = np.array([b.count for b in bins], dtype=float)
+        conf = np.array([b.count * (b.mean_confidence or 0.0) for b in bins])
+        right = np.array([b.count * (b.accuracy or 0.0) for b in bins])
+        labeled = self.store.annotation_queue("labeled")[-self.max_points :]
+        for item in labeled:
+            label = item["label"] if isinstance(item["label"], dict) else {}
+            truth = next((label[k] for k in _ANNOTATION_KEYS if isinstance(label.get(k), str)), None)
+            row = self.store.get_interaction(item["interaction_id"]) if truth else None
+            if row is None or isinstance(row["metadata"].get("best_agent"), str) or not self._in_window(row):
+                continue
+            routes = self.store.decisions(row["interaction_id"], kind="route")
+            probs = next((p for d in routes if (p := _probabilities(d["alternatives"]))), None)
+            if probs:
+                predicted = max(probs, key=probs.__getitem__)
+                b = min(math.floor(probs[predicted] * len(bins)), len(bins) - 1)
+                count[b] += 1
+                conf[b] += probs[predicted]
+                right[b] += predicted == truth
+        return _calibration(count.astype(int), conf, right)
+
+    def _in_window(self, row: dict[str, Any]) -> bool:
+        ts = row["timestamp"]
+        return (self.start is None or ts >= self.start) and (self.end is None or ts < self.end)
+
+    def queries(self, interaction_ids: Iterable[str]) -> list[str]:
+        """The stored (redacted) queries of some interactions, in order; unknown ids are skipped."""
+        rows = (self.store.get_interaction(iid) for iid in dict.fromkeys(interaction_ids))
+        return [row["user_query"] for row in rows if row is not None]
+
+    def queue(self) -> tuple[Counter[str], list[dict[str, Any]]]:
+        """Items per status, and the ``max_rows`` pending items of highest priority with their queries."""
+        items = self.store.annotation_queue()
+        pending = sorted((i for i in items if i["status"] == "pending"), key=lambda i: -i["priority"])
+        top = pending[: self.max_rows]
+        rows = {iid: self.store.get_interaction(iid) for iid in (i["interaction_id"] for i in top)}
+        return Counter(i["status"] for i in items), [
+            i | {"interaction": rows[i["interaction_id"]]} for i in top
+        ]
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every registered model: its versions, where its aliases point, and its newest alias moves."""
+        t = ModelVersionRow.__table__  # type: ignore[attr-defined]
+        with self.store._lock, self.store.engine.connect() as conn:
+            names = list(conn.execute(select(t.c.model_name).distinct().order_by(t.c.model_name)).scalars())
+        out = []
+        for name in names:
+            history = self.store.model_alias_history(name)
+            aliases = {a: self.store.model_alias(name, a) for a in sorted({m["alias"] for m in history})}
+            out.append(
+                {
+                    "name": name,
+                    "versions": self.store.model_versions(name)[-self.max_rows :],
+                    "aliases": aliases,
+                    "history": history[-self.max_rows :],
+                }
+            )
+        return out
+
+    def ab_tests(self) -> list[dict[str, Any]]:
+        """Each A/B test's status and analysis, as :meth:`ABTestFramework.get_test_status` gives it."""
+        from cl_plugin.abtest import ABTestFramework
+
+        tests = self.store.ab_tests()
+        if not tests:
+            return []
+        framework = ABTestFramework(store=self.store)
+        try:
+            return [framework.get_test_status(t["test_id"]) for t in tests[-self.max_rows :]]
+        finally:
+            framework.close()
+
+    # -- rendering ------------------------------------------------------------------------------------
+
+    def text(self, value: Any) -> str:
+        """Any text for the page: redacted, then escaped."""
+        return html.escape(self._redactor.safe_redact(str(value)))
+
+    def render(self, title: str) -> str:
+        bodies = {
+            "summary": page.summary(self),
+            "quality": page.quality(self),
+            "latency": page.latency(self),
+            "agents": page.agents(self),
+            "calibration": page.calibration(self),
+            "abtests": page.abtests(self),
+            "failures": page.failures(self),
+            "queue": page.queue(self),
+            "models": page.models(self),
+            "drift": page.drift_events(self),
+        }
+        return page.document(self, title, bodies)
