@@ -152,9 +152,26 @@ class ABTestingConfig(_Section):
     """A/B testing (``continual_learning.ab_testing``)."""
 
     enabled: bool = False
-    traffic_split: float = Field(0.1, gt=0, lt=1)
-    min_samples: int = Field(1000, ge=2)
+    traffic_split: float = Field(0.1, gt=0, lt=1, description="share of units assigned to group B")
+    min_samples: int = Field(1000, ge=2, description="results per group before any recommendation")
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    # Plugin keys.
+    metric_type: Literal["auto", "continuous", "binary"] = Field(
+        "auto", description="auto: binary (two proportions) while every metric is 0 or 1, else Welch"
+    )
+    higher_is_better: bool = True
+    minimum_detectable_effect: float | None = Field(
+        None, gt=0, description="planned effect in metric units: sizes the test and stops it for futility"
+    )
+    power: float = Field(0.8, gt=0, lt=1, description="wanted chance to detect the planned effect")
+    sequential_tuning: int = Field(
+        5000, ge=10, description="total results at which the always-valid interval is narrowest"
+    )
+    durability: Literal["batch", "sync"] = Field(
+        "batch", description="batch: results buffered and flushed; sync: each committed before returning"
+    )
+    buffer_size: int = Field(1000, ge=1, le=1_000_000, description="buffered results that trigger a flush")
+    flush_interval: float = Field(1.0, gt=0, le=3600, description="seconds between timed flushes")
 
 
 class MaintenanceConfig(_Section):
