@@ -343,6 +343,13 @@ def build_maintenance_graph(
         from cl_plugin.abtest import ABTestFramework
 
         candidate, production = state["retrain"]["versions"], state["retrain"]["production"]
+        running = [
+            t["test_id"] for t in store.ab_tests(status="running") if t["name"].startswith(_TEST_PREFIX)
+        ]
+        if running:  # one experiment at a time: the candidate waits for the running test's verdict
+            return record(
+                state, "ab_test", {"status": "skipped", "reason": f"test {running[0]} is still running"}
+            )
         framework = ABTestFramework(cfg.ab_testing, store=store)
         test_id = framework.create_test(
             f"{_TEST_PREFIX}router v{production['router']} vs v{candidate['router']}",

@@ -209,6 +209,7 @@ def build_mcts_agent_graph(
     rag: RagIndex | ModelHandle | None = None,
     chat_model: BaseChatModel | None = None,
     max_iterations: int = 2,
+    allow_parallel: bool = True,
     consensus_threshold: float = 0.5,
     mcts_iterations: int = 200,
     refine_steps: int = 4,
@@ -226,6 +227,8 @@ def build_mcts_agent_graph(
         chat_model: when given, HRM, TRM and the synthesis ask it (with the retrieved context and the
             offline draft) and use its text; otherwise they answer offline.
         max_iterations: routing rounds at most; later rounds run every agent with a larger budget.
+        allow_parallel: when False, a low-confidence route goes to the most likely agent instead of to all
+            three (a deployment whose cost budget is one agent per request).
         consensus_threshold: share of the router's probability mass that agreeing agents need.
         mcts_iterations: UCT iterations of the MCTS agent in the first round.
         refine_steps: refinement steps of the TRM agent in the first round.
@@ -285,6 +288,8 @@ def build_mcts_agent_graph(
         else:
             decision = model.route(state["query"])
         agent, reason = decision.agent, "low_confidence" if decision.agent == PARALLEL else "router"
+        if agent == PARALLEL and not allow_parallel:
+            agent, reason = max(decision.probabilities, key=decision.probabilities.get), "budget"
         if agent != PARALLEL and agent not in _NODE:
             raise ValueError(
                 f"route_decision: the router chose {agent!r}; it must pick one of {AGENTS} or parallel"

@@ -34,6 +34,7 @@ __all__ = [
     "SimulatedUser",
     "TrafficReport",
     "production_queries",
+    "run_ab_traffic",
     "run_traffic",
     "simulated_feedback",
     "synthetic_interactions",
@@ -454,10 +455,14 @@ class TrafficReport:
 
     invocations: int = 0
     correct: int = 0
+    routed_right: int = 0
     errors: int = 0
     rated: int = 0
+    stars: float = 0.0
+    low_rated: int = 0
     corrections: int = 0
     pii_queries: int = 0
+    latency_ms: float = 0.0
     elapsed_s: float = 0.0
     by_family: dict[str, list[int]] = field(default_factory=dict)  # family -> [queries, correct]
     by_agent: dict[str, list[int]] = field(default_factory=dict)  # routed agent -> [queries, correct]
@@ -467,6 +472,26 @@ class TrafficReport:
     def accuracy(self) -> float | None:
         """Share of answers that matched the ground truth."""
         return self.correct / self.invocations if self.invocations else None
+
+    @property
+    def routing_accuracy(self) -> float | None:
+        """Share of queries whose first route was the best agent of their task."""
+        return self.routed_right / self.invocations if self.invocations else None
+
+    @property
+    def mean_stars(self) -> float | None:
+        """Mean of the star ratings users gave."""
+        return self.stars / self.rated if self.rated else None
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Share of rated answers rated 2 stars or fewer."""
+        return self.low_rated / self.rated if self.rated else None
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        """Mean end-to-end latency."""
+        return self.latency_ms / self.invocations if self.invocations else None
 
 
 def run_traffic(
@@ -501,37 +526,98 @@ def run_traffic(
     """
     rng = random.Random(seed + 1)
     report = TrafficReport()
-    callbacks = [handler] if handler is not None else []
     start = time.perf_counter()
     for q in production_queries(n, seed=seed, mix=mix, drift=drift, pii_rate=pii_rate, users=users):
-        run_id = uuid.uuid4()
-        config = {
-            "callbacks": callbacks,
-            "run_id": run_id,
-            "configurable": {"thread_id": str(uuid.uuid4())},
-            "metadata": {"user_id": q.user.user_id, "session_id": q.session_id},
-        }
-        t0 = time.perf_counter()
-        try:
-            out = graph.invoke({"query": q.text}, config=config)
-        except Exception:
-            report.errors += 1
-            out = {}
-        latency_ms = (time.perf_counter() - t0) * 1000.0
-        correct = check_answer(q.task, str(out.get("response", "")))
-        agent = str(out.get("agent_selected", "none"))
-        report.invocations += 1
-        report.correct += correct
-        report.pii_queries += q.has_pii
-        report.interaction_ids.append(str(run_id))
-        for key, table in ((q.task.family, report.by_family), (agent, report.by_agent)):
-            counts = table.setdefault(key, [0, 0])
-            counts[0] += 1
-            counts[1] += correct
-        feedback = simulated_feedback(q.user, q.task, correct, latency_ms, rng)
-        if feedback is not None and handler is not None:
-            handler.record_feedback(run_id, **feedback)
-            report.rated += "score" in feedback
-            report.corrections += "correction" in feedback
+        _serve(graph, q, handler, rng, report)
     report.elapsed_s = time.perf_counter() - start
     return report
+
+
+def run_ab_traffic(
+    graphs: Mapping[str, Any],
+    framework: Any,
+    test_id: str,
+    handler: Any = None,
+    n: int = 200,
+    *,
+    seed: int = 0,
+    mix: Mapping[str, float] | None = None,
+    drift: DriftSchedule | None = DEFAULT_DRIFT,
+    pii_rate: float = 0.03,
+    users: int = 50,
+) -> dict[str, TrafficReport]:
+    """Like :func:`run_traffic`, with each request sent to the graph of its A/B group.
+
+    The group comes from ``framework.assign_group(test_id, request id)``; when the user rates the answer,
+    ``framework.record_result`` gets 1.0 for four or five stars and 0.0 otherwise, the success metric a team
+    could observe in production.
+
+    Args:
+        graphs: the compiled graph of each group (``"A"``: production, ``"B"``: candidate).
+        framework: an :class:`~cl_plugin.abtest.ABTestFramework`.
+        test_id: the running test.
+        handler, n, seed, mix, drift, pii_rate, users: as for :func:`run_traffic`.
+
+    Returns:
+        One report per group.
+    """
+    rng = random.Random(seed + 1)
+    reports = {group: TrafficReport() for group in graphs}
+    start = time.perf_counter()
+    for q in production_queries(n, seed=seed, mix=mix, drift=drift, pii_rate=pii_rate, users=users):
+        request_id = uuid.UUID(int=random.Random(f"{seed}:{q.index}").getrandbits(128), version=4)
+        group = framework.assign_group(test_id, str(request_id))
+        feedback = _serve(graphs[group], q, handler, rng, reports[group], run_id=request_id)
+        if feedback is not None and "score" in feedback:
+            framework.record_result(test_id, group, q.text, None, 1.0 if feedback["score"] >= 4 else 0.0)
+    for report in reports.values():
+        report.elapsed_s = time.perf_counter() - start
+    return reports
+
+
+def _serve(
+    graph: Any,
+    q: ProductionQuery,
+    handler: Any,
+    rng: random.Random,
+    report: TrafficReport,
+    *,
+    run_id: uuid.UUID | None = None,
+) -> dict[str, Any] | None:
+    """Send one query through ``graph``, let its user react, and count it in ``report``."""
+    run_id = run_id or uuid.uuid4()
+    config = {
+        "callbacks": [handler] if handler is not None else [],
+        "run_id": run_id,
+        "configurable": {"thread_id": str(uuid.uuid4())},
+        "metadata": {"user_id": q.user.user_id, "session_id": q.session_id},
+    }
+    t0 = time.perf_counter()
+    try:
+        out = graph.invoke({"query": q.text}, config=config)
+    except Exception:
+        report.errors += 1
+        out = {}
+    latency_ms = (time.perf_counter() - t0) * 1000.0
+    correct = check_answer(q.task, str(out.get("response", "")))
+    agent = str(out.get("agent_selected", "none"))
+    report.invocations += 1
+    report.correct += correct
+    report.routed_right += agent == task_families.BEST_AGENT[q.task.family]
+    report.latency_ms += latency_ms
+    report.pii_queries += q.has_pii
+    report.interaction_ids.append(str(run_id))
+    for key, table in ((q.task.family, report.by_family), (agent, report.by_agent)):
+        counts = table.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += correct
+    feedback = simulated_feedback(q.user, q.task, correct, latency_ms, rng)
+    if feedback is not None:
+        if handler is not None:
+            handler.record_feedback(run_id, **feedback)
+        if "score" in feedback:
+            report.rated += 1
+            report.stars += feedback["score"]
+            report.low_rated += feedback["score"] <= 2
+        report.corrections += "correction" in feedback
+    return feedback

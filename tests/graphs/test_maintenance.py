@@ -323,3 +323,19 @@ def test_its_langsmith_traces_carry_no_pii(world: tuple) -> None:
         sent = server.all_bodies()
     assert state["status"] == "completed" and b"[EMAIL]" in sent  # the redacted queries were traced
     assert not [c for c in canaries if c.encode() in sent]
+
+
+def test_a_new_candidate_waits_while_an_ab_test_is_running(world: tuple) -> None:
+    store, registry, config = world
+    config = with_(config, min_validation_samples=5)
+    first = run_maintenance(store, config=config, registry=registry)
+    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
+    handler = CaptureHandler(store)
+    run_traffic(graph, handler, 200, seed=9, drift=OPS_DRIFT)
+    handler.close()
+    second = run_maintenance(store, config=config, registry=registry)
+    assert second["steps"]["retrain"]["status"] == "completed", second["steps"]
+    assert second["steps"]["evaluate"]["passed"], second["steps"]["evaluate"]
+    running = first["steps"]["ab_test"]["test_id"]
+    assert second["steps"]["ab_test"] == {"status": "skipped", "reason": f"test {running} is still running"}
+    assert [t["test_id"] for t in store.ab_tests(status="running")] == [running]

@@ -363,3 +363,19 @@ def test_a_graph_following_the_registry_serves_a_promoted_router_without_rebuild
     assert graph.invoke({"query": SEARCH})["agent_selected"] == "TRM"
     registry.rollback("router")
     assert graph.invoke({"query": SEARCH})["agent_selected"] == "HRM"
+
+
+def test_without_parallel_an_unsure_route_goes_to_the_most_likely_agent(rag: RagIndex) -> None:
+    unsure = MetaRouter(parallel_threshold=1.0).fit(*seed_set())  # every route is below the threshold
+    query = "What is the square root of 47 to 4 decimal places?"
+    assert (
+        build_mcts_agent_graph(router=unsure, rag=rag).compile().invoke({"query": query})["agent_selected"]
+        == PARALLEL
+    )
+    out = (
+        build_mcts_agent_graph(router=unsure, rag=rag, allow_parallel=False)
+        .compile()
+        .invoke({"query": query})
+    )
+    assert out["agent_selected"] == "TRM" and [o["agent"] for o in out["agent_outputs"]] == ["TRM"]
+    assert out["routing_history"][0]["reason"] == "budget"

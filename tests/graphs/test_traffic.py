@@ -101,3 +101,41 @@ def test_traffic_through_the_captured_graph_records_interactions_decisions_and_f
     assert not any("@example.com" in r["user_query"] for r in rows)
     assert report.pii_queries > 0 and sum("[" in r["user_query"] for r in rows) >= report.pii_queries
     handler.close()
+
+
+class SplitByParity:
+    """An A/B framework stand-in: even request ids go to A, odd to B; keeps every recorded result."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str, float]] = []
+
+    def assign_group(self, test_id: str, unit_id: str) -> str:
+        return "A" if int(unit_id.replace("-", ""), 16) % 2 == 0 else "B"
+
+    def record_result(
+        self, test_id: str, group: str, input_data: object, output: object, metric: float
+    ) -> None:
+        self.results.append((test_id, group, metric))
+
+
+def test_ab_traffic_sends_each_request_to_its_group_and_records_rated_answers() -> None:
+    from graphs.traffic import run_ab_traffic
+
+    answers = {"A": 0, "B": 0}
+
+    class Echo:
+        def __init__(self, group: str, right: bool) -> None:
+            self.group, self.right = group, right
+
+        def invoke(self, inputs: dict, config: dict) -> dict:
+            answers[self.group] += 1
+            return {"response": "Answer: 42", "agent_selected": "HRM"}
+
+    framework = SplitByParity()
+    reports = run_ab_traffic(
+        {"A": Echo("A", False), "B": Echo("B", True)}, framework, "t1", None, 200, seed=3
+    )
+    assert reports["A"].invocations == answers["A"] and reports["B"].invocations == answers["B"]
+    assert answers["A"] + answers["B"] == 200 and min(answers.values()) > 60
+    assert len(framework.results) == reports["A"].rated + reports["B"].rated > 0
+    assert {metric for _, _, metric in framework.results} <= {0.0, 1.0}
