@@ -48,8 +48,9 @@ header dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px
             font-size: 13px; color: #d9e2ec; }
 header dt { color: #9fb3c8; }
 header dd { margin: 0; }
-nav { padding: 10px 32px; border-bottom: 1px solid var(--line); font-size: 13px; }
-nav a { color: var(--accent); text-decoration: none; margin-right: 16px; white-space: nowrap; }
+nav { display: flex; flex-wrap: wrap; gap: 4px 16px; padding: 10px 32px; border-bottom: 1px solid var(--line);
+      font-size: 13px; }
+nav a { color: var(--accent); text-decoration: none; white-space: nowrap; }
 main { max-width: 1120px; margin: 0 auto; padding: 8px 32px 48px; }
 section { border-bottom: 1px solid var(--line); padding: 10px 0 18px; }
 h2 { font-size: 18px; margin: 16px 0 8px; }
@@ -456,7 +457,9 @@ def drift_events(r: _Report) -> str:
 def document(r: _Report, title: str, bodies: Mapping[str, str]) -> str:
     """The whole page: header (store, window, generation time), contents, then each section."""
     s = r.stats
-    if r.start is None and r.end is None:
+    if r.start is None and r.end is None and not s["total_interactions"]:
+        covered = "all interactions (none stored)"
+    elif r.start is None and r.end is None:
         covered = f"all interactions ({stamp(s['first_timestamp'])} to {stamp(s['last_timestamp'])})"
     else:
         covered = f"{stamp(r.start) if r.start is not None else 'the first interaction'} to {stamp(r.end)}"
