@@ -1,101 +1,406 @@
-"""The ``cl-plugin`` command. Thin: each subcommand calls library functions and prints."""
+"""The ``cl-plugin`` command. Thin: each subcommand calls library functions and prints.
+
+Every subcommand takes ``--store URL`` (default: the ``CL_PLUGIN_STORE`` environment variable):
+
+* ``demo``: the whole loop on simulated traffic, in embedded SQLite (:func:`graphs.demo.run_demo`);
+* ``maintain``: one maintenance cycle, or the resumption of a paused or crashed one;
+* ``annotate``: label the pending annotation queue in the terminal;
+* ``stats``: quality metrics of a time window;
+* ``report``: the HTML report;
+* ``purge``: delete interactions older than the retention period;
+* ``export``: interactions as JSON Lines, or as a LangSmith dataset.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import tempfile
-from collections import Counter
-from collections.abc import Sequence
-
-from cl_plugin.capture import CaptureHandler
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 STORE_ENV = "CL_PLUGIN_STORE"
+AGENT_KEYS = {"h": "HRM", "t": "TRM", "m": "MCTS"}
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from cl_plugin.store import Store
+
+    if not args.store:
+        raise SystemExit(f"cl-plugin {args.command}: pass --store URL or set {STORE_ENV}")
+    return Store.from_url(args.store).setup()
+
+
+def _bar(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="q", leave=False, file=sys.stderr, disable=None)
+
+
+# -- demo -------------------------------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from graphs.mcts_agents import build_mcts_agent_graph
-    from graphs.traffic import run_traffic
+    from graphs.demo import run_demo
 
-    storage = args.storage or tempfile.mkdtemp(prefix="cl-plugin-demo-")
-    os.makedirs(storage, exist_ok=True)
-    url = args.store or f"sqlite:///{os.path.abspath(os.path.join(storage, 'interactions.db'))}"
-    handler = CaptureHandler(url, journal_dir=os.path.join(storage, "journal"))
-    graph = build_mcts_agent_graph().compile()
-    report = run_traffic(graph, handler, args.interactions, seed=args.seed)
-    handler.flush()
-    store = handler.store
-    stats = store.statistics()
-    decisions = Counter(d["kind"] for d in store.decisions())
-    node_runs = Counter(
-        r["kind"]
-        for row in store.query_interactions(limit=20)
-        for r in store.node_runs(row["interaction_id"])
+    bars: list[Any] = []
+
+    def progress(line: str, total: int) -> Callable[[], None] | None:
+        while bars:
+            bars.pop().close()
+        print(f"- {line}", file=sys.stderr, flush=True)
+        if not total:
+            return None
+        bars.append(_bar(total, "queries"))
+        return lambda: bars[-1].update(1)
+
+    result = run_demo(
+        store_url=args.store,
+        storage=args.storage,
+        interactions=args.interactions,
+        seed=args.seed,
+        progress=progress,
     )
-    redacted = [
-        r["user_query"]
-        for chunk in store.iter_interactions(chunk_size=2000)
-        for r in chunk
-        if "[" in r["user_query"]
-    ]
-    failures = store.query_interactions(max_feedback_score=2.0, limit=3)
-    handler.close()
-    n = report.invocations
-    print(f"ran {n} simulated production queries through the multi-agent graph in {report.elapsed_s:.2f} s")
-    print(f"  captured into {url}")
+    while bars:
+        bars.pop().close()
+    print(f"ran the continual-learning loop in {result.elapsed_s:.1f} s; store: {result.store_url}\n")
+    header = f"{'phase':<22} {'model':>5} {'queries':>7} {'routing':>8} {'answers':>8} {'stars':>6} {'low-rated':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, model, r in result.phases:
+        print(
+            f"{name:<22} {model:>5} {r.invocations:>7} {_pct(r.routing_accuracy):>8} {_pct(r.accuracy):>8} "
+            f"{_num(r.mean_stars):>6} {_pct(r.failure_rate):>9}"
+        )
     print(
-        f"  answers correct: {report.correct}/{n} ({_pct(report.accuracy)}); per family: "
-        + ", ".join(f"{f} {c}/{q}" for f, (q, c) in sorted(report.by_family.items()))
+        "\nrouting: first route was the best agent for the task; answers: right answers; low-rated: 1-2 stars"
     )
-    print("  per routed agent: " + ", ".join(f"{a} {c}/{q}" for a, (q, c) in sorted(report.by_agent.items())))
-    print(_summary(stats))
-    print(f"  decisions: {', '.join(f'{k} {v}' for k, v in sorted(decisions.items()))}")
-    print(
-        f"  node runs of the last 20 interactions: {', '.join(f'{k} {v}' for k, v in sorted(node_runs.items()))}"
-    )
-    print(f"  feedback: {report.rated} ratings, {report.corrections} corrections")
-    print("\nrecent low-rated interactions:")
-    for row in failures:
-        print(f"  {row['agent_selected']:>5} {row['user_feedback_score']:.0f}*  {row['user_query'][:100]}")
-    print(f"\nqueries whose PII was redacted before storage: {len(redacted)}, for example:")
-    for q in redacted[:3]:
-        print(f"  {q[:140]}")
+    for i, cycle in enumerate(result.cycles, start=1):
+        print(
+            f"\nmaintenance cycle {i}: {cycle['status']}{' (' + cycle['reason'] + ')' if cycle.get('reason') else ''}"
+        )
+        for step, report in cycle.get("steps", {}).items():
+            print(f"  {step:<17} {_step_summary(step, report)}")
+    if result.ab_test is not None:
+        groups = result.ab_test["groups"]
+        print(
+            f"\nA/B test {result.ab_test['test_id']}: {result.ab_test['recommendation']} "
+            f"(success A {_pct(groups['A']['mean'])} of {groups['A']['n']}, B {_pct(groups['B']['mean'])} of "
+            f"{groups['B']['n']}; {result.ab_test['reason']})"
+        )
+    if result.report_path:
+        print(f"\nHTML report: {result.report_path}")
     return 0
+
+
+def _step_summary(step: str, report: dict[str, Any]) -> str:
+    """One line per maintenance step, from the numbers it reported."""
+    if step == "load_window":
+        return f"{report['count']} interactions"
+    if step == "validate":
+        return f"{report['valid']} valid, {report['invalid']} invalid"
+    if step == "drift_check":
+        if report.get("status") != "completed":
+            return f"not run: {report.get('reason')}"
+        drifted = ", ".join(report["drifted_features"]) or "nothing"
+        return f"drift {'detected' if report['drifted'] else 'not detected'} ({drifted} vs the {report['against']})"
+    if step == "analyze_failures":
+        return f"{report['patterns']} failure patterns" + (
+            f", top: {report['top'][0]['type']}" if report["top"] else ""
+        )
+    if step == "select":
+        return f"{report['selected']} interactions queued for labels"
+    if step == "annotate":
+        return f"{report['labeled']} labeled from {report['mode']}, {report['skipped']} left"
+    if step == "retrain":
+        metrics = report.get("metrics") or {}
+        c, p = metrics.get("candidate"), metrics.get("production")
+        if not c:
+            return f"{report['status']}: {report.get('reason')}"
+        base = f" vs production {_pct(p['accuracy'])}" if p else ""
+        return f"{report['status']}: held-out routing accuracy {_pct(c['accuracy'])}{base} ({metrics['validation_samples']} labels)"
+    if step == "evaluate":
+        return f"gate {'passed' if report['passed'] else 'not passed'}: {report['reason']}"
+    if step == "ab_test":
+        return report.get("reason") or f"started {report['test_id']}"
+    if step == "review_ab_tests":
+        tests = report["tests"]
+        return "; ".join(f"{t['test_id']}: {t['recommendation']}" for t in tests) or "no running test"
+    if step == "promote":
+        return "production is now " + ", ".join(f"{k} v{v}" for k, v in sorted(report["promoted"].items()))
+    return str(report)
+
+
+# -- maintain ---------------------------------------------------------------------------------------------
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    from graphs.maintenance import run_maintenance
+
+    store = _open_store(args)
+    config = _maintenance_config(args)
+    saver_cm = _checkpointer(args.checkpoints)
+    with saver_cm as saver:
+        resume = None
+        if args.thread and args.resume:
+            resume = _labels_for_paused_run(store, saver, args.thread)
+        state = run_maintenance(
+            store, config=config, checkpointer=saver, thread_id=args.thread, resume=resume
+        )
+    if "__interrupt__" in state:
+        items = state["__interrupt__"][0].value["items"]
+        print(f"maintenance run {state['run_id']} is paused for labels on {len(items)} interactions.")
+        print(f"  label them:  cl-plugin annotate --store {args.store}")
+        print(
+            f"  then resume: cl-plugin maintain --store {args.store} --checkpoints {args.checkpoints} "
+            f"--thread {state['thread_id']} --resume"
+        )
+        return 0
+    print(
+        f"maintenance run {state.get('run_id')}: {state['status']}"
+        + (f" ({state['reason']})" if state.get("reason") else "")
+    )
+    for step, report in state.get("steps", {}).items():
+        print(f"  {step:<17} {_step_summary(step, report)}")
+    store.close()
+    return 0
+
+
+def _maintenance_config(args: argparse.Namespace) -> Any:
+    from cl_plugin.config import load_config
+
+    config = load_config(args.config)
+    overrides = {
+        k: v for k, v in (("annotation", args.annotation), ("model_dir", args.model_dir)) if v is not None
+    }
+    if overrides:
+        config = config.model_copy(update={"maintenance": config.maintenance.model_copy(update=overrides)})
+    return config
+
+
+def _checkpointer(path: str | None) -> Any:
+    """A SQLite checkpointer at ``path`` (so a paused run can resume in another process), else in memory."""
+    import contextlib
+
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    if path is None:
+        return contextlib.nullcontext(InMemorySaver())
+    try:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+    except ImportError:
+        from cl_plugin.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "--checkpoints needs the SQLite checkpointer: pip install 'cl-plugin[sqlite]'"
+        ) from None
+    return SqliteSaver.from_conn_string(path)
+
+
+def _labels_for_paused_run(store: Any, saver: Any, thread_id: str) -> dict[str, str]:
+    """The labels the annotation queue holds for the items a paused run is waiting on."""
+    from langgraph.checkpoint.base import CheckpointTuple
+
+    found: CheckpointTuple | None = saver.get_tuple({"configurable": {"thread_id": thread_id}})
+    if found is None:
+        raise SystemExit(f"no maintenance run with thread {thread_id!r} in the checkpoints")
+    waiting = {item["interaction_id"] for item in found.checkpoint["channel_values"].get("selected", [])}
+    return {
+        item["interaction_id"]: item["label"]["agent"]
+        for item in store.annotation_queue("labeled")
+        if item["interaction_id"] in waiting
+        and isinstance(item.get("label"), dict)
+        and "agent" in item["label"]
+    }
+
+
+# -- annotate ---------------------------------------------------------------------------------------------
+
+
+def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    store = _open_store(args)
+    pending = store.annotation_queue("pending", limit=args.limit)
+    if not pending:
+        print("the annotation queue has no pending items")
+        return 0
+    print(f"{len(pending)} pending items. For each: h = HRM, t = TRM, m = MCTS, s = skip, q = quit.")
+    labeled = skipped = 0
+    for item in pending:
+        row = store.get_interaction(item["interaction_id"]) or {}
+        print(
+            f"\n[{item['interaction_id'][:8]}] routed to {row.get('agent_selected')}; {item.get('reason') or ''}"
+        )
+        print(f"  query: {row.get('user_query', '')[:300]}")
+        print(f"  answer: {(row.get('response') or '')[:200]}")
+        answer = _ask("  agent? ", stdin)
+        if answer in (None, "q"):
+            break
+        if answer == "s":
+            store.update_annotation(item["item_id"], status="skipped", annotator=args.annotator)
+            skipped += 1
+        elif answer in AGENT_KEYS:
+            label = {"agent": AGENT_KEYS[answer]}
+            store.update_annotation(item["item_id"], status="labeled", label=label, annotator=args.annotator)
+            labeled += 1
+    print(f"\nlabeled {labeled}, skipped {skipped}, left {len(pending) - labeled - skipped}")
+    return 0
+
+
+def _ask(prompt: str, stdin: TextIO) -> str | None:
+    while True:
+        print(prompt, end="", flush=True)
+        line = stdin.readline()
+        if not line:
+            return None
+        answer = line.strip().lower()[:1]
+        if answer in (*AGENT_KEYS, "s", "q"):
+            return answer
+        print("  answer h, t, m, s or q")
+
+
+# -- stats, report, purge, export -----------------------------------------------------------------------------
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from cl_plugin.metrics import store_metrics
+
+    store = _open_store(args)
+    metrics = store_metrics(store, window=args.window)
+    print(_format_metrics(metrics))
+    return 0
+
+
+def _format_metrics(metrics: dict[str, Any], indent: str = "") -> str:
+    """Metrics one per line, nested ones indented; per-bin detail is left to the HTML report."""
+    import dataclasses
+
+    lines = []
+    for key, value in metrics.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if key == "bins" or isinstance(value, list | tuple):
+            continue
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(_format_metrics(value, indent + "  "))
+        elif key.endswith("_time") and isinstance(value, float):
+            lines.append(f"{indent}{key:<28} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))}")
+        else:
+            lines.append(f"{indent}{key:<28} {f'{value:.4g}' if isinstance(value, float) else value}")
+    return "\n".join(line for line in lines if line)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cl_plugin.report import build_report
+
+    store = _open_store(args)
+    print(f"wrote {build_report(store, args.out, window=args.window)}")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    cutoff = time.time() - args.older_than_days * 86_400
+    deleted = store.purge(cutoff)
+    print("deleted " + ", ".join(f"{n} from {table}" for table, n in sorted(deleted.items())))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    if args.format == "langsmith":
+        from cl_plugin.langsmith import export_to_dataset, sanitizing_client
+
+        result = export_to_dataset(store, sanitizing_client(), args.dataset)
+        print(f"exported to LangSmith dataset {args.dataset!r}: {result}")
+        return 0
+    import orjson
+
+    total = store.count_interactions()
+    written = 0
+    with open(args.out, "wb") as out, _bar(total, "export") as bar:
+        for chunk in store.iter_interactions(chunk_size=5000):
+            for row in chunk:
+                out.write(
+                    orjson.dumps(
+                        row,
+                        option=orjson.OPT_SERIALIZE_NUMPY
+                        | orjson.OPT_NON_STR_KEYS
+                        | orjson.OPT_APPEND_NEWLINE,
+                    )
+                )
+            written += len(chunk)
+            bar.update(len(chunk))
+    print(f"wrote {written} interactions to {args.out}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------------
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _summary(s: dict) -> str:
-    agents = ", ".join(f"{a}: {c}" for a, c in s.get("agent_distribution", {}).items())
-    score = s.get("avg_feedback_score")
-    return "\n".join(
-        [
-            f"  stored {s.get('total_interactions', 0)} interactions; rated {s.get('rated_interactions', 0)}, "
-            f"mean stars {'n/a' if score is None else f'{score:.2f}'}, thumbs up {_pct(s.get('thumbs_up_rate'))}",
-            f"  error rate {_pct(s.get('error_rate'))}, retrieval failures {_pct(s.get('retrieval_failure_rate'))}, "
-            f"mean latency {s.get('avg_latency_ms') or 0:.1f} ms; agents: {agents}",
-        ]
-    )
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cl-plugin", description="Continual learning for LangGraph agents.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="run simulated production traffic through the example graph with capture on, and report"
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "--store", default=os.environ.get(STORE_ENV), help=f"database URL (default: ${STORE_ENV})"
+        )
+        p.set_defaults(func=func)
+        return p
+
+    demo = command(
+        "demo", _demo, "the whole loop on simulated traffic: capture, drift, maintenance, A/B, promotion"
     )
     demo.add_argument(
-        "--store",
-        default=os.environ.get(STORE_ENV),
-        help=f"database URL (default: ${STORE_ENV}, else SQLite inside --storage)",
+        "--storage", help="folder for the database, models and report (default: a new temp dir)"
     )
-    demo.add_argument("--storage", help="folder for the database and journal (default: a new temp dir)")
-    demo.add_argument("--interactions", type=int, default=300, help="how many queries to send")
+    demo.add_argument(
+        "--interactions", type=int, default=600, help="queries before the first maintenance cycle"
+    )
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
+
+    maintain = command("maintain", _maintain, "run (or resume) one maintenance cycle")
+    maintain.add_argument("--config", help="YAML file with a continual_learning: section")
+    maintain.add_argument("--annotation", choices=("human", "llm", "feedback", "none"))
+    maintain.add_argument("--model-dir", help="registry artifacts and candidates (maintenance.model_dir)")
+    maintain.add_argument("--checkpoints", help="SQLite file for the run's checkpoints (needed to resume)")
+    maintain.add_argument("--thread", help="the run's thread id: resume a paused or crashed run")
+    maintain.add_argument(
+        "--resume", action="store_true", help="resume a run paused for labels with the queue's labels"
+    )
+
+    annotate = command("annotate", _annotate, "label pending annotation-queue items in the terminal")
+    annotate.add_argument("--limit", type=int, default=50)
+    annotate.add_argument("--annotator", default=os.environ.get("USER", "cli"))
+
+    stats = command("stats", _stats, "quality metrics of a time window")
+    stats.add_argument("--window", default="day", help="hour, day, week, or seconds")
+
+    report = command("report", _report, "write the HTML report")
+    report.add_argument("--out", default="cl_plugin_report.html")
+    report.add_argument("--window", default=None, help="hour, day, week, or seconds (default: everything)")
+
+    purge = command("purge", _purge, "delete interactions older than the retention period")
+    purge.add_argument("--older-than-days", type=float, default=90.0)
+
+    export = command("export", _export, "export interactions as JSON Lines or a LangSmith dataset")
+    export.add_argument("--format", choices=("jsonl", "langsmith"), default="jsonl")
+    export.add_argument("--out", default="interactions.jsonl")
+    export.add_argument("--dataset", default="cl-plugin-export")
     return parser
 
 

@@ -379,7 +379,7 @@ def build_maintenance_graph(
         if m.report_path:
             from cl_plugin.report import build_report
 
-            report_file = str(build_report(store, m.report_path, registry=registry))
+            report_file = str(build_report(store, m.report_path))
         run = {
             "run_id": state["run_id"],
             "thread_id": state["thread_id"],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -504,6 +504,7 @@ def run_traffic(
     drift: DriftSchedule | None = DEFAULT_DRIFT,
     pii_rate: float = 0.03,
     users: int = 50,
+    on_query: Callable[[], None] | None = None,
 ) -> TrafficReport:
     """Send ``n`` simulated production queries through ``graph``, with ``handler`` attached.
 
@@ -520,6 +521,7 @@ def run_traffic(
         drift: family mix over time (default :data:`DEFAULT_DRIFT`).
         pii_rate: share of queries carrying PII.
         users: size of the user population.
+        on_query: called after each query (a progress bar's update, say).
 
     Returns:
         Counts and accuracies measured on this run.
@@ -529,6 +531,8 @@ def run_traffic(
     start = time.perf_counter()
     for q in production_queries(n, seed=seed, mix=mix, drift=drift, pii_rate=pii_rate, users=users):
         _serve(graph, q, handler, rng, report)
+        if on_query is not None:
+            on_query()
     report.elapsed_s = time.perf_counter() - start
     return report
 
@@ -545,6 +549,7 @@ def run_ab_traffic(
     drift: DriftSchedule | None = DEFAULT_DRIFT,
     pii_rate: float = 0.03,
     users: int = 50,
+    on_query: Callable[[], None] | None = None,
 ) -> dict[str, TrafficReport]:
     """Like :func:`run_traffic`, with each request sent to the graph of its A/B group.
 
@@ -556,7 +561,7 @@ def run_ab_traffic(
         graphs: the compiled graph of each group (``"A"``: production, ``"B"``: candidate).
         framework: an :class:`~cl_plugin.abtest.ABTestFramework`.
         test_id: the running test.
-        handler, n, seed, mix, drift, pii_rate, users: as for :func:`run_traffic`.
+        handler, n, seed, mix, drift, pii_rate, users, on_query: as for :func:`run_traffic`.
 
     Returns:
         One report per group.
@@ -570,6 +575,8 @@ def run_ab_traffic(
         feedback = _serve(graphs[group], q, handler, rng, reports[group], run_id=request_id)
         if feedback is not None and "score" in feedback:
             framework.record_result(test_id, group, q.text, None, 1.0 if feedback["score"] >= 4 else 0.0)
+        if on_query is not None:
+            on_query()
     for report in reports.values():
         report.elapsed_s = time.perf_counter() - start
     return reports

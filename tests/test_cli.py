@@ -1,29 +1,130 @@
-"""The cl-plugin command."""
+"""The cl-plugin command: every subcommand on a real store."""
 
 from __future__ import annotations
 
+import io
 import sqlite3
+import time
+from pathlib import Path
 
+import orjson
 import pytest
 
+from cl_plugin import cli
 from cl_plugin.cli import main
+from cl_plugin.store import Store
 
 
-def test_demo_runs_traffic_through_the_graph_into_sqlite_and_reports(tmp_path, capsys) -> None:
-    assert main(["demo", "--interactions", "60", "--storage", str(tmp_path)]) == 0
+def test_demo_runs_the_whole_loop_into_sqlite_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["demo", "--interactions", "300", "--storage", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "ran 60 simulated production queries" in out
-    assert "stored 60 interactions" in out
+    for phase in (
+        "before the drift",
+        "after the drift",
+        "A/B test: production",
+        "A/B test: candidate",
+        "after the loop",
+    ):
+        assert phase in out
+    assert "maintenance cycle 1: completed" in out and "maintenance cycle 2: completed" in out
+    assert "HTML report:" in out and (tmp_path / "report.html").stat().st_size > 10_000
     with sqlite3.connect(tmp_path / "interactions.db") as conn:
-        assert conn.execute("SELECT count(*) FROM interactions").fetchone()[0] == 60
-        assert conn.execute("SELECT count(*) FROM node_runs").fetchone()[0] > 60 * 5
-        kinds = dict(conn.execute("SELECT kind, count(*) FROM decisions GROUP BY kind").fetchall())
-        assert kinds["route"] >= 60 and kinds["consensus"] >= 60
-        assert conn.execute("SELECT count(*) FROM feedback").fetchone()[0] > 0
-    assert "queries whose PII was redacted before storage" in out
+        interactions = conn.execute("SELECT count(*) FROM interactions").fetchone()[0]
+        runs = conn.execute("SELECT status FROM maintenance_runs").fetchall()
+        tests = conn.execute("SELECT count(*) FROM ab_tests").fetchone()[0]
+        versions = conn.execute("SELECT count(*) FROM model_versions WHERE model_name = 'router'").fetchone()[
+            0
+        ]
+    assert interactions == 300 + 300 + 150 and runs == [("completed",), ("completed",)]
+    assert tests >= 1 and versions >= 2
 
 
-def test_unknown_subcommand_exits_with_usage(capsys) -> None:
+@pytest.fixture
+def captured(tmp_path: Path) -> str:
+    """A store holding 200 captured interactions of the example graph, with feedback."""
+    from cl_plugin import CaptureHandler
+    from graphs.mcts_agents import build_mcts_agent_graph
+    from graphs.traffic import OPS_DRIFT, run_traffic
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    handler = CaptureHandler(url)
+    run_traffic(build_mcts_agent_graph().compile(), handler, 200, seed=4, drift=OPS_DRIFT)
+    handler.close()
+    return url
+
+
+def test_maintain_runs_a_cycle_and_prints_each_step(
+    captured: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["maintain", "--store", captured, "--model-dir", str(tmp_path / "models")]
+    assert main(args) == 0  # the defaults want 100 labels: 200 interactions give fewer
+    out = capsys.readouterr().out
+    assert ": skipped (retraining skipped: only" in out and "min_new_samples is 100" in out
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "continual_learning:\n  retraining:\n    min_new_samples: 20\n  maintenance:\n    min_interactions: 1\n"
+    )
+    assert main([*args, "--config", str(config)]) == 0  # a skipped run does not move the window
+    out = capsys.readouterr().out
+    assert ": completed" in out and "200 interactions" in out
+    for step in ("validate", "drift_check", "analyze_failures", "select", "annotate", "retrain", "evaluate"):
+        assert f"  {step}" in out
+
+
+def test_a_paused_run_is_labeled_in_the_terminal_and_resumed(
+    captured: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoints = str(tmp_path / "checkpoints.db")
+    config = tmp_path / "config.yaml"
+    config.write_text("continual_learning:\n  retraining:\n    min_new_samples: 20\n")
+    base = ["--store", captured, "--model-dir", str(tmp_path / "models"), "--checkpoints", checkpoints]
+    base += ["--config", str(config)]
+    assert main(["maintain", *base, "--annotation", "human"]) == 0
+    out = capsys.readouterr().out
+    assert "is paused for labels" in out
+    thread = out.split("--thread ")[1].split()[0]
+    answers = io.StringIO("t\nh\nbanana\nm\ns\nq\n")
+    args = cli.build_parser().parse_args(["annotate", "--store", captured, "--annotator", "ana"])
+    assert cli._annotate(args, stdin=answers) == 0
+    out = capsys.readouterr().out
+    assert "answer h, t, m, s or q" in out and "labeled 3, skipped 1" in out
+    store = Store.from_url(captured)
+    labeled = store.annotation_queue("labeled")
+    assert [i["label"]["agent"] for i in labeled] == ["TRM", "HRM", "MCTS"] and {
+        i["annotator"] for i in labeled
+    } == {"ana"}
+    assert main(["maintain", *base, "--annotation", "human", "--thread", thread, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "3 labeled from human, 47 left" in out and ": completed" in out
+
+
+def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["stats", "--store", captured, "--window", "week"]) == 0
+    stats = capsys.readouterr().out
+    assert "interactions                 200" in stats and "CalibrationBin" not in stats
+    report = tmp_path / "r.html"
+    assert main(["report", "--store", captured, "--out", str(report)]) == 0
+    assert report.read_text().startswith("<!DOCTYPE html>")
+    out = tmp_path / "x.jsonl"
+    assert main(["export", "--store", captured, "--out", str(out)]) == 0
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 200 and {"interaction_id", "user_query"} <= set(orjson.loads(lines[0]))
+    assert main(["purge", "--store", captured, "--older-than-days", "30"]) == 0
+    assert "0 from interactions" in capsys.readouterr().out
+    store = Store.from_url(captured)
+    old = store.query_interactions(limit=1)[0]
+    assert store.purge(time.time() + 1)["interactions"] == 200 and old  # purge removes what is older
+
+
+def test_a_missing_store_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cli.STORE_ENV, raising=False)
+    with pytest.raises(SystemExit, match="pass --store URL or set CL_PLUGIN_STORE"):
+        main(["stats"])
+
+
+def test_unknown_subcommand_exits_with_usage(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["nope"])
     assert exc.value.code == 2
