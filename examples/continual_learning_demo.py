@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from cl_plugin import (
+    ABTestFramework,
     ActiveLearningSelector,
+    DriftDetector,
     FailurePatternAnalyzer,
     IncrementalRetrainingPipeline,
     ModelSet,
@@ -41,8 +43,6 @@ from cl_plugin import (
     ReplayBuffer,
     RoutingLabel,
 )
-from cl_plugin.abtest import ABTestFramework
-from cl_plugin.drift import DriftDetector
 from graphs.mcts_agents import (
     build_mcts_agent_graph,
     default_rag,

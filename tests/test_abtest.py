@@ -46,6 +46,8 @@ def calculate_success_metric(inp: dict[str, Any], out: str) -> float:
 
 
 def test_the_spec_snippet_runs_as_written() -> None:
+    from cl_plugin import ABTestFramework  # the spec imports it from the package
+
     old_model, new_model = _Model("v1", 0.7), _Model("v2", 0.8)
     request_id = "req-0001"
     input_data = {"query": "what is the port of the billing service"}

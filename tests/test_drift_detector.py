@@ -25,6 +25,8 @@ def _reference(seed: int = 100, n: int = 5000) -> np.ndarray:
 
 
 def test_the_spec_snippet_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    from cl_plugin import DriftDetector  # the spec imports it from the package
+
     training_data = list(np.random.default_rng(0).normal(size=5000))
     production_stream = list(np.random.default_rng(1).normal(size=2000)) + list(
         np.random.default_rng(2).normal(1.0, 1, size=2000)
