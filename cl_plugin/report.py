@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from cl_plugin import report_html as page
 from cl_plugin.analysis import FailurePatternAnalyzer
@@ -39,7 +38,6 @@ from cl_plugin.metrics.queries import _probabilities
 from cl_plugin.privacy import default_redactor
 from cl_plugin.report_html import MIN_LABELED, SECTIONS
 from cl_plugin.store import Store
-from cl_plugin.store.tables import ModelVersionRow
 
 __all__ = ["MIN_LABELED", "SECTIONS", "build_report"]
 
@@ -260,11 +258,8 @@ class _Report:
 
     def models(self) -> list[dict[str, Any]]:
         """Every registered model: its versions, where its aliases point, and its newest alias moves."""
-        t = ModelVersionRow.__table__  # type: ignore[attr-defined]
-        with self.store._lock, self.store.engine.connect() as conn:
-            names = list(conn.execute(select(t.c.model_name).distinct().order_by(t.c.model_name)).scalars())
         out = []
-        for name in names:
+        for name in self.store.model_names():
             history = self.store.model_alias_history(name)
             aliases = {a: self.store.model_alias(name, a) for a in sorted({m["alias"] for m in history})}
             out.append(

@@ -28,6 +28,7 @@ compiles it with an in-memory one and runs one cycle.
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 import time
@@ -138,7 +139,11 @@ def build_maintenance_graph(
                 f"maintenance run {state['run_id']} lost the {LEASE!r} lease; start a new run"
             )
 
+    started: dict[str, float] = {}
+
     def record(state: MaintenanceState, name: str, report: dict[str, Any]) -> dict[str, Any]:
+        if name in started:
+            report = {**report, "seconds": round(time.perf_counter() - started[name], 3)}
         steps = {**state.get("steps", {}), name: report}
         save_maintenance_run(
             store, {"run_id": state["run_id"], "thread_id": state["thread_id"], "steps": steps}
@@ -420,7 +425,7 @@ def build_maintenance_graph(
         promote,
         finish,
     ):
-        builder.add_node(node.__name__, node)
+        builder.add_node(node.__name__, _timed(node, started))
     builder.add_edge(START, "begin")
     builder.add_conditional_edges("begin", stop_or("review_ab_tests"), ["review_ab_tests", "finish"])
     builder.add_edge("review_ab_tests", "load_window")
@@ -488,6 +493,17 @@ def run_maintenance(
 
 
 # -- helpers --------------------------------------------------------------------------------------------
+
+
+def _timed(node: Any, started: dict[str, float]) -> Any:
+    """The node, noting when it starts so that its step report can say how long it took."""
+
+    @functools.wraps(node)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        started[node.__name__] = time.perf_counter()
+        return node(*args, **kwargs)
+
+    return run
 
 
 def _config(

@@ -334,3 +334,11 @@ def test_an_artifact_file_outside_the_registry_is_checked_against_its_digest(
         ArtifactIntegrityError, match=r"artifact .*router\.skops of model 'router' has sha256"
     ):
         read_artifact(path, digest, name="router")
+
+
+def test_the_store_lists_every_registered_model(registry: ModelRegistry, router: MetaRouter) -> None:
+    assert registry.store.model_names() == []
+    registry.register("router", router)
+    registry.register("rag_index", RagIndex().add(DOCS))
+    registry.register("router", router)
+    assert registry.store.model_names() == ["rag_index", "router"]

@@ -849,6 +849,12 @@ class Store:
             conn.execute(t.insert().values(**row, version=version))
         return version
 
+    def model_names(self) -> list[str]:
+        """Every model with at least one registered version, sorted."""
+        t = _MODEL_VERSIONS
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(t.c.model_name).distinct().order_by(t.c.model_name)).scalars())
+
     def model_versions(self, model_name: str) -> list[dict[str, Any]]:
         """Every version of a model, oldest first, as ``model_versions`` rows (``metrics`` decoded)."""
         t = _MODEL_VERSIONS
