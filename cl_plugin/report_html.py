@@ -164,7 +164,11 @@ def summary(r: _Report) -> str:
             "any failure signal",
         ),
         _tile(
-            r, "router_ece", "Router calibration error", number(cal.ece, 3), f"{cal.n:,} labeled decisions"
+            r,
+            "router_ece",
+            "Router calibration error",
+            number(cal.ece, 3) if cal.n >= MIN_LABELED else "n/a",
+            f"{cal.n:,} labeled decisions" + ("" if cal.n >= MIN_LABELED else f", {MIN_LABELED} needed"),
         ),
     ]
     rates = []
