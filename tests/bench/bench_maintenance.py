@@ -128,12 +128,12 @@ def cycle_speed(size: int, runs: int) -> list[str]:
             logger.log_interaction_sync(record)
         logger.close()
         url = f"sqlite:///{root / 'interactions.db'}"
-        for i in range(runs):
+        for _ in range(runs):
             store = Store.from_url(url).setup()
-            registry = ModelRegistry(store, root / f"models-{i}" / "artifacts")
-            _register_starting_models(registry)
+            registry = ModelRegistry(store, root / "models" / "artifacts")
+            _register_starting_models(registry)  # once: later rounds find version 1 in production
             config = {
-                "maintenance": {"model_dir": str(root / f"models-{i}"), "max_interactions": size},
+                "maintenance": {"model_dir": str(root / "models"), "max_interactions": size},
                 "retraining": {"min_new_samples": 50},
             }
             start = time.perf_counter()
