@@ -346,3 +346,44 @@ def test_a_new_candidate_waits_while_an_ab_test_is_running(world: tuple) -> None
     running = first["steps"]["ab_test"]["test_id"]
     assert step(second, "ab_test") == {"status": "skipped", "reason": f"test {running} is still running"}
     assert [t["test_id"] for t in store.ab_tests(status="running")] == [running]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_paused_run_resumes_from_the_postgres_checkpointer(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    store = Store.from_url(pg_url).setup()
+    registry = ModelRegistry(store, tmp_path / "models" / "artifacts")
+    for role, version in (
+        ModelSet(default_router(), default_rag()).register(registry, names=MODEL_NAMES, alias=None).items()
+    ):
+        registry.promote(MODEL_NAMES[role], version)
+    handler = CaptureHandler(store)
+    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
+    run_traffic(graph, handler, 240, seed=6, drift=OPS_DRIFT)
+    handler.close()
+    config = {
+        "maintenance": {
+            "model_dir": str(tmp_path / "models"),
+            "annotation": "human",
+            "min_interactions": 100,
+        },
+        "retraining": {"min_new_samples": 30},
+        "active_learning": {"budget_per_cycle": 10},
+    }
+    conninfo = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with PostgresSaver.from_conn_string(conninfo) as saver:
+        saver.setup()
+        paused = run_maintenance(store, config=config, registry=registry, checkpointer=saver)
+    items = paused["__interrupt__"][0].value["items"]
+    with PostgresSaver.from_conn_string(conninfo) as saver:  # a new connection, as another process would open
+        done = run_maintenance(
+            store, config=config, registry=registry, checkpointer=saver, thread_id=paused["thread_id"],
+            resume={item["interaction_id"]: "HRM" for item in items},
+        )  # fmt: skip
+    assert done["status"] == "completed", done.get("reason")
+    assert step(done, "annotate") == {"mode": "human", "labeled": len(items), "skipped": 0}
+    assert maintenance_runs(store)[0]["status"] == "completed"
+    store.close()
