@@ -3,8 +3,10 @@
 Every batch the writer stores is appended as its own gzip member (concatenated members form one valid gzip
 stream, so ``zcat`` and :func:`gzip.open` read the files). A process killed mid-append leaves at most one
 incomplete member at the end of a file; :func:`read_backup` returns every complete record before it and says
-that the tail was cut. Backups hold sanitized rows only: they are written after redaction, like the
-database.
+that the tail was cut. A restarted process appends its members behind such a torn one (and a damaged disk
+can spoil one in the middle), so the reader skips a member that does not check out, resumes at the next
+gzip header whose member is whole, and counts what it skipped. Backups hold sanitized rows only: they are
+written after redaction, like the database.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 __all__ = ["BackupReadResult", "BackupWriter", "backup_files", "encode_line", "iter_backup", "read_backup"]
 
 _LAST_DAY = 2_932_896  # 9999-12-31
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # every member starts with it (ID1, ID2, CM=deflate)
 _NAME = re.compile(r"^(?P<table>[a-z_]+)-(?P<day>\d{4}-\d{2}-\d{2})\.jsonl\.gz$")
 _JSON_TEXT_COLUMNS = (
     "metadata",
@@ -107,10 +110,17 @@ def encode_line(row: dict[str, Any], time_key: str) -> tuple[int, bytes]:
 
 @dataclass
 class BackupReadResult:
-    """Records read from one backup file, and whether its last member was cut short."""
+    """Records read from one backup file, and whether part of it could not be read.
+
+    Attributes:
+        records: every record of every intact member, in write order.
+        truncated: some bytes did not form a complete, checked member (a cut tail, or damage).
+        damaged: how many stretches of unreadable bytes were skipped.
+    """
 
     records: list[dict[str, Any]]
     truncated: bool
+    damaged: int = 0
 
 
 def read_backup(path: str | os.PathLike[str]) -> BackupReadResult:
@@ -120,26 +130,48 @@ def read_backup(path: str | os.PathLike[str]) -> BackupReadResult:
         path: a ``<table>-<day>.jsonl.gz`` file.
 
     Returns:
-        The records, in write order, and ``truncated=True`` when the file ends inside a member (a write
-        interrupted by a crash); the records of complete members are all there.
+        The records, in write order, with ``truncated=True`` and the number of ``damaged`` stretches when
+        some bytes do not form a complete member (a write interrupted by a crash, members appended after
+        it by a restarted process, or a corrupted disk block); the records of intact members are all there.
     """
     data = Path(path).read_bytes()
-    return BackupReadResult(*_read_members(data))
-
-
-def _read_members(data: bytes) -> tuple[list[dict[str, Any]], bool]:
     records: list[dict[str, Any]] = []
-    while data:
-        d = zlib.decompressobj(31)
-        try:
-            chunk = d.decompress(data)
-        except zlib.error:
-            return records, True
-        if not d.eof:
-            return records, True
-        records.extend(orjson.loads(line) for line in chunk.split(b"\n") if line)
-        data = d.unused_data
-    return records, False
+    damaged = 0
+    pos = 0
+    while pos < len(data):
+        end = _read_member(data, pos, records)
+        if end is None:
+            damaged += 1
+            end = _next_intact_member(data, pos + 1, records)
+        pos = end
+    return BackupReadResult(records, damaged > 0, damaged)
+
+
+def _read_member(data: bytes, pos: int, records: list[dict[str, Any]]) -> int | None:
+    """Append the records of the gzip member starting at ``pos``; its end, or None if it does not check out."""
+    d = zlib.decompressobj(31)
+    try:
+        chunk = d.decompress(memoryview(data)[pos:])
+    except zlib.error:
+        return None
+    if not d.eof:
+        return None
+    try:
+        parsed = [orjson.loads(line) for line in chunk.split(b"\n") if line]
+    except orjson.JSONDecodeError:
+        return None
+    records.extend(parsed)
+    return len(data) - len(d.unused_data)
+
+
+def _next_intact_member(data: bytes, pos: int, records: list[dict[str, Any]]) -> int:
+    """Read the first intact member at or after ``pos`` (skipping damaged bytes); its end, or the file's end."""
+    while (pos := data.find(_GZIP_MAGIC, pos)) != -1:
+        end = _read_member(data, pos, records)
+        if end is not None:
+            return end
+        pos += 1
+    return len(data)
 
 
 def backup_files(directory: str | os.PathLike[str], table: str | None = None) -> list[Path]:

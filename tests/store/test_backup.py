@@ -142,3 +142,25 @@ def test_every_logged_interaction_is_recoverable_from_the_backups_exactly_once(t
     for item in items[:50]:
         assert by_id[item.interaction_id]["timestamp"] == pytest.approx(item.timestamp)
         assert by_id[item.interaction_id]["latency_ms"] == item.latency_ms
+
+
+def test_members_appended_after_a_torn_one_are_still_read_and_the_damage_reported(tmp_path) -> None:
+    data, batches, sizes = _three_members(tmp_path)
+    torn = data[: sizes[0] + sizes[1] // 2]  # a crash cut the second member; a restart appended the third
+    path = tmp_path / "interactions-torn.jsonl.gz"
+    path.write_bytes(torn + data[sizes[0] + sizes[1] :])
+    result = read_backup(path)
+    assert result.records == batches[0] + batches[2]
+    assert result.truncated is True and result.damaged == 1
+
+
+def test_a_corrupted_member_in_the_middle_is_skipped_and_reported(tmp_path) -> None:
+    data, batches, sizes = _three_members(tmp_path)
+    spoiled = bytearray(data)
+    spoiled[sizes[0] + sizes[1] // 2] ^= 0xFF  # one flipped byte inside the second member
+    path = tmp_path / "interactions-spoiled.jsonl.gz"
+    path.write_bytes(bytes(spoiled))
+    result = read_backup(path)
+    assert result.records == batches[0] + batches[2]
+    assert result.truncated is True and result.damaged == 1
+    assert read_backup(backup_files(tmp_path)[0]).damaged == 0  # the intact original reads clean
