@@ -37,6 +37,9 @@ log = logging.getLogger("cl_plugin.store")
 REDACTED = "[REDACTED]"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
+#: Items (containers and their members) copied from one JSON-like value; the rest become "<too large>".
+MAX_VALUE_ITEMS = 100_000
+
 INTERACTION_COLUMNS: tuple[str, ...] = (*SPEC_FIELDS, "run_id", "graph_name", "user_id", "corrections")
 _FLAG_COLUMNS = ("hallucination_detected", "retrieval_failed", "error_occurred")
 
@@ -59,7 +62,7 @@ def _json_default(obj: Any) -> Any:
     return f"<unserializable {type(obj).__name__}>"
 
 
-def _plain(obj: Any, depth: int = 0) -> Any:
+def _plain(obj: Any, depth: int = 0, walk: _Walk | None = None) -> Any:
     """A JSON-safe copy of ``obj``: cycles and depth over 32 are cut, unknown objects become their type."""
     if depth > 32:
         return "<too deep>"
@@ -69,11 +72,46 @@ def _plain(obj: Any, depth: int = 0) -> Any:
         return int(obj) if -(2**63) <= obj < 2**64 else str(obj)
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [_plain(v, depth + 1) for v in obj]
-    return _json_default(obj)
+    if not isinstance(obj, dict | list | tuple | set | frozenset):
+        return _json_default(obj)
+    walk = walk or _Walk()
+    cut = walk.enter(obj)
+    if cut is not None:
+        return cut
+    try:
+        if isinstance(obj, dict):
+            return {str(k): _plain(v, depth + 1, walk) for k, v in obj.items()}
+        return [_plain(v, depth + 1, walk) for v in obj]
+    finally:
+        walk.leave(obj)
+
+
+class _Walk:
+    """The containers on the path of one copy, and how many items it may still copy.
+
+    A container that holds itself is a cycle (cut as too deep), and one shared at many places is copied once
+    per place: without these checks, ``d = {}; d["a"] = d["b"] = d`` would take 2**32 steps before the depth
+    limit cut it.
+    """
+
+    __slots__ = ("budget", "path")
+
+    def __init__(self, budget: int = MAX_VALUE_ITEMS) -> None:
+        self.budget = budget
+        self.path: set[int] = set()
+
+    def enter(self, obj: Any) -> str | None:
+        """None when ``obj`` may be copied, else the placeholder that replaces it."""
+        if id(obj) in self.path:
+            return "<too deep>"  # a cycle is infinitely deep
+        self.budget -= len(obj) + 1
+        if self.budget < 0:
+            return "<too large>"
+        self.path.add(id(obj))
+        return None
+
+    def leave(self, obj: Any) -> None:
+        self.path.discard(id(obj))
 
 
 def dumps(obj: Any) -> str:
@@ -134,8 +172,12 @@ class Sanitizer:
             value = f"{value[:limit]}…[truncated {original_length - limit} chars]"
         return value
 
-    def value(self, obj: Any, depth: int = 0) -> Any:
-        """A safe copy of a JSON-like value: every string in it (keys included) goes through :meth:`text`."""
+    def value(self, obj: Any, depth: int = 0, walk: _Walk | None = None) -> Any:
+        """A safe copy of a JSON-like value: every string in it (keys included) goes through :meth:`text`.
+
+        Cycles and nesting deeper than 32 become ``"<too deep>"``, and whatever lies beyond
+        :data:`MAX_VALUE_ITEMS` items (counting shared containers once per place) ``"<too large>"``.
+        """
         if isinstance(obj, str):
             return self.text(obj)
         if obj is None or isinstance(obj, bool):
@@ -148,19 +190,30 @@ class Sanitizer:
             return float(obj) if math.isfinite(obj) else None
         if depth > 32:
             return "<too deep>"
-        if isinstance(obj, dict):
-            out = {}
-            for k, v in obj.items():
-                # Flat str -> str/number metadata is the usual shape: no recursion for it.
-                key = self.text(k if type(k) is str else str(k))
-                t = type(v)
-                out[key] = (
-                    self.text(v) if t is str else v if t is int or v is None else self.value(v, depth + 1)
-                )
-            return out
-        if isinstance(obj, list | tuple | set | frozenset):
-            return [self.value(v, depth + 1) for v in obj]
-        return f"<unserializable {type(obj).__name__}>"
+        if not isinstance(obj, dict | list | tuple | set | frozenset):
+            return f"<unserializable {type(obj).__name__}>"
+        walk = walk or _Walk()
+        cut = walk.enter(obj)
+        if cut is not None:
+            return cut
+        try:
+            if isinstance(obj, dict):
+                out = {}
+                for k, v in obj.items():
+                    # Flat str -> str/number metadata is the usual shape: no recursion for it.
+                    key = self.text(k if type(k) is str else str(k))
+                    t = type(v)
+                    out[key] = (
+                        self.text(v)
+                        if t is str
+                        else v
+                        if t is int or v is None
+                        else self.value(v, depth + 1, walk)
+                    )
+                return out
+            return [self.value(v, depth + 1, walk) for v in obj]
+        finally:
+            walk.leave(obj)
 
     def identifier(self, value: str | None, hashed: bool) -> str | None:
         if value is None:
