@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import orjson
 
+from cl_plugin.errors import InvalidRecordError
+
 __all__ = [
     "SPEC_FIELDS",
     "ActiveLearningCandidate",
@@ -48,6 +50,10 @@ SPEC_FIELDS: tuple[str, ...] = (
 )
 
 _FLAGS = ("hallucination_detected", "retrieval_failed", "error_occurred")
+# Ids and indexed text: at most 512 characters (2 KB of UTF-8) fit in a PostgreSQL index key (2.7 KB).
+MAX_KEY_LENGTH = 512
+# The largest value of a 64-bit integer column.
+MAX_INT64 = 2**63 - 1
 # 9999-12-31: a later "timestamp" is not unix seconds (often milliseconds) and has no calendar day.
 MAX_TIMESTAMP = 253_402_300_799.0
 
@@ -121,7 +127,15 @@ class ProductionInteraction:
         for key in ("metadata", "corrections"):
             raw = values.get(key)
             if isinstance(raw, str | bytes):
-                values[key] = orjson.loads(raw) if raw else None
+                try:
+                    values[key] = orjson.loads(raw) if raw else None
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidRecordError(
+                        f"{key} is text that is not JSON ({exc}); pass a {'dict' if key == 'metadata' else 'list'} "
+                        "or its JSON text",
+                        field=key,
+                        interaction_id=str(values.get("interaction_id")),
+                    ) from None
             if values.get(key) is None:
                 values.pop(key, None)
         return cls(**values)
@@ -197,6 +211,17 @@ def is_finite_number(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+def _is_key(text: str) -> bool:
+    """Whether a string can be a key as given: no NUL and no lone surrogates (repairing them could merge ids)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _looks_like_ms(value: object) -> bool:
     return is_finite_number(value) and MAX_TIMESTAMP < value <= MAX_TIMESTAMP * 1000  # type: ignore[operator]
 
@@ -210,10 +235,12 @@ def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -
     big = sys.float_info.max  # an upper bound that rejects inf
     return (
         type(item.interaction_id) is str
-        and item.interaction_id != ""
+        and 0 < len(item.interaction_id) <= MAX_KEY_LENGTH
+        and _is_key(item.interaction_id)
         and type(item.timestamp) in (float, int)
         and 0 <= item.timestamp <= MAX_TIMESTAMP
         and type(item.session_id) is str
+        and len(item.session_id) <= MAX_KEY_LENGTH
         and type(item.user_query) is str
         and type(item.response) is str
         and _optional_number(item.agent_confidence, 0, 1)
@@ -221,12 +248,17 @@ def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -
         and _optional_number(item.latency_ms, 0, big)
         and _optional_number(item.cost, 0, big)
         and _optional_number(item.user_feedback_score, min_score, max_score)
-        and (item.tokens_used is None or (type(item.tokens_used) is int and item.tokens_used >= 0))
+        and (
+            item.tokens_used is None or (type(item.tokens_used) is int and 0 <= item.tokens_used <= MAX_INT64)
+        )
         and item.thumbs_up_down in (None, "up", "down")
         and item.hallucination_detected in (None, True, False)
         and item.retrieval_failed in (None, True, False)
         and item.error_occurred in (None, True, False)
-        and (item.agent_selected is None or type(item.agent_selected) is str)
+        and (
+            item.agent_selected is None
+            or (type(item.agent_selected) is str and len(item.agent_selected) <= MAX_KEY_LENGTH)
+        )
         and (item.run_id is None or type(item.run_id) is str)
         and (item.graph_name is None or type(item.graph_name) is str)
         and (item.user_id is None or type(item.user_id) is str)
@@ -252,10 +284,12 @@ def interaction_problems(
         if not ok:
             problems.append((name, message))
 
+    iid = item.interaction_id
     need(
-        isinstance(item.interaction_id, str) and item.interaction_id != "",
+        isinstance(iid, str) and 0 < len(iid) <= MAX_KEY_LENGTH and _is_key(iid),
         "interaction_id",
-        "must be a non-empty string",
+        f"must be a non-empty string of at most {MAX_KEY_LENGTH} characters without NUL or lone surrogates "
+        f"(got {type(iid).__name__} of length {len(iid) if isinstance(iid, str) else '-'})",
     )
     ts_ok = is_finite_number(item.timestamp) and 0 <= item.timestamp <= MAX_TIMESTAMP
     hint = (
@@ -274,6 +308,13 @@ def interaction_problems(
             name,
             f"must be a string (got {type(getattr(item, name)).__name__})",
         )
+    for name in ("session_id", "agent_selected"):
+        v = getattr(item, name)
+        need(
+            not isinstance(v, str) or len(v) <= MAX_KEY_LENGTH,
+            name,
+            f"must be at most {MAX_KEY_LENGTH} characters, to fit an index key (got {len(v) if isinstance(v, str) else '-'})",
+        )
     for name in ("agent_confidence", "retrieval_quality"):
         v = getattr(item, name)
         need(
@@ -290,9 +331,9 @@ def interaction_problems(
         )
     v = item.tokens_used
     need(
-        v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT64),
         "tokens_used",
-        f"must be an int >= 0 or None (got {v!r})",
+        f"must be an int from 0 to 2**63 - 1 or None (got {v!r})",
     )
     v = item.user_feedback_score
     need(
