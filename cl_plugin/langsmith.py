@@ -36,6 +36,8 @@ from langsmith import utils as ls_utils
 from cl_plugin.privacy import REDACTED, PIIRedactor, default_redactor
 
 if TYPE_CHECKING:
+    from langchain_core.tracers.schemas import Run
+
     from cl_plugin.store import Store
 
 __all__ = [
@@ -52,7 +54,8 @@ __all__ = [
 log = logging.getLogger("cl_plugin.langsmith")
 
 # Clients built by sanitizing_client; weak, so the client's own shutdown (which watches its refcount) works.
-_SANITIZING_CLIENTS: weakref.WeakSet[langsmith.Client] = weakref.WeakSet()
+# Each client made by sanitizing_client(), with its redactor (the tracer redacts what the client's hook misses).
+_SANITIZING_CLIENTS: weakref.WeakKeyDictionary[langsmith.Client, PIIRedactor] = weakref.WeakKeyDictionary()
 _EXAMPLE_NAMESPACE = uuid.UUID("5b0f7d1e-3c2a-5e4f-9a61-c1e0a1b2d3f4")
 
 
@@ -92,9 +95,12 @@ def sanitizing_client(*, redactor: PIIRedactor | None = None, **client_kwargs: A
 
     The hook is the client's ``anonymizer``, not ``hide_inputs``/``hide_outputs``/``hide_metadata``: those
     receive live objects (chat messages) rather than JSON and never see errors. Fields no hook reaches are
-    not redacted: run names, tags, ``serialized`` (kept by the client for LLM runs only: the model's
+    not redacted here: run names, tags, ``serialized`` (kept by the client for LLM runs only: the model's
     constructor arguments, with LangChain's secrets masked), ``extra`` outside ``metadata`` (invocation
     parameters, runtime) and events (the client strips streamed token text from them).
+    :func:`sanitizing_tracer` redacts ``serialized`` and ``extra`` before a run reaches the client, since
+    constructor arguments and invocation parameters carry text too (canned messages, an end user's address
+    passed as the provider's ``user``).
 
     Runs are uploaded from the client's background threads. Before the process exits, call
     ``client.flush(timeout=...)``: without a timeout, an unreachable endpoint makes it wait for retries.
@@ -119,9 +125,10 @@ def sanitizing_client(*, redactor: PIIRedactor | None = None, **client_kwargs: A
                 "once an anonymizer is installed, so pass it as anonymizer=... (it runs before the redactor), "
                 f"or pass {name}=True to drop the field entirely"
             )
-    anonymizer = _RedactingAnonymizer(redactor or default_redactor(), client_kwargs.pop("anonymizer", None))
+    redactor = redactor or default_redactor()
+    anonymizer = _RedactingAnonymizer(redactor, client_kwargs.pop("anonymizer", None))
     client = langsmith.Client(anonymizer=anonymizer, **client_kwargs)
-    _SANITIZING_CLIENTS.add(client)
+    _SANITIZING_CLIENTS[client] = redactor
     return client
 
 
@@ -134,7 +141,9 @@ def sanitizing_tracer(
     """A ``LangChainTracer`` over a sanitizing client, to pass in ``config={"callbacks": [...]}``.
 
     The traced root run keeps the id given as ``config["run_id"]``, which is also the plugin's interaction
-    id, so feedback mirrored later lands on that run.
+    id, so feedback mirrored later lands on that run. Besides what the client's hook redacts, the tracer
+    redacts each run's ``serialized`` model and its ``extra`` (invocation parameters) as the run starts,
+    failing closed like the hook.
 
     Args:
         project_name: the LangSmith project; the environment's (``LANGSMITH_PROJECT``) by default.
@@ -161,7 +170,36 @@ def sanitizing_tracer(
             "sanitizing_tracer() needs a client made by sanitizing_client(), so that run payloads are "
             "redacted before upload; build it with sanitizing_client(api_url=..., api_key=...)"
         )
-    return LangChainTracer(project_name=project_name, client=client)
+    return _SanitizingTracer(project_name=project_name, client=client)
+
+
+class _SanitizingTracer(LangChainTracer):
+    """A ``LangChainTracer`` that redacts the parts of a run the client's anonymizer never sees.
+
+    It takes the redactor of its client, so the copies LangChain makes of it (with the same client) redact
+    alike.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._redactor = _SANITIZING_CLIENTS.get(self.client) or default_redactor()
+
+    def _start_trace(self, run: Run) -> None:
+        super()._start_trace(run)
+        # New objects, not edits: the serialized dict is shared with the other callbacks of the run.
+        run.serialized = _redacted_value(self._redactor, run.serialized)
+        run.extra = _redacted_value(self._redactor, run.extra)
+
+
+def _redacted_value(redactor: PIIRedactor, value: Any) -> Any:
+    """``value`` with every string redacted; on failure, each top-level value of a dict becomes REDACTED."""
+    if not value:
+        return value
+    try:
+        return redactor.redact_value(value)
+    except Exception:
+        log.exception("redacting a LangSmith run failed; its values are sent as %s", REDACTED)
+        return dict.fromkeys(value, REDACTED) if isinstance(value, dict) else REDACTED
 
 
 # ---------------------------------------------------------------------------------------------------------
