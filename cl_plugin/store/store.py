@@ -689,7 +689,8 @@ class Store:
 
         Args:
             candidates: :class:`~cl_plugin.records.ActiveLearningCandidate` objects (or dicts with their
-                ``interaction_id``, ``priority``, ``strategy`` and ``selection_reason``).
+                ``interaction_id``, ``priority``, ``strategy`` and ``selection_reason``). Reasons are
+                stored with PII redacted.
 
         Returns:
             How many items were queued.
@@ -755,7 +756,8 @@ class Store:
             item_id: the item's id (from :meth:`annotation_queue`).
             status: the new status.
             label: the label, any JSON-serializable value; required for ``labeled`` and only allowed there.
-            annotator: who labeled or skipped it.
+                Its strings are stored with PII redacted, as every text written by people is.
+            annotator: who labeled or skipped it (redacted too: an address is not kept as a name).
 
         Returns:
             The updated item, as :meth:`annotation_queue` returns it.
@@ -769,13 +771,14 @@ class Store:
         if (label is None) == (status == "labeled"):
             raise InvalidRecordError(
                 "a label is required with status 'labeled' and only allowed with it "
-                f"(got status {status!r} and label {label!r})",
+                f"(got status {status!r} and a label of type {type(label).__name__})",
                 field="label",
             )
         try:
-            encoded = None if label is None else orjson.dumps(label).decode()
+            encoded = None if label is None else orjson.dumps(_redacted(label)).decode()
         except TypeError as exc:
             raise InvalidRecordError(f"the label must be JSON-serializable: {exc}", field="label") from None
+        annotator = None if annotator is None else _redacted(str(annotator))
         t = _ANNOTATION_QUEUE
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             current = conn.execute(
@@ -1266,8 +1269,16 @@ def _check_status(status: str) -> str:
     return status
 
 
+def _redacted(value: Any) -> Any:
+    """``value`` with PII redacted from every string in it: annotation labels and reasons do not go through
+    the writer's sanitizer, and people write addresses and numbers into them."""
+    from cl_plugin.privacy import default_redactor  # privacy sits above the store; imported when used
+
+    return default_redactor().redact_value(value)
+
+
 def _queue_row(candidate: ActiveLearningCandidate | Mapping[str, Any], now: float) -> dict[str, Any]:
-    """A pending ``annotation_queue`` row for one candidate (its reason is stored as given)."""
+    """A pending ``annotation_queue`` row for one candidate (its reason is stored with PII redacted)."""
     get = candidate.get if isinstance(candidate, Mapping) else lambda k: getattr(candidate, k, None)
     iid, priority = get("interaction_id"), get("priority")
     if not isinstance(iid, str) or not iid:
@@ -1282,7 +1293,7 @@ def _queue_row(candidate: ActiveLearningCandidate | Mapping[str, Any], now: floa
         "status": "pending",
         "priority": float(priority),
         "strategy": str(get("strategy") or ""),
-        "selection_reason": repair_text(str(get("selection_reason") or "")),
+        "selection_reason": _redacted(repair_text(str(get("selection_reason") or ""))),
         "created_at": now,
         "updated_at": now,
         "label": None,
