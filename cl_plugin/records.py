@@ -24,6 +24,7 @@ __all__ = [
     "ProductionInteraction",
     "interaction_problems",
     "is_finite_number",
+    "is_key",
 ]
 
 Thumbs = Literal["up", "down"]
@@ -211,7 +212,7 @@ def is_finite_number(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _is_key(text: str) -> bool:
+def is_key(text: str) -> bool:
     """Whether a string can be a key as given: no NUL and no lone surrogates (repairing them could merge ids)."""
     if "\x00" in text:
         return False
@@ -236,7 +237,7 @@ def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -
     return (
         type(item.interaction_id) is str
         and 0 < len(item.interaction_id) <= MAX_KEY_LENGTH
-        and _is_key(item.interaction_id)
+        and is_key(item.interaction_id)
         and type(item.timestamp) in (float, int)
         and 0 <= item.timestamp <= MAX_TIMESTAMP
         and type(item.session_id) is str
@@ -286,7 +287,7 @@ def interaction_problems(
 
     iid = item.interaction_id
     need(
-        isinstance(iid, str) and 0 < len(iid) <= MAX_KEY_LENGTH and _is_key(iid),
+        isinstance(iid, str) and 0 < len(iid) <= MAX_KEY_LENGTH and is_key(iid),
         "interaction_id",
         f"must be a non-empty string of at most {MAX_KEY_LENGTH} characters without NUL or lone surrogates "
         f"(got {type(iid).__name__} of length {len(iid) if isinstance(iid, str) else '-'})",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from cl_plugin.errors import InvalidRecordError
-from cl_plugin.records import SPEC_FIELDS, ProductionInteraction
+from cl_plugin.records import SPEC_FIELDS, ProductionInteraction, is_key
 
 __all__ = [
     "INTERACTION_COLUMNS",
@@ -36,6 +37,7 @@ log = logging.getLogger("cl_plugin.store")
 
 REDACTED = "[REDACTED]"
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_FLOAT_MAX = sys.float_info.max
 
 #: Items (containers and their members) copied from one JSON-like value; the rest become "<too large>".
 MAX_VALUE_ITEMS = 100_000
@@ -325,10 +327,14 @@ def feedback_row(
             interaction_id=str(interaction_id),
         )
 
-    if not isinstance(interaction_id, str) or not interaction_id:
-        raise bad("interaction_id", f"must be a non-empty string (got {interaction_id!r})")
+    if not isinstance(interaction_id, str) or not interaction_id or not is_key(interaction_id):
+        raise bad(
+            "interaction_id",
+            f"must be a non-empty string without NUL or lone surrogates (got {interaction_id!r:.80})",
+        )
     if score is not None and not (
-        isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
+        # A comparison, not math.isfinite: that raises OverflowError on an int beyond a float's range.
+        isinstance(score, int | float) and not isinstance(score, bool) and -_FLOAT_MAX <= score <= _FLOAT_MAX
     ):
         raise bad("score", f"must be a finite number or None (got {score!r})")
     if score is not None and source == "user" and not min_score <= score <= max_score:
