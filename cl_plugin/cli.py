@@ -7,7 +7,8 @@ Every subcommand takes ``--store URL`` (default: the ``CL_PLUGIN_STORE`` environ
 * ``annotate``: label the pending annotation queue in the terminal;
 * ``stats``: quality metrics of a time window;
 * ``report``: the HTML report;
-* ``purge``: delete interactions older than the retention period;
+* ``purge``: delete interactions (and what derives from them) older than the retention period, and with
+  ``--backups DIR`` the expired backup files;
 * ``export``: interactions as JSON Lines, or as a LangSmith dataset.
 """
 
@@ -305,6 +306,10 @@ def _purge(args: argparse.Namespace) -> int:
     cutoff = time.time() - args.older_than_days * 86_400
     deleted = store.purge(cutoff)
     print("deleted " + ", ".join(f"{n} from {table}" for table, n in sorted(deleted.items())))
+    if args.backups:
+        from cl_plugin.store.backup import purge_backups
+
+        print(f"deleted {len(purge_backups(args.backups, cutoff))} backup files from {args.backups}")
     return 0
 
 
@@ -396,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = command("purge", _purge, "delete interactions older than the retention period")
     purge.add_argument("--older-than-days", type=float, default=90.0)
+    purge.add_argument(
+        "--backups", help="also delete expired backup files from this folder (<storage>/backups)"
+    )
 
     export = command("export", _export, "export interactions as JSON Lines or a LangSmith dataset")
     export.add_argument("--format", choices=("jsonl", "langsmith"), default="jsonl")

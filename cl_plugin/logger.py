@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
-from cl_plugin.store.backup import BackupWriter, iter_backup
+from cl_plugin.store.backup import BackupWriter, iter_backup, purge_backups
 from cl_plugin.store.journal import Journal
 from cl_plugin.store.rows import (
     Sanitizer,
@@ -281,6 +282,24 @@ class ProductionInteractionLogger:
         if self.store is not None:
             self.store.close()
         return ok
+
+    def purge_expired(self, retention_days: float | None = None) -> dict[str, int]:
+        """Delete what is older than the retention period: store rows (see :meth:`Store.purge`) and backups.
+
+        Args:
+            retention_days: the retention period; by default ``privacy.retention_days`` (90 without a privacy
+                section).
+
+        Returns:
+            Rows deleted per table, and ``backup_files``: the backup files deleted.
+        """
+        days = retention_days if retention_days is not None else PrivacyConfig().retention_days
+        if retention_days is None and self.privacy is not None:
+            days = self.privacy.retention_days
+        cutoff = time.time() - days * 86_400
+        deleted = self.store.purge(cutoff) if self.store is not None else {}
+        deleted["backup_files"] = len(purge_backups(self.storage / "backups", cutoff))
+        return deleted
 
     def __enter__(self) -> ProductionInteractionLogger:
         return self

@@ -11,6 +11,7 @@ written after redaction, like the database.
 
 from __future__ import annotations
 
+import calendar
 import math
 import os
 import re
@@ -23,7 +24,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["BackupReadResult", "BackupWriter", "backup_files", "encode_line", "iter_backup", "read_backup"]
+__all__ = [
+    "BackupReadResult",
+    "BackupWriter",
+    "backup_files",
+    "encode_line",
+    "iter_backup",
+    "purge_backups",
+    "read_backup",
+]
 
 _LAST_DAY = 2_932_896  # 9999-12-31
 _GZIP_MAGIC = b"\x1f\x8b\x08"  # every member starts with it (ID1, ID2, CM=deflate)
@@ -191,3 +200,25 @@ def iter_backup(directory: str | os.PathLike[str], table: str) -> Iterator[dict[
     """Every complete record of one table's backups, oldest day first, one file in memory at a time."""
     for path in backup_files(directory, table):
         yield from read_backup(path).records
+
+
+def purge_backups(directory: str | os.PathLike[str], older_than: float) -> list[Path]:
+    """Delete the backup files whose whole UTC day ended before a unix time (retention).
+
+    A file holds one table's rows of one day, so it goes once the newest row it can hold has expired: a day
+    that ends after ``older_than`` keeps its file, as :meth:`Store.purge` keeps that day's newer rows.
+
+    Args:
+        directory: the backup folder (``<storage>/backups``); a missing folder has nothing to delete.
+        older_than: unix time.
+
+    Returns:
+        The deleted files.
+    """
+    deleted = []
+    for path in backup_files(directory):
+        day = time.strptime(_NAME.match(path.name)["day"], "%Y-%m-%d")  # type: ignore[index]
+        if (calendar.timegm(day) + 86400) <= older_than:
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    return deleted

@@ -63,6 +63,7 @@ from cl_plugin.store.tables import (
     Feedback,
     Interaction,
     InteractionRevision,
+    MaintenanceRun,
     ModelAlias,
     ModelAliasMove,
     ModelVersionRow,
@@ -94,6 +95,7 @@ _ALIAS_HISTORY: SATable = ModelAliasMove.__table__  # type: ignore[assignment]
 _AB_TESTS: SATable = ABTestRow.__table__  # type: ignore[assignment]
 _AB_GROUPS: SATable = ABTestGroup.__table__  # type: ignore[assignment]
 _DRIFT_EVENTS: SATable = DriftEvent.__table__  # type: ignore[assignment]
+_MAINTENANCE_RUNS: SATable = MaintenanceRun.__table__  # type: ignore[assignment]
 
 
 def _ab_merge_statement() -> Any:
@@ -1029,15 +1031,29 @@ class Store:
     # -- retention ------------------------------------------------------------------------------------
 
     def purge(self, older_than: float, *, batch_size: int = 1000) -> dict[str, int]:
-        """Delete interactions older than a unix time, with their node runs, decisions, feedback and history.
+        """Delete every record derived from interactions older than a unix time (retention).
 
-        Works in transactions of at most ``batch_size`` interactions, so a large purge never holds the write
-        lock for long and a killed purge leaves a consistent store. Node runs, decisions and feedback older
-        than the cut-off whose interaction was never stored go too.
+        What expires, per table:
+
+        * ``interactions``: ``timestamp`` before the cut-off; with each go its ``node_runs``, ``decisions``,
+          ``feedback``, ``interaction_revisions`` (earlier versions of it) and ``annotation_queue`` item.
+          Node runs, decisions and feedback older than the cut-off whose interaction was never stored go too.
+        * ``drift_events``: ``detected_at`` before the cut-off (the alarm's window statistics and features).
+        * ``maintenance_runs``: finished runs whose last update is before the cut-off (their step reports
+          summarise the window's interactions); a run still ``running`` is kept, so a paused run can resume.
+        * ``ab_tests`` and their ``ab_test_groups``: tests that ended before the cut-off (a running test is
+          kept whatever its age: its groups are aggregates, and its decision is still to come).
+
+        Model versions, aliases and their history are not interaction data (artifacts are trained on
+        redacted text) and are kept; so are leases.
+
+        Works in transactions of at most ``batch_size`` rows, so a large purge never holds the write lock for
+        long and a killed purge leaves a consistent store. SQLite overwrites deleted content
+        (``secure_delete``), so purged text does not linger in the database file's free pages.
 
         Args:
             older_than: unix time; rows strictly older are deleted.
-            batch_size: interactions per transaction.
+            batch_size: rows per transaction.
 
         Returns:
             Rows deleted per table.
@@ -1078,7 +1094,41 @@ class Store:
                     if not ids:
                         break
                     deleted[name] += conn.execute(delete(table).where(pk.in_(ids))).rowcount
+        m = _MAINTENANCE_RUNS.c
+        expired = (
+            ("drift_events", _DRIFT_EVENTS, _DRIFT_EVENTS.c.detected_at < older_than),
+            ("maintenance_runs", _MAINTENANCE_RUNS, (m.updated_at < older_than) & (m.status != "running")),
+        )
+        for name, table, condition in expired:
+            deleted[name] = self._delete_in_batches(table, condition, batch_size)
+        deleted["ab_tests"] = deleted["ab_test_groups"] = 0
+        a = _AB_TESTS.c
+        while True:
+            with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                ids = list(
+                    conn.execute(
+                        select(a.test_id)
+                        .where(a.ended_at.is_not(None), a.ended_at < older_than)
+                        .limit(batch_size)
+                    ).scalars()
+                )
+                if not ids:
+                    break
+                groups = delete(_AB_GROUPS).where(_AB_GROUPS.c.test_id.in_(ids))
+                deleted["ab_test_groups"] += conn.execute(groups).rowcount
+                deleted["ab_tests"] += conn.execute(delete(_AB_TESTS).where(a.test_id.in_(ids))).rowcount
         return deleted
+
+    def _delete_in_batches(self, table: SATable, condition: Any, batch_size: int) -> int:
+        """Delete the rows of a single-key table that match ``condition``, ``batch_size`` per transaction."""
+        pk = next(iter(table.primary_key.columns))
+        deleted = 0
+        while True:
+            with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                ids = list(conn.execute(select(pk).where(condition).limit(batch_size)).scalars())
+                if not ids:
+                    return deleted
+                deleted += conn.execute(delete(table).where(pk.in_(ids))).rowcount
 
     # -- A/B tests ------------------------------------------------------------------------------------
 
