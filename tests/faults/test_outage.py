@@ -1,0 +1,225 @@
+"""The store goes away while the example graph answers with capture attached, then comes back.
+
+SQLite: the database lives on its own small volume (a tmpfs mounted for the test) that fills up, so every
+write fails with ``database or disk is full`` the way it does in production; chmod cannot be used, since
+root ignores it. PostgreSQL: the server itself is stopped and started again. In both cases the graph must
+keep answering, the rows must wait in the spill journal, and once the database works again every
+interaction must be there exactly once, with the same node runs and decisions as a run without an outage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from cl_plugin import CaptureHandler
+from cl_plugin.store import Store
+from graphs.mcts_agents import build_mcts_agent_graph
+from graphs.traffic import production_queries
+from tests.conftest import PG_URL
+
+N_BEFORE, N_DURING, N_AFTER = 20, 30, 20
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class Traffic:
+    """Serves seeded production queries through the graph with fixed run ids, and remembers them."""
+
+    def __init__(self, handler: CaptureHandler | None, seed: int = 3) -> None:
+        self.graph = build_mcts_agent_graph().compile()
+        self.handler = handler
+        self.queries = [q.text for q in production_queries(N_BEFORE + N_DURING + N_AFTER, seed=seed)]
+        self.run_ids: list[uuid.UUID] = []
+        self.answered = 0
+
+    def serve(self, count: int, *, run_ids: list[uuid.UUID] | None = None) -> None:
+        for _ in range(count):
+            i = len(self.run_ids)
+            run_id = run_ids[i] if run_ids is not None else uuid.uuid4()
+            self.run_ids.append(run_id)
+            callbacks = [self.handler] if self.handler is not None else []
+            out = self.graph.invoke(
+                {"query": self.queries[i]}, config={"callbacks": callbacks, "run_id": run_id}
+            )
+            self.answered += bool(out.get("response"))
+
+
+def per_interaction_counts(store: Store) -> dict[str, tuple[int, int]]:
+    """(node runs, decisions) of every stored interaction."""
+    with store.engine.connect() as conn:
+        runs = Counter(
+            dict(conn.execute(text("SELECT interaction_id, count(*) FROM node_runs GROUP BY 1")).all())
+        )
+        decisions = Counter(
+            dict(conn.execute(text("SELECT interaction_id, count(*) FROM decisions GROUP BY 1")).all())
+        )
+        ids = [r[0] for r in conn.execute(text("SELECT interaction_id FROM interactions")).all()]
+    return {i: (runs[i], decisions[i]) for i in ids}
+
+
+def reference_counts(run_ids: list[uuid.UUID], directory: Path) -> dict[str, tuple[int, int]]:
+    """What the same requests store when nothing goes wrong."""
+    store = Store.from_url(f"sqlite:///{directory / 'reference.db'}").setup()
+    handler = CaptureHandler(store)
+    traffic = Traffic(handler)
+    traffic.serve(len(run_ids), run_ids=run_ids)
+    assert handler.close(timeout=30)
+    try:
+        return per_interaction_counts(store)
+    finally:
+        store.close()
+
+
+def assert_everything_arrived_once(
+    store: Store, traffic: Traffic, handler: CaptureHandler, directory: Path
+) -> None:
+    expected = {str(r) for r in traffic.run_ids}
+    stats = handler.writer.stats
+    assert wait_until(lambda: set(per_interaction_counts(store)) == expected, timeout=30), (
+        f"{len(expected - set(per_interaction_counts(store)))} interactions missing; writer stats: {stats}"
+    )
+    assert handler.close(timeout=30)
+    assert stats.spilled > 0 and stats.replayed == stats.spilled, stats
+    assert stats.lost == stats.rejected == stats.dropped == stats.invalid == 0, stats
+    assert handler.hook_errors == 0
+    assert traffic.answered == len(traffic.run_ids)  # the graph answered every request through the outage
+    assert per_interaction_counts(store) == reference_counts(traffic.run_ids, directory)
+    assert not list(Path(handler.writer.journal.directory).glob("*.jsonl"))  # journal fully replayed
+
+
+# -- SQLite: the database's volume fills up --------------------------------------------------------------
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs of its own, so that filling it makes the database's writes fail (and nothing else)."""
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to give the database a volume of its own")
+    mnt = tmp_path / "volume"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs CAP_SYS_ADMIN): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(volume: Path) -> Path:
+    filler = volume / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == 28  # ENOSPC
+    return filler
+
+
+def test_sqlite_disk_full_mid_traffic_spills_and_replays_every_interaction_once(
+    small_volume: Path, tmp_path: Path
+) -> None:
+    store = Store.from_url(f"sqlite:///{small_volume / 'store.db'}").setup()
+    # The journal lives on another disk than the database (the default beside it would be full too).
+    handler = CaptureHandler(store, journal_dir=tmp_path / "journal", flush_interval=0.05)
+    handler.writer.retry_interval = handler.writer._backoff = 0.1
+    traffic = Traffic(handler)
+    try:
+        traffic.serve(N_BEFORE)
+        assert handler.flush(timeout=30)
+        assert store.count_interactions() == N_BEFORE
+        filler = fill(small_volume)
+        traffic.serve(N_DURING)
+        assert handler.flush(timeout=30)
+        assert handler.writer.stats.spilled > 0, handler.writer.stats
+        assert "database or disk is full" in (handler.writer.stats.last_error or "")
+        assert store.count_interactions() == N_BEFORE
+        filler.unlink()
+        traffic.serve(N_AFTER)
+        assert_everything_arrived_once(store, traffic, handler, tmp_path)
+        assert store.engine.connect().exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    finally:
+        handler.close(timeout=10)
+        store.close()
+
+
+# -- PostgreSQL: the server stops and starts -----------------------------------------------------------
+
+
+def _pg_cluster() -> tuple[str, str]:
+    """(version, name) of the local cluster serving the test database, or skip with the reason."""
+    if "127.0.0.1" not in PG_URL and "localhost" not in PG_URL:
+        pytest.skip("the test server is not local; it cannot be stopped from here")
+    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
+        pytest.skip("pg_ctlcluster is not available to stop and start the server")
+    versions = sorted(os.listdir("/etc/postgresql"))
+    if not versions:
+        pytest.skip("no PostgreSQL cluster configured under /etc/postgresql")
+    status = subprocess.run(["pg_ctlcluster", versions[-1], "main", "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        pytest.skip(f"cannot control the PostgreSQL cluster: {status.stdout.strip()} {status.stderr.strip()}")
+    return versions[-1], "main"
+
+
+def _pg_ready(timeout: float) -> bool:
+    import psycopg
+
+    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+
+    def ready() -> bool:
+        try:
+            with psycopg.connect(conninfo, connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    return wait_until(ready, timeout)
+
+
+@pytest.mark.postgres
+def test_postgres_restart_mid_traffic_spills_and_replays_every_interaction_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    version, cluster = _pg_cluster()
+    store = Store.from_url(pg_url).setup()
+    handler = CaptureHandler(store, journal_dir=tmp_path / "journal", flush_interval=0.05)
+    handler.writer.retry_interval = handler.writer._backoff = 0.1
+    traffic = Traffic(handler)
+    try:
+        traffic.serve(N_BEFORE)
+        assert handler.flush(timeout=30)
+        assert store.count_interactions() == N_BEFORE
+        try:
+            subprocess.run(["pg_ctlcluster", version, cluster, "stop", "-m", "fast"], check=True, timeout=60)
+            traffic.serve(N_DURING)
+            assert handler.flush(timeout=30)
+            assert handler.writer.stats.spilled > 0, handler.writer.stats
+        finally:
+            subprocess.run(["pg_ctlcluster", version, cluster, "start"], check=False, timeout=60)
+            assert _pg_ready(60), "the PostgreSQL server did not come back"
+        traffic.serve(N_AFTER)
+        assert_everything_arrived_once(store, traffic, handler, tmp_path)
+    finally:
+        handler.close(timeout=10)
+        store.close()
