@@ -43,7 +43,7 @@ def unit_bytes(unit_id: object, test_id: str | None = None) -> bytes:
             form that is the same in every process).
     """
     if isinstance(unit_id, str):
-        return unit_id.encode()
+        return unit_id.encode("utf-8", "surrogatepass")  # a lone surrogate from a JSON escape is an id too
     if isinstance(unit_id, int) and not isinstance(unit_id, bool):
         return str(unit_id).encode()
     if isinstance(unit_id, uuid.UUID):

@@ -248,7 +248,9 @@ class ABTestFramework:
             self._get(test_id)
             prefix, threshold = self._assigners[test_id]
         h = prefix.copy()
-        h.update(unit_id.encode() if type(unit_id) is str else unit_bytes(unit_id, test_id))
+        h.update(
+            unit_id.encode("utf-8", "surrogatepass") if type(unit_id) is str else unit_bytes(unit_id, test_id)
+        )
         return "B" if int.from_bytes(h.digest(), "big") < threshold else "A"
 
     def assign_groups(self, test_id: str, unit_ids: Iterable[str | int | uuid.UUID | bytes]) -> list[str]:
@@ -265,7 +267,9 @@ class ABTestFramework:
         out = []
         for unit in unit_ids:
             h = copy()
-            h.update(unit.encode() if type(unit) is str else unit_bytes(unit, test_id))
+            h.update(
+                unit.encode("utf-8", "surrogatepass") if type(unit) is str else unit_bytes(unit, test_id)
+            )
             out.append("B" if from_bytes(h.digest(), "big") < threshold else "A")
         return out
 
@@ -479,7 +483,10 @@ def _metric_value(metric: object, test: _Test) -> float:
             field="metric",
             test_id=test.test_id,
         )
-    value = float(metric)
+    try:
+        value = float(metric)
+    except OverflowError:  # an int such as 10**400
+        value = math.inf
     if not math.isfinite(value):
         raise ABTestError(
             f"metric must be finite (got {value}); record failures as a number (0 for a failed request) "

@@ -24,6 +24,16 @@ def _columns_from(data: Any) -> tuple[str, dict[str, list[Any]]]:
     if hasattr(data, "columns") and hasattr(data, "to_dict"):  # a pandas DataFrame
         return "mapping", {str(c): list(data[c]) for c in data.columns}
     if isinstance(data, Mapping):
+        bad = next(
+            (k for k, v in data.items() if isinstance(v, str | bytes) or not hasattr(v, "__iter__")),
+            None,
+        )
+        if bad is not None:
+            raise DriftInputError(
+                f"a dict of reference columns needs a list of values per column; column {bad!r} holds "
+                f"{type(data[bad]).__name__}",
+                field=str(bad),
+            )
         return "mapping", {str(k): list(v) for k, v in data.items()}
     if isinstance(data, str) or not isinstance(data, Sequence | np.ndarray):
         raise DriftInputError(
@@ -114,7 +124,7 @@ class Schema:
         """
         try:
             self._write(sample, row)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int such as 10**400
             if isinstance(exc, DriftInputError):
                 raise
             raise self._layout_error(sample) from None

@@ -8,6 +8,7 @@ found. After a drift the detector forgets what it saw, on the next update, so on
 from __future__ import annotations
 
 import math
+import sys
 from abc import ABC, abstractmethod
 
 from cl_plugin.errors import DriftInputError
@@ -56,7 +57,9 @@ def check_value(x: object, detector: str) -> float:
     """The value as a finite float, or a :class:`DriftInputError` that says what the detector accepts."""
     if isinstance(x, bool):
         return float(x)
-    if isinstance(x, int | float) and math.isfinite(x):
+    if isinstance(x, float) and math.isfinite(x):
+        return float(x)
+    if isinstance(x, int) and -sys.float_info.max <= x <= sys.float_info.max:  # isfinite overflows on 10**400
         return float(x)
     raise DriftInputError(
         f"{detector}.update(x) takes one finite number per call (got {x!r}); feed features one at a time, "

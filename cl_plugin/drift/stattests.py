@@ -282,6 +282,11 @@ def compare_columns(
         DriftInputError: a column is missing from ``current``, a method is unknown, or a numeric test got
             values that are not numbers.
     """
+    for arg, data in (("reference", reference), ("current", current)):
+        if not isinstance(data, Mapping):
+            raise DriftInputError(
+                f"{arg} must be a dict of columns, name -> values (got {type(data).__name__})", field=arg
+            )
     names = list(reference)
     results: list[tuple[str, str, float, float | None]] = []
     for name in names:
