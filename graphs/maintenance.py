@@ -22,8 +22,9 @@ candidate that did not pass the gate.
   the candidate, or ``promote`` moves ``production`` when A/B testing is off and ``auto_promote`` is on.
 
 :func:`build_maintenance_graph` returns the uncompiled graph: compile it with any checkpointer (a
-checkpointer is needed for human annotation and for resuming after a crash). :func:`run_maintenance`
-compiles it with an in-memory one and runs one cycle.
+checkpointer is needed for human annotation and for resuming after a crash; invoke it with
+``durability="sync"`` so that every step's checkpoint is written before the next starts).
+:func:`run_maintenance` compiles it (with an in-memory checkpointer by default) and runs one cycle that way.
 """
 
 from __future__ import annotations
@@ -488,7 +489,9 @@ def run_maintenance(
         payload = None  # the thread stopped part-way (a crash): continue from its last checkpoint
     else:  # a new cycle: named after the thread the first time, fresh on a thread that ran before
         payload = {"run_id": str(uuid.uuid4()) if previous.values else thread_id}
-    state = graph.invoke(payload, config=run_config)
+    # "sync": each step's checkpoint is on disk before the next step starts, so a run killed at any point
+    # resumes from the step it was in (the default writes checkpoints in the background)
+    state = graph.invoke(payload, config=run_config, durability="sync")
     return {"thread_id": thread_id, **state}
 
 
