@@ -79,7 +79,8 @@ def run_demo(
     Args:
         store_url: database URL; SQLite inside ``storage`` by default.
         storage: folder for the database, journal, models and report; a new temp dir by default.
-        interactions: queries before the first cycle; the A/B phase serves as many, the last phase half.
+        interactions: queries before the first cycle; the A/B phase serves twice as many (enough rated answers
+            to tell a real difference from noise), the last phase half.
         seed: seed of every simulated query and user.
         progress: called as each phase starts with a line of text and the number of queries it will serve
             (0 for a maintenance cycle); it may return a function the phase calls after each query.
@@ -99,7 +100,7 @@ def run_demo(
         "maintenance": {"model_dir": str(models), "annotation": "feedback", "min_interactions": 50},
         "retraining": {"min_new_samples": 50},
         # an even split and an always-valid interval tuned to the few hundred results the demo collects
-        "ab_testing": {"traffic_split": 0.5, "min_samples": 100, "sequential_tuning": 400},
+        "ab_testing": {"traffic_split": 0.5, "min_samples": 100, "sequential_tuning": interactions},
     }
 
     _register_starting_models(registry)
@@ -138,14 +139,14 @@ def run_demo(
         ).compile()
         framework = ABTestFramework(config["ab_testing"], store=store)
         tick = progress(
-            f"serving {interactions} queries split between production and the candidate", interactions
+            f"serving {2 * interactions} queries split between production and the candidate", 2 * interactions
         )
         groups = run_ab_traffic(
             {"A": graph, "B": candidate_graph},
             framework,
             test_id,
             handler,
-            interactions,
+            2 * interactions,
             seed=seed + 2,
             drift=NEW,
             on_query=tick,
