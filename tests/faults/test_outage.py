@@ -127,11 +127,10 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
 
 def fill(volume: Path) -> Path:
     filler = volume / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing left over for close() to fail on
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as exc:
             assert exc.errno == 28  # ENOSPC
     return filler
