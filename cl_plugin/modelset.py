@@ -78,6 +78,7 @@ class ModelSet:
         """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(target)
         staging = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         staging.mkdir()
         try:
@@ -236,6 +237,20 @@ class ModelSet:
         if self.rag is not None:
             roles["rag_index"] = self.rag
         return roles
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Delete staging and retired folders of ``target`` left by processes that died mid-save."""
+    for leftover in target.parent.glob(f".{target.name}.*.*"):
+        parts = leftover.name.rsplit(".", 3)
+        if len(parts) != 4 or parts[3] not in ("tmp", "old") or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)  # the saving process still runs: its folder is not abandoned
+        except ProcessLookupError:
+            shutil.rmtree(leftover, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            continue
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,21 @@ def test_a_registered_set_loads_by_alias_or_router_version(model_set: ModelSet, 
     by_version = ModelSet.from_registry(registry, names=NAMES, version=2)
     assert by_version.info["versions"] == second and by_version.rag is None
     assert [m.reason for m in registry.alias_history("rag_index", "candidate")] == ["nightly"]
+
+
+def test_folders_left_by_a_process_that_died_mid_save_are_removed_on_the_next_save(
+    model_set: ModelSet, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)  # a process that has exited
+    abandoned = tmp_path / f".v1.{pid}.123.tmp"
+    abandoned.mkdir()
+    live = tmp_path / f".v1.{os.getpid()}.456.tmp"  # this process: still running, so kept
+    live.mkdir()
+    model_set.save(tmp_path / "v1")
+    assert not abandoned.exists() and live.exists()
