@@ -37,7 +37,7 @@ def test_demo_runs_the_whole_loop_into_sqlite_and_reports(
         versions = conn.execute("SELECT count(*) FROM model_versions WHERE model_name = 'router'").fetchone()[
             0
         ]
-    assert interactions == 300 + 300 + 150 and runs == [("completed",), ("completed",)]
+    assert interactions == 150 + 150 + 600 + 150 and runs == [("completed",), ("completed",)]
     assert tests >= 1 and versions >= 2
 
 
