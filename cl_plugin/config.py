@@ -36,7 +36,8 @@ HASH_KEY_ENV = "CL_PLUGIN_HASH_KEY"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # NaN and infinity are never meaningful settings (a threshold of inf silences a detector)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class LoggingConfig(_Section):
@@ -241,6 +242,15 @@ def _describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return ", ".join(sorted(target.model_fields))
 
 
+def _shown(value: Any) -> str:
+    """A value for an error message: its repr, shortened, or its type when even that fails."""
+    try:
+        text = repr(value)
+    except Exception:  # an int past Python's digit limit, or a repr that raises
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
     lines = []
     first_key = None
@@ -252,8 +262,7 @@ def _config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> 
             allowed = _describe_allowed(model, loc)
             lines.append(f"unknown key {key!r}; the keys allowed here are: {allowed}")
         else:
-            value = err.get("input")
-            lines.append(f"{key}: {err['msg']} (got {value!r})")
+            lines.append(f"{key}: {err['msg']} (got {_shown(err.get('input'))})")
     return ConfigError("invalid configuration: " + "; ".join(lines), key=first_key)
 
 
@@ -313,6 +322,13 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
             raise ConfigError(
                 f"config file {str(p)!r} does not exist; pass the path of your YAML file"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text; save it as UTF-8 YAML") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"config file {str(p)!r} cannot be read ({exc.strerror or type(exc).__name__}); "
+                "pass the path of a readable YAML file"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
         if loaded is None:
@@ -328,5 +344,6 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
             raise ConfigError("'continual_learning' must be a mapping of sections", key="continual_learning")
     for name, section in overrides.items():
         base = data.get(name) or {}
-        data[name] = {**base, **section} if isinstance(section, dict) else section
+        both = isinstance(section, dict) and isinstance(base, dict)
+        data[name] = {**base, **section} if both else section
     return parse_section(ContinualLearningConfig, data, prefix="continual_learning")
