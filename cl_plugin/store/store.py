@@ -470,6 +470,20 @@ class Store:
         has_feedback: bool | None = None,
         graph_name: str | None = None,
     ) -> list[Any]:
+        for name, number in (
+            ("min_feedback_score", min_feedback_score),
+            ("max_feedback_score", max_feedback_score),
+            ("start_time", start_time),
+            ("end_time", end_time),
+        ):
+            _check_number_filter(name, number)
+        agents = [agent] if isinstance(agent, str) else list(agent or ())
+        for name, value in (
+            *(("agent", a) for a in agents),
+            ("session_id", session_id),
+            ("graph_name", graph_name),
+        ):
+            _check_text_filter(name, value)
         c = _INTERACTIONS.c
         conds: list[Any] = []
         if min_feedback_score is not None:
@@ -1296,6 +1310,44 @@ class Store:
         if limit is not None:
             stmt = stmt.limit(limit)
         return self._decode(stmt, ("features", "details"))
+
+
+_FILTER_LIMIT = 1e15  # far past any unix time or score, inside every engine's numeric range
+
+
+def _check_number_filter(name: str, value: Any) -> None:
+    """A numeric query filter must be a finite real number the database can compare (or None)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRecordError(
+            f"query filter {name} must be a finite number (got {value!r:.60})", field=name
+        )
+    if abs(value) > _FILTER_LIMIT:
+        raise InvalidRecordError(
+            f"query filter {name} is out of range (|{name}| must be at most {_FILTER_LIMIT:g})", field=name
+        )
+
+
+def _check_text_filter(name: str, value: Any) -> None:
+    """A text query filter must be a string every engine can store: no NUL, valid Unicode (or None)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidRecordError(
+            f"query filter {name} must be a string (got {type(value).__name__})", field=name
+        )
+    if "\x00" in value:
+        raise InvalidRecordError(
+            f"query filter {name} contains a NUL character; no stored value can", field=name
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRecordError(
+            f"query filter {name} is not valid Unicode (a lone surrogate); no stored value can match it",
+            field=name,
+        ) from None
 
 
 def _float(value: Any) -> float | None:
