@@ -397,15 +397,16 @@ class Writer:
 def _is_outage(exc: BaseException) -> bool:
     """Whether a database error means "cannot reach or write the database now" rather than "bad row".
 
-    PostgreSQL says it with the SQLSTATE: classes 22 (data exception) and 23 (integrity constraint) are the
-    row's fault; anything else (connection, permissions, disk, shutdown, ...) is an outage to wait out.
+    PostgreSQL says it with the SQLSTATE: classes 22 (data exception), 23 (integrity constraint) and 54 (a
+    program limit, such as an index row too big for a long value) are the row's fault; anything else
+    (connection, permissions, disk, shutdown, ...) is an outage to wait out.
     """
     if getattr(exc, "connection_invalidated", False):
         return True
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate:
-        return not str(sqlstate).startswith(("22", "23"))
+        return not str(sqlstate).startswith(("22", "23", "54"))
     if isinstance(exc, IntegrityError | DataError):
         return False
     if isinstance(exc, OperationalError):

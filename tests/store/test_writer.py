@@ -531,3 +531,21 @@ def test_a_writer_that_falls_behind_writes_bigger_batches(store: Store, make_wri
     assert store.count_interactions() == 1000
     # Fixed batches of 10 would take 100 transactions; batches grow to 16 x 10 under the backlog.
     assert w.stats.batches <= 1 + math.ceil(990 / 160) + 1
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "outage"),
+    [("08006", True), ("57P01", True), ("53100", True), ("22001", False), ("23505", False), ("54000", False)],
+)
+def test_postgres_errors_are_outages_unless_the_row_is_at_fault(sqlstate: str, outage: bool) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from cl_plugin.store.writer import _is_outage
+
+    class Orig(Exception):
+        pass
+
+    orig = Orig("boom")
+    orig.sqlstate = sqlstate  # type: ignore[attr-defined]
+    # 54000 is "index row size exceeds maximum": a too-long value, which waiting would never fix
+    assert _is_outage(DBAPIError("INSERT ...", {}, orig)) is outage
