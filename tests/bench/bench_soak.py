@@ -1,6 +1,6 @@
 """Soak: many interactions through the logger with peak memory sampled, and many processes on one database.
 
-    python tests/bench/bench_soak.py [--interactions 100000] [--full] [--pg URL] [--skip-processes]
+    python tests/bench/bench_soak.py [--interactions 100000] [--full] [--pg URL] [--skip-processes] [--handler]
 
 1. ``--interactions N`` (``--full``: 1,000,000) interactions through :class:`ProductionInteractionLogger`
    into SQLite as fast as one thread submits them (the example graph answers in ~10 ms, far too slow for
@@ -8,6 +8,8 @@
    the table shows the rate, the peak RSS and the rows present at the end.
 2. 8 processes logging into PostgreSQL and 4 into one SQLite file at once (``--per-process`` each):
    rows present, errors, wall time.
+3. ``--handler``: the same number of graph runs through :class:`CaptureHandler`'s hooks (a root run with one
+   node run each), with peak memory, interactions and node runs present at the end.
 The maintenance graph running while capture goes on is in tests/faults/test_load.py.
 """
 
@@ -96,6 +98,66 @@ def soak(n: int, directory: Path) -> dict:
     }
 
 
+def handler_soak(n: int, directory: Path) -> dict:
+    """``n`` graph runs through :class:`CaptureHandler`'s hooks: a root run with one node run inside it.
+
+    The hooks receive what LangGraph sends for a one-node graph (root chain start and end with the state,
+    a node chain with its ``langgraph_node`` metadata); driving them directly measures capture itself,
+    without the ~10 ms the example agents spend answering.
+    """
+    import uuid
+
+    from cl_plugin import CaptureHandler
+
+    peak = [rss_mib()]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start_rss = rss_mib()
+    handler = CaptureHandler(f"sqlite:///{directory / 'handler.db'}")
+    t0 = time.perf_counter()
+    for i in range(n):
+        root, node = uuid.UUID(int=2 * i + 1), uuid.UUID(int=2 * i + 2)
+        state = {"query": f"how do I reset order {i}? mail me at user{i % 97}@example.com"}
+        meta = {"user_id": f"u{i % 50}", "session_id": f"s{i % 1009}"}
+        handler.on_chain_start({"name": "LangGraph"}, state, run_id=root, parent_run_id=None, metadata=meta)
+        handler.on_chain_start(
+            {"name": "answer"}, state, run_id=node, parent_run_id=root,
+            metadata={**meta, "langgraph_node": "answer", "langgraph_step": 1, "langgraph_triggers": ["start"]},
+        )  # fmt: skip
+        out = {**state, "response": "Open settings, then security, then reset.", "agent_selected": "HRM"}
+        handler.on_chain_end(out, run_id=node, parent_run_id=root)
+        handler.on_chain_end(out, run_id=root, parent_run_id=None)
+    submitted = time.perf_counter() - t0
+    assert handler.close(timeout=3600) is not False
+    total = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    from cl_plugin.store import Store
+
+    store = Store.from_url(f"sqlite:///{directory / 'handler.db'}")
+    rows, node_rows = store.count_interactions(), 0
+    with store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        node_rows = conn.execute(text("SELECT count(*) FROM node_runs")).scalar_one()
+    store.close()
+    return {
+        "interactions": n,
+        "submit_per_s": n / submitted,
+        "stored_per_s": n / total,
+        "rss_start_mib": start_rss,
+        "rss_peak_mib": peak[0],
+        "rows": rows,
+        "node_rows": node_rows,
+    }
+
+
 def processes(url: str, count: int, n: int, directory: Path, prefix: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start_at = time.time() + 3.0
@@ -160,10 +222,24 @@ def main() -> None:
         default=os.environ.get("CL_PLUGIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     )
     parser.add_argument("--skip-processes", action="store_true")
+    parser.add_argument(
+        "--handler", action="store_true", help="drive CaptureHandler's hooks instead of the logger"
+    )
     args = parser.parse_args()
     n = 1_000_000 if args.full else args.interactions
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
+        if args.handler:
+            h = handler_soak(n, directory)
+            print("\nCaptureHandler soak (SQLite; a root run and a node run per interaction)")
+            print(
+                f"{'interactions':>12} {'hooks/s':>10} {'stored/s':>10} {'RSS start':>10} {'RSS peak':>10} {'rows':>9} {'node rows':>10}"
+            )
+            print(
+                f"{h['interactions']:>12,} {h['submit_per_s']:>10,.0f} {h['stored_per_s']:>10,.0f} "
+                f"{h['rss_start_mib']:>8.0f}Mi {h['rss_peak_mib']:>8.0f}Mi {h['rows']:>9,} {h['node_rows']:>10,}"
+            )
+            return
         r = soak(n, directory)
         print("\nlogger soak (SQLite, one thread submitting)")
         print(
