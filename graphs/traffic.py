@@ -554,7 +554,7 @@ def run_ab_traffic(
     """Like :func:`run_traffic`, with each request sent to the graph of its A/B group.
 
     The group comes from ``framework.assign_group(test_id, request id)``; when the user rates the answer,
-    ``framework.record_result`` gets 1.0 for four or five stars and 0.0 otherwise, the success metric a team
+    ``framework.record_result`` gets 1.0 unless the user gave one or two stars, the success metric a team
     could observe in production.
 
     Args:
@@ -574,7 +574,7 @@ def run_ab_traffic(
         group = framework.assign_group(test_id, str(request_id))
         feedback = _serve(graphs[group], q, handler, rng, reports[group], run_id=request_id)
         if feedback is not None and "score" in feedback:
-            framework.record_result(test_id, group, q.text, None, 1.0 if feedback["score"] >= 4 else 0.0)
+            framework.record_result(test_id, group, q.text, None, 0.0 if feedback["score"] <= 2 else 1.0)
         if on_query is not None:
             on_query()
     for report in reports.values():
