@@ -40,15 +40,11 @@ from cl_plugin import (
     ModelSet,
     ProductionInteraction,
     ProductionInteractionLogger,
-    ReplayBuffer,
-    RoutingLabel,
 )
 from graphs.mcts_agents import (
     build_mcts_agent_graph,
-    default_rag,
-    default_router,
     new_thread_config,
-    seed_set,
+    starting_model_set,
 )
 from graphs.tasks import BEST_AGENT, check_answer
 from graphs.traffic import OPS_DRIFT, DriftSchedule, ProductionQuery, production_queries, simulated_feedback
@@ -77,12 +73,7 @@ def make_config(workdir: Path, url: str) -> dict[str, dict[str, Any]]:
 
 def starting_models(path: Path) -> ModelSet:
     """The production model set the graph starts with: the default router, index and their labels."""
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    models = ModelSet(default_router(), default_rag(), replay)
+    models = starting_model_set()
     models.save(path)
     return models
 

@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cl_plugin import CaptureHandler, IncrementalRetrainingPipeline, ModelRegistry, ModelSet, Store
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from cl_plugin import CaptureHandler, IncrementalRetrainingPipeline, ModelRegistry, Store
+from graphs.maintenance import register_starting_models
+from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.traffic import OPS_DRIFT, run_traffic
 
 NAMES = {"router": "router", "rag_index": "rag_index", "replay": "router-replay"}
@@ -29,14 +29,7 @@ async def main(url: str = "sqlite://") -> None:
     registry = ModelRegistry(store, Path(tempfile.mkdtemp()) / "artifacts")
 
     # Version 1: the graph's starting router, index and the labels the router learned from.
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    first = ModelSet(default_router(), default_rag(), replay).register(registry, names=NAMES, alias=None)
-    for name, version in first.items():
-        registry.promote(NAMES[name], version, reason="starting model")
+    register_starting_models(registry)
 
     router = registry.watch("router", refresh_seconds=0)
     graph = build_mcts_agent_graph(

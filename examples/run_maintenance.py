@@ -23,10 +23,10 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from cl_plugin import CaptureHandler, ModelRegistry, ModelSet, ReplayBuffer, RoutingLabel, Store
+from cl_plugin import CaptureHandler, ModelRegistry, Store
 from cl_plugin.store.runs import maintenance_runs
-from graphs.maintenance import MODEL_NAMES, build_maintenance_graph, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from graphs.maintenance import build_maintenance_graph, register_starting_models, run_maintenance
+from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.tasks import BEST_AGENT, Task
 from graphs.traffic import OPS_DRIFT, production_queries, run_traffic
 
@@ -86,17 +86,7 @@ def main(url: str = "sqlite://") -> None:
     workdir = Path(tempfile.mkdtemp())
     store = Store.from_url(url).setup()
     registry = ModelRegistry(store, workdir / "models" / "artifacts")
-    if registry.get_alias(MODEL_NAMES["router"], "production") is None:
-        queries, agents = seed_set()
-        replay = ReplayBuffer().add(
-            RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-            for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-        )
-        versions = ModelSet(default_router(), default_rag(), replay).register(
-            registry, names=MODEL_NAMES, alias=None
-        )
-        for role, version in versions.items():
-            registry.promote(MODEL_NAMES[role], version, reason="starting model")
+    register_starting_models(registry)
 
     graph = build_mcts_agent_graph(
         router=registry.watch("router", refresh_seconds=0),

@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from cl_plugin.capture import CaptureHandler
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from cl_plugin.modelset import ModelSet
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import MODEL_NAMES, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from graphs.maintenance import register_starting_models, run_maintenance
+from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.traffic import OPS_DRIFT, DriftSchedule, TrafficReport, run_ab_traffic, run_traffic
 
 __all__ = ["DemoResult", "run_demo"]
@@ -103,7 +101,7 @@ def run_demo(
         "ab_testing": {"traffic_split": 0.5, "min_samples": 100, "sequential_tuning": interactions},
     }
 
-    _register_starting_models(registry)
+    register_starting_models(registry, actor="demo")
     graph = build_mcts_agent_graph(
         router=registry.watch("router", refresh_seconds=0.2),
         rag=registry.watch("rag_index", refresh_seconds=0.2),
@@ -172,19 +170,3 @@ def run_demo(
     store.close()
     result.elapsed_s = time.perf_counter() - start
     return result
-
-
-def _register_starting_models(registry: ModelRegistry) -> None:
-    """Version 1 of router, index and replay sample, in production: the graph's starting point."""
-    if registry.get_alias("router", "production") is not None:
-        return
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    versions = ModelSet(default_router(), default_rag(), replay).register(
-        registry, names=MODEL_NAMES, alias=None
-    )
-    for role, version in versions.items():
-        registry.promote(MODEL_NAMES[role], version, reason="starting model", actor="demo")

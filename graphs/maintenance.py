@@ -57,6 +57,7 @@ __all__ = [
     "LeaseLostError",
     "MaintenanceState",
     "build_maintenance_graph",
+    "register_starting_models",
     "run_maintenance",
 ]
 
@@ -519,6 +520,22 @@ def _config(
     return ContinualLearningConfig.model_validate(dict(config or {}))
 
 
+def register_starting_models(registry: Any, *, actor: str | None = None) -> dict[str, int]:
+    """Register the example graph's starting model set (:func:`graphs.mcts_agents.starting_model_set`) and
+    put it in production, unless the registry has a production router already.
+
+    Returns:
+        The production version of each role (router, rag_index, replay) that was registered; empty when a
+        production router existed.
+    """
+    from graphs.mcts_agents import starting_model_set
+
+    if registry.get_alias(MODEL_NAMES["router"], "production") is not None:
+        return {}
+    versions = starting_model_set().register(registry, names=MODEL_NAMES, alias=None)
+    return _promote(registry, versions, "starting model", actor=actor)
+
+
 def _production_router(registry: Any) -> Any:
     """The production router, or None when the registry has none yet (selection then uses confidences)."""
     if registry.get_alias(MODEL_NAMES["router"], "production") is None:
@@ -526,10 +543,12 @@ def _production_router(registry: Any) -> Any:
     return registry.load(MODEL_NAMES["router"], alias="production")
 
 
-def _promote(registry: Any, versions: Mapping[str, int], reason: str) -> dict[str, int]:
+def _promote(
+    registry: Any, versions: Mapping[str, int], reason: str, *, actor: str | None = "maintenance"
+) -> dict[str, int]:
     promoted = {}
     for role, version in versions.items():
-        registry.promote(MODEL_NAMES[role], version, reason=reason, actor="maintenance")
+        registry.promote(MODEL_NAMES[role], version, reason=reason, actor=actor)
         promoted[role] = version
     return promoted
 

@@ -49,6 +49,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Overwrite, Send
 
 from cl_plugin.capture import record_decision
+from cl_plugin.labels import ReplayBuffer, RoutingLabel
+from cl_plugin.modelset import ModelSet
 from cl_plugin.rag import RagIndex
 from cl_plugin.registry import ModelHandle
 from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
@@ -65,6 +67,7 @@ __all__ = [
     "default_router",
     "new_thread_config",
     "seed_set",
+    "starting_model_set",
 ]
 
 AGENTS: tuple[str, ...] = ("HRM", "TRM", "MCTS")
@@ -131,6 +134,17 @@ def default_router(seed: int = 0) -> MetaRouter:
 def default_rag() -> RagIndex:
     """A :class:`~cl_plugin.rag.RagIndex` over :func:`graphs.tasks.default_corpus`."""
     return RagIndex().add(default_corpus())
+
+
+def starting_model_set() -> ModelSet:
+    """The graph's starting point as a model set: :func:`default_router`, :func:`default_rag`, and the
+    :func:`seed_set` labels the router learned from as its replay sample."""
+    queries, agents = seed_set()
+    replay = ReplayBuffer().add(
+        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
+        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
+    )
+    return ModelSet(default_router(), default_rag(), replay)
 
 
 def new_thread_config(session_id: str | None = None) -> dict[str, Any]:

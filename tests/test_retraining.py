@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 
 from cl_plugin import IncrementalRetrainingPipeline
 from cl_plugin.errors import ConfigError
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
+from cl_plugin.labels import RoutingLabel
 from cl_plugin.metrics import expected_calibration_error
 from cl_plugin.modelset import ModelSet
 from cl_plugin.rag import RagIndex
@@ -23,7 +23,8 @@ from cl_plugin.registry import ModelRegistry
 from cl_plugin.router import MetaRouter
 from cl_plugin.store import Store
 from cl_plugin.training_data import prepare_training_data
-from graphs.mcts_agents import default_rag, default_router, seed_set
+from graphs.maintenance import register_starting_models
+from graphs.mcts_agents import starting_model_set
 from graphs.tasks import BEST_AGENT, sample_tasks
 
 AGENTS = ("HRM", "TRM", "MCTS")
@@ -55,12 +56,7 @@ def rows(
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example graph's starting model set, saved as ``v1``."""
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    return ModelSet(default_router(), default_rag(), replay).save(tmp_path_factory.mktemp("models") / "v1")
+    return starting_model_set().save(tmp_path_factory.mktemp("models") / "v1")
 
 
 def pipeline(**kwargs: Any) -> IncrementalRetrainingPipeline:
@@ -333,15 +329,7 @@ class RecordingABTests:
 
 def test_with_a_registry_production_is_read_by_alias_and_the_candidate_registered(tmp_path: Path) -> None:
     registry = ModelRegistry(Store.from_url("sqlite://").setup(), tmp_path / "artifacts")
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(str(i), q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    first = ModelSet(default_router(), default_rag(), replay).register(
-        registry, names={"router": "router", "rag_index": "rag_index", "replay": "router-replay"}, alias=None
-    )
-    registry.promote("router", first["router"])
+    register_starting_models(registry)
     tests = RecordingABTests()
     result = pipeline(registry=registry, ab_tests=tests).retrain_sync(
         rows(300, seed=11, phrasing="ops"), "models/production", tmp_path / "candidate"

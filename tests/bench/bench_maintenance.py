@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.demo import BUDGET, NEW, _register_starting_models
-from graphs.maintenance import run_maintenance
+from graphs.demo import BUDGET, NEW
+from graphs.maintenance import register_starting_models, run_maintenance
 from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.traffic import OPS_DRIFT, TrafficReport, run_traffic, synthetic_interactions
 
@@ -42,7 +42,7 @@ METRICS = (("routing", "routing_accuracy"), ("stars", "mean_stars"), ("failures"
 def _system(root: Path) -> tuple[Store, ModelRegistry, object, CaptureHandler]:
     store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
     registry = ModelRegistry(store, root / "models" / "artifacts")
-    _register_starting_models(registry)
+    register_starting_models(registry)
     graph = build_mcts_agent_graph(
         router=registry.watch("router", refresh_seconds=0),
         rag=registry.watch("rag_index", refresh_seconds=0),
@@ -131,7 +131,7 @@ def cycle_speed(size: int, runs: int) -> list[str]:
         for _ in range(runs):
             store = Store.from_url(url).setup()
             registry = ModelRegistry(store, root / "models" / "artifacts")
-            _register_starting_models(registry)  # once: later rounds find version 1 in production
+            register_starting_models(registry)  # once: later rounds find version 1 in production
             config = {
                 "maintenance": {"model_dir": str(root / "models"), "max_interactions": size},
                 "retraining": {"min_new_samples": 50},

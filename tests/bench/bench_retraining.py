@@ -39,12 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
 from cl_plugin.modelset import ModelSet
 from cl_plugin.retraining import IncrementalRetrainingPipeline
 from cl_plugin.selection import ActiveLearningSelector
 from cl_plugin.store import Store
-from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from graphs.mcts_agents import (
+    build_mcts_agent_graph,
+    starting_model_set,
+)
 from graphs.tasks import BEST_AGENT, sample_tasks
 from graphs.traffic import OPS_DRIFT, DriftSchedule, production_queries, run_traffic, synthetic_interactions
 
@@ -52,15 +54,6 @@ OLD_MIX, NEW_MIX = OPS_DRIFT.phases[0][1], OPS_DRIFT.phases[1][1]
 NEW_OPS_SHARE = OPS_DRIFT.phrasing[-1][1]
 HELD_OUT_SEED = 10_007
 VARIANTS = ("feedback", "annotations", "feedback+100")
-
-
-def starting_set() -> ModelSet:
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    return ModelSet(default_router(), default_rag(), replay)
 
 
 def routing_accuracy(model_set: ModelSet, mix: dict[str, float], ops_share: float, n: int = 1000) -> float:
@@ -76,7 +69,7 @@ def routing_accuracy(model_set: ModelSet, mix: dict[str, float], ops_share: floa
 
 
 def learning_run(seed: int, traffic: int, workdir: Path) -> dict[str, dict[str, float]]:
-    stale = starting_set()
+    stale = starting_model_set()
     stale.save(workdir / "v1")
     store = Store.from_url(f"sqlite:///{workdir / 'traffic.db'}").setup()
     handler = CaptureHandler(store)
@@ -204,7 +197,7 @@ def speed_table(size: int, runs: int) -> list[str]:
     lines = [f"Retrain time over {size} interactions, median of {runs} runs (target <= 30 s)"]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        starting_set().save(workdir / "v1")
+        starting_model_set().save(workdir / "v1")
         logger = ProductionInteractionLogger({"storage": str(workdir), "use_compression": False})
         for record in synthetic_interactions(size, seed=5, pii_rate=0.02):
             logger.log_interaction_sync(record)

@@ -244,21 +244,13 @@ def test_sigkill_mid_backup_append_keeps_every_complete_record_readable_after_la
 @pytest.fixture
 def production_registry(tmp_path: Path) -> tuple[str, Path]:
     """A SQLite store whose registry serves the example graph's starting set as production (v1)."""
-    from cl_plugin.labels import ReplayBuffer, RoutingLabel
-    from graphs.mcts_agents import default_rag, default_router, seed_set
+    from graphs.maintenance import register_starting_models
 
     url, artifacts = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "artifacts"
     store = Store.from_url(url).setup()
     registry = ModelRegistry(store, artifacts)
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    for role, version in (
-        ModelSet(default_router(), default_rag(), replay).register(registry, names=NAMES).items()
-    ):
-        registry.promote(NAMES[role], version)
+    for role, version in register_starting_models(registry).items():
+        registry.set_alias(NAMES[role], "candidate", version)  # v1 came in as a candidate, as versions do
     store.close()
     return url, artifacts
 

@@ -15,12 +15,10 @@ import pytest
 from sqlalchemy import text
 
 from cl_plugin import CaptureHandler
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from cl_plugin.modelset import ModelSet
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import MODEL_NAMES, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from graphs.maintenance import register_starting_models, run_maintenance
+from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.traffic import OPS_DRIFT, run_traffic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,15 +109,7 @@ def test_processes_capturing_the_graph_into_one_database_store_every_interaction
 def test_the_maintenance_graph_runs_to_the_end_while_capture_goes_on(tmp_path: Path) -> None:
     store = Store.from_url(f"sqlite:///{tmp_path / 'store.db'}").setup()
     registry = ModelRegistry(store, tmp_path / "models" / "artifacts")
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    for role, version in (
-        ModelSet(default_router(), default_rag(), replay).register(registry, names=MODEL_NAMES).items()
-    ):
-        registry.promote(MODEL_NAMES[role], version)
+    register_starting_models(registry)
     graph = build_mcts_agent_graph(router=registry.watch("router"), rag=registry.watch("rag_index")).compile()
     handler = CaptureHandler(store, journal_dir=tmp_path / "journal")
     before = run_traffic(graph, handler, 300, seed=5, drift=OPS_DRIFT)

@@ -20,13 +20,13 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 
 from cl_plugin import CaptureHandler
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from cl_plugin.modelset import ModelSet
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
 from cl_plugin.store.runs import lease_holder, maintenance_runs
-from graphs.maintenance import LEASE, MODEL_NAMES, build_maintenance_graph, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph, default_rag, default_router, seed_set
+from graphs.maintenance import LEASE, build_maintenance_graph, register_starting_models, run_maintenance
+from graphs.mcts_agents import (
+    build_mcts_agent_graph,
+)
 from graphs.traffic import OPS_DRIFT, run_traffic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +38,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("template")
     store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
     registry = ModelRegistry(store, root / "models" / "artifacts")
-    queries, agents = seed_set()
-    replay = ReplayBuffer().add(
-        RoutingLabel(f"seed-{i}", q, a, 1.0, "metadata")
-        for i, (q, a) in enumerate(zip(queries, agents, strict=True))
-    )
-    for role, version in (
-        ModelSet(default_router(), default_rag(), replay)
-        .register(registry, names=MODEL_NAMES, alias=None)
-        .items()
-    ):
-        registry.promote(MODEL_NAMES[role], version, reason="starting model")
+    register_starting_models(registry)
     graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
     handler = CaptureHandler(store)
     run_traffic(graph, handler, 400, seed=5, drift=OPS_DRIFT)
@@ -356,10 +346,7 @@ def test_on_postgresql_a_paused_run_resumes_from_the_postgres_checkpointer(
 
     store = Store.from_url(pg_url).setup()
     registry = ModelRegistry(store, tmp_path / "models" / "artifacts")
-    for role, version in (
-        ModelSet(default_router(), default_rag()).register(registry, names=MODEL_NAMES, alias=None).items()
-    ):
-        registry.promote(MODEL_NAMES[role], version)
+    register_starting_models(registry)
     handler = CaptureHandler(store)
     graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
     run_traffic(graph, handler, 240, seed=6, drift=OPS_DRIFT)
