@@ -279,7 +279,7 @@ class Store:
             Counts of inserted, unchanged and updated rows.
         """
         result = WriteResult()
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        with self.transaction() as conn:
             # Interactions first: feedback in the same batch is then applied to rows that exist.
             for name in sorted(batch.tables, key=_table_rank):
                 if batch.tables[name]:
@@ -725,7 +725,7 @@ class Store:
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         queued = 0
         values = list(rows.values())
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        with self.transaction() as conn:
             for start in range(0, len(values), 90):  # 10 columns: within SQLite's 999 bound parameters
                 stmt = (
                     insert(table)
@@ -796,7 +796,7 @@ class Store:
             raise InvalidRecordError(f"the label must be JSON-serializable: {exc}", field="label") from None
         annotator = None if annotator is None else _redacted(str(annotator))
         t = _ANNOTATION_QUEUE
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        with self.transaction() as conn:
             current = conn.execute(
                 select(t.c.status, t.c.interaction_id).where(t.c.item_id == item_id).with_for_update()
             ).first()
@@ -1077,7 +1077,7 @@ class Store:
         deleted = dict.fromkeys(("interactions", *_CHILD_TABLES), 0)
         c = _INTERACTIONS.c
         while True:
-            with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            with self.transaction() as conn:
                 ids = list(
                     conn.execute(
                         select(c.interaction_id).where(c.timestamp < older_than).limit(batch_size)
@@ -1100,7 +1100,7 @@ class Store:
         for name, time_col in orphans:
             table = _TABLES[name]
             while True:
-                with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                with self.transaction() as conn:
                     pk = next(iter(table.primary_key.columns))
                     ids = list(
                         conn.execute(select(pk).where(time_col < older_than).limit(batch_size)).scalars()
@@ -1118,7 +1118,7 @@ class Store:
         deleted["ab_tests"] = deleted["ab_test_groups"] = 0
         a = _AB_TESTS.c
         while True:
-            with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            with self.transaction() as conn:
                 ids = list(
                     conn.execute(
                         select(a.test_id)
@@ -1138,7 +1138,7 @@ class Store:
         pk = next(iter(table.primary_key.columns))
         deleted = 0
         while True:
-            with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            with self.transaction() as conn:
                 ids = list(conn.execute(select(pk).where(condition).limit(batch_size)).scalars())
                 if not ids:
                     return deleted
@@ -1148,12 +1148,8 @@ class Store:
 
     @contextmanager
     def _ab_transaction(self, key: str) -> Iterator[Connection]:
-        """A write transaction holding an A/B test lock (SQLite: the write lock; PostgreSQL: advisory)."""
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            if self.dialect == "postgresql":
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"cl_plugin.abtest:{key}"}
-                )
+        """A write transaction holding an A/B test's lock."""
+        with self.transaction(f"cl_plugin.abtest:{key}") as conn:
             yield conn
 
     def create_ab_test(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -1238,7 +1234,7 @@ class Store:
         now = time.time()
         params = [{f"d_{k}": v for k, v in d.items()} | {"d_now": now} for d in deltas]
         ids = sorted({d["test_id"] for d in deltas})
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        with self.transaction() as conn:
             conn.execute(_AB_MERGE, params)
             return dict(conn.execute(_AB_STATUS, {"ids": ids}).all())
 
@@ -1287,7 +1283,7 @@ class Store:
         """
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         stmt = insert(_DRIFT_EVENTS).values(**row).on_conflict_do_nothing(index_elements=["event_id"])
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        with self.transaction() as conn:
             conn.execute(stmt)
         return str(row["event_id"])
 

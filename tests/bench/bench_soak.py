@@ -52,19 +52,28 @@ def rss_mib() -> float:
     return float("nan")
 
 
+class MemorySampler:
+    """Samples this process's resident memory every 50 ms, from creation until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.start_mib = self.peak_mib = rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_mib = max(self.peak_mib, rss_mib())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def soak(n: int, directory: Path) -> dict:
     from cl_plugin import ProductionInteraction, ProductionInteractionLogger
 
-    peak = [rss_mib()]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.05):
-            peak[0] = max(peak[0], rss_mib())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start_rss = rss_mib()
+    memory = MemorySampler()
     logger = ProductionInteractionLogger({"storage": str(directory / "soak"), "use_sqlite": True})
     t0 = time.perf_counter()
     for i in range(n):
@@ -83,16 +92,15 @@ def soak(n: int, directory: Path) -> dict:
     submitted = time.perf_counter() - t0
     assert logger.close(timeout=3600)
     total = time.perf_counter() - t0
-    stop.set()
-    sampler.join()
+    memory.stop()
     rows = logger.store.count_interactions()
     s = logger.writer.stats
     return {
         "interactions": n,
         "submit_per_s": n / submitted,
         "stored_per_s": n / total,
-        "rss_start_mib": start_rss,
-        "rss_peak_mib": peak[0],
+        "rss_start_mib": memory.start_mib,
+        "rss_peak_mib": memory.peak_mib,
         "rows": rows,
         "lost": s.lost + s.dropped + s.rejected + s.invalid,
     }
@@ -109,16 +117,7 @@ def handler_soak(n: int, directory: Path) -> dict:
 
     from cl_plugin import CaptureHandler
 
-    peak = [rss_mib()]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.05):
-            peak[0] = max(peak[0], rss_mib())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start_rss = rss_mib()
+    memory = MemorySampler()
     handler = CaptureHandler(f"sqlite:///{directory / 'handler.db'}")
     high_water = handler.writer.max_queue // 2
     t0 = time.perf_counter()
@@ -142,8 +141,7 @@ def handler_soak(n: int, directory: Path) -> dict:
     dropped = handler.writer.stats.dropped
     assert handler.close(timeout=3600) is not False
     total = time.perf_counter() - t0
-    stop.set()
-    sampler.join()
+    memory.stop()
     from cl_plugin.store import Store
 
     store = Store.from_url(f"sqlite:///{directory / 'handler.db'}")
@@ -157,8 +155,8 @@ def handler_soak(n: int, directory: Path) -> dict:
         "interactions": n,
         "submit_per_s": n / submitted,
         "stored_per_s": n / total,
-        "rss_start_mib": start_rss,
-        "rss_peak_mib": peak[0],
+        "rss_start_mib": memory.start_mib,
+        "rss_peak_mib": memory.peak_mib,
         "rows": rows,
         "node_rows": node_rows,
         "dropped": dropped,
