@@ -501,3 +501,29 @@ def test_config_is_validated_as_a_dict_and_as_keywords() -> None:
     assert err.value.key == "ab_testing.traffic_splt"
     with pytest.raises(ConfigError, match="metric_type"):
         ABTestFramework(metric_type="ordinal")
+
+
+def test_replicas_merging_the_same_groups_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
+    # Each replica flushes a dict of groups in its own order; PostgreSQL locks the rows in the order the
+    # UPDATEs run, so unsorted batches [A, B] and [B, A] committing at once deadlock.
+    creator = ABTestFramework(store=Store.from_url(pg_url).setup())
+    test_id = creator.create_test("order", model_a="a", model_b="b")
+    stores = [Store.from_url(pg_url).setup() for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def merge(store: Store, variants: str) -> None:
+        delta = {"test_id": test_id, "n": 1, "mean": 1.0, "m2": 0.0, "non_binary": 0}
+        try:
+            for _ in range(300):
+                store.add_ab_results([delta | {"variant": v} for v in variants])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=merge, args=(s, v)) for s, v in zip(stores, ("AB", "BA"), strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    groups = stores[0].ab_test(test_id)["groups"]
+    assert groups["A"]["n"] == groups["B"]["n"] == 600

@@ -313,7 +313,8 @@ class Store:
                     select(c.interaction_id, c.corrections).where(c.interaction_id.in_(list(history)))
                 ).all()
             )
-            for iid, rows in history.items():
+            for iid in sorted(history):  # one lock order for every writer (see add_ab_results)
+                rows = history[iid]
                 if iid not in stored:
                     continue  # feedback that is waiting for its interaction
                 user = [r for r in rows if r.source == "user"]
@@ -1232,7 +1233,10 @@ class Store:
             The status (``running`` or ``ended``) of every test the deltas touched.
         """
         now = time.time()
-        params = [{f"d_{k}": v for k, v in d.items()} | {"d_now": now} for d in deltas]
+        # Rows are locked in one order (test, then variant) by every writer: two replicas whose batches
+        # touch the same groups in opposite orders would otherwise deadlock on PostgreSQL.
+        ordered = sorted(deltas, key=lambda d: (d["test_id"], d["variant"]))
+        params = [{f"d_{k}": v for k, v in d.items()} | {"d_now": now} for d in ordered]
         ids = sorted({d["test_id"] for d in deltas})
         with self.transaction() as conn:
             conn.execute(_AB_MERGE, params)
