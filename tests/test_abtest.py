@@ -175,11 +175,60 @@ def test_a_sample_ratio_mismatch_blocks_deployment() -> None:
     for _ in range(1300):
         fw.record_result(test_id, "B", metric=float(rng.normal(0.5, 1.0)))
     status = fw.get_test_status(test_id)
-    assert status["sample_ratio"]["alert"]
-    assert status["sample_ratio"]["p_value"] < 0.001
+    srm = status["sample_ratio"]
+    assert srm["alert"]
+    assert srm["p_value"] < 0.001
+    assert srm["p_value"] == pytest.approx(1.0 / srm["bayes_factor"])
+    assert srm["fixed_horizon"]["p_value"] < srm["p_value"]
     assert status["significant"]
     assert status["recommendation"] == "Keep A"
     assert "sample ratio mismatch" in status["reason"]
+    assert "always-valid p=" in status["reason"] and "chi-square p=" in status["reason"]
+
+
+def _feed_counts(fw: ABTestFramework, test_id: str, n_a: int, n_b: int, mean_b: float) -> None:
+    rng = np.random.default_rng(n_b)
+    for group, n, mean in (("A", n_a, 0.0), ("B", n_b, mean_b)):
+        for x in rng.normal(mean, 1.0, n):
+            fw.record_result(test_id, group, metric=float(x))
+
+
+def test_a_chi_square_p_below_0_001_at_one_look_does_not_block_deployment() -> None:
+    # 5180 of 10,000 in B at a 50/50 split: chi-square p = 0.0003 if this were the only look, but the
+    # counts of a test read at every look carry a Bayes factor of only about 60, short of 1/0.001.
+    fw = ABTestFramework(traffic_split=0.5, min_samples=100)
+    test_id = fw.create_test("srm-borderline", model_a="a", model_b="b")
+    _feed_counts(fw, test_id, 4820, 5180, mean_b=0.3)
+    status = fw.get_test_status(test_id)
+    srm = status["sample_ratio"]
+    assert srm["fixed_horizon"]["p_value"] < 0.001
+    assert not srm["alert"]
+    assert 0.001 < srm["p_value"] < 0.05
+    assert status["recommendation"] == "Deploy B"
+
+
+def test_the_status_and_the_stored_final_result_expose_both_srm_figures(store: Store) -> None:
+    fw = ABTestFramework(traffic_split=0.5, min_samples=100, store=store)
+    test_id = fw.create_test("srm-stored", model_a="a", model_b="b")
+    _feed_counts(fw, test_id, 2000, 2400, mean_b=0.0)
+    status = fw.get_test_status(test_id)
+    final = fw.end_test(test_id)
+    for result in (status, final, ABTestFramework(store=store).get_test_status(test_id)):
+        srm = result["sample_ratio"]
+        assert set(srm) == {
+            "expected_b_share",
+            "observed_b_share",
+            "bayes_factor",
+            "p_value",
+            "alert",
+            "fixed_horizon",
+        }
+        assert srm["observed_b_share"] == pytest.approx(2400 / 4400)
+        assert srm["alert"] and srm["bayes_factor"] >= 1000
+        assert set(srm["fixed_horizon"]) == {"chi2", "p_value"}
+        assert srm["fixed_horizon"]["chi2"] == pytest.approx(2 * 200**2 / 2200)
+        assert result["recommendation"] == "Keep A"
+    assert final["sample_ratio"] == status["sample_ratio"]
 
 
 def test_a_planned_effect_reports_the_required_sample_size() -> None:

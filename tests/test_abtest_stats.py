@@ -1,8 +1,10 @@
-"""A/B statistics: summaries, fixed-horizon tests against scipy, SRM, sample size, and seeded simulations
-showing that the always-valid test keeps its false-positive rate under continuous monitoring."""
+"""A/B statistics: summaries, fixed-horizon tests against scipy, the sequential SRM test against direct
+computations, sample size, and seeded simulations showing that the always-valid tests keep their
+false-positive rates under continuous monitoring."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,7 +12,14 @@ import pytest
 from scipy import stats as sps
 
 from cl_plugin.abtest import ABTestFramework, GroupStats, required_sample_size, sample_ratio_mismatch
-from cl_plugin.abtest.stats import fixed_test, mixture_sprt, statistical_power
+from cl_plugin.abtest.stats import (
+    SRM_ALERT_P,
+    fixed_test,
+    mixture_sprt,
+    srm_log_bayes_factor,
+    statistical_power,
+)
+from cl_plugin.errors import ABTestError
 
 
 def _summary(values: np.ndarray) -> GroupStats:
@@ -53,15 +62,121 @@ def test_two_proportions_match_the_pooled_z_test() -> None:
     assert ours.p_value == pytest.approx(2 * sps.norm.sf(abs(z)))
 
 
-def test_sample_ratio_mismatch_matches_scipy_chisquare_and_alerts_below_0_001() -> None:
+def test_the_srm_chi_square_figure_matches_scipy_chisquare() -> None:
     for n_a, n_b, split in ((5000, 5200, 0.5), (9000, 1100, 0.1), (4000, 4400, 0.5)):
         ours = sample_ratio_mismatch(n_a, n_b, split)
         n = n_a + n_b
         ref = sps.chisquare([n_a, n_b], [n * (1 - split), n * split])
-        assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-9)
-        assert ours.alert == (ref.pvalue < 0.001)
-    assert sample_ratio_mismatch(4000, 4400, 0.5).alert
-    assert not sample_ratio_mismatch(5000, 5050, 0.5).alert
+        assert ours.chi2 == pytest.approx(ref.statistic, rel=1e-12)
+        assert ours.chi2_p_value == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("n_a", "n_b", "split", "concentration"),
+    [(0, 0, 0.5, 100.0), (3, 1, 0.5, 100.0), (7, 0, 0.5, 2.0), (40, 9, 0.1, 100.0), (12, 30, 0.3, 1.0)],
+)
+def test_the_srm_bayes_factor_is_the_beta_binomial_over_the_binomial(
+    n_a: int, n_b: int, split: float, concentration: float
+) -> None:
+    n = n_a + n_b
+    beta_binomial = sps.betabinom.pmf(n_b, n, concentration * split, concentration * (1 - split))
+    expected = beta_binomial / sps.binom.pmf(n_b, n, split)
+    assert math.exp(srm_log_bayes_factor(n_a, n_b, split, concentration)) == pytest.approx(expected, rel=1e-9)
+    ours = sample_ratio_mismatch(n_a, n_b, split, concentration=concentration)
+    assert ours.bayes_factor == pytest.approx(expected, rel=1e-9)
+    assert ours.p_value == pytest.approx(min(1.0, 1.0 / expected), rel=1e-9)
+
+
+def test_the_srm_bayes_factor_is_the_product_of_polya_urn_predictions_over_the_split() -> None:
+    # Unit by unit, the mixture predicts B with (prior_b + B so far) / (prior + units so far); the Bayes
+    # factor is the product of those predictions over the split's, whatever the order of the units.
+    rng = np.random.default_rng(9)
+    split, concentration = 0.2, 100.0
+    in_b = rng.random(300) < 0.3
+    bf, n_b = 1.0, 0
+    for i, b in enumerate(in_b):
+        p_b = (concentration * split + n_b) / (concentration + i)
+        bf *= p_b / split if b else (1 - p_b) / (1 - split)
+        n_b += int(b)
+    assert srm_log_bayes_factor(len(in_b) - n_b, n_b, split, concentration) == pytest.approx(math.log(bf))
+
+
+def test_srm_p_values_carried_from_look_to_look_never_rise() -> None:
+    # B gets 60 of every 100 units for 20 looks, then 45 for 40 looks, which brings the counts back in
+    # line, then 50: the p-value at each look falls and rises again, the carried one only falls.
+    n_a = n_b = 0
+    carried = 1.0
+    at_looks, running_p = [], []
+    for look in range(100):
+        step_b = 60 if look < 20 else 45 if look < 60 else 50
+        n_a, n_b = n_a + 100 - step_b, n_b + step_b
+        at_look = sample_ratio_mismatch(n_a, n_b, 0.5)
+        running = sample_ratio_mismatch(n_a, n_b, 0.5, max_bayes_factor=carried)
+        carried = running.max_bayes_factor
+        assert running.bayes_factor == at_look.bayes_factor
+        assert running.p_value == pytest.approx(min(1.0, 1.0 / carried))
+        at_looks.append(at_look.p_value)
+        running_p.append(running.p_value)
+    assert all(later <= earlier for earlier, later in itertools.pairwise(running_p))
+    assert running_p[-1] < SRM_ALERT_P
+    assert any(later > earlier for earlier, later in itertools.pairwise(at_looks))
+    assert n_a == n_b
+    assert at_looks[-1] == 1.0
+
+
+def _srm_looks(rng: np.random.Generator, split: float, true_share: float, looks: int) -> tuple[int, int]:
+    """One test's counts read every 100 units: the first look at which the chi-square rule (p < 0.001)
+    and the sequential rule alert, 0 when they never do."""
+    n_a = n_b = 0
+    chi_first = seq_first = 0
+    carried = 1.0
+    for look in range(1, looks + 1):
+        step_b = int(rng.binomial(100, true_share))
+        n_a, n_b = n_a + 100 - step_b, n_b + step_b
+        srm = sample_ratio_mismatch(n_a, n_b, split, max_bayes_factor=carried)
+        carried = srm.max_bayes_factor
+        chi_first = chi_first or (look if srm.chi2_p_value < SRM_ALERT_P else 0)
+        seq_first = seq_first or (look if srm.alert else 0)
+    return chi_first, seq_first
+
+
+@pytest.mark.parametrize("split", [0.5, 0.1])
+def test_aa_tests_read_every_100_units_do_not_raise_a_sequential_srm_alert(split: float) -> None:
+    rng = np.random.default_rng(31 + int(split * 10))
+    runs = [_srm_looks(rng, split, split, looks=100) for _ in range(300)]
+    sequential = sum(seq > 0 for _, seq in runs)
+    chi_square = sum(chi > 0 for chi, _ in runs)
+    # Ville's inequality bounds the sequential rule at 0.1% over every look (0.3 expected at most here);
+    # the chi-square rule re-run at 100 looks is not bounded by its level.
+    assert sequential <= 1
+    assert chi_square > sequential
+
+
+def test_a_seeded_mismatch_is_found_by_the_sequential_srm_test() -> None:
+    rng = np.random.default_rng(5)
+    # 10% of B's units lost at a 50/50 split: B's share of what arrives is 0.45 / 0.95 = 0.474.
+    runs = [_srm_looks(rng, 0.5, 0.45 / 0.95, looks=200) for _ in range(40)]
+    first_alerts = sorted(seq for _, seq in runs)
+    assert all(first_alerts), "every test should alert within 20,000 units"
+    assert first_alerts[len(first_alerts) // 2] <= 100  # median delay at most 10,000 units
+
+
+def test_bad_srm_input_names_the_field() -> None:
+    cases = [
+        ({"n_a": -1}, "n_a"),
+        ({"n_b": 2.5}, "n_b"),
+        ({"n_b": True}, "n_b"),
+        ({"b_share": 1.0}, "b_share"),
+        ({"b_share": math.nan}, "b_share"),
+        ({"concentration": 0.0}, "concentration"),
+        ({"concentration": math.inf}, "concentration"),
+        ({"max_bayes_factor": 0.5}, "max_bayes_factor"),
+    ]
+    for override, field in cases:
+        args = {"n_a": 10, "n_b": 10, "b_share": 0.5} | override
+        with pytest.raises(ABTestError, match=field) as err:
+            sample_ratio_mismatch(**args)
+        assert err.value.field == field
 
 
 def test_fixed_sample_size_is_the_textbook_formula_and_sequential_needs_more() -> None:

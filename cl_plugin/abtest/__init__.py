@@ -2,7 +2,7 @@
 
 ``framework`` holds the spec's :class:`ABTestFramework`; ``assignment`` the deterministic hash that puts
 units into groups; ``stats`` the statistics (Welch and two-proportion tests, the always-valid mixture
-SPRT, the sample-ratio-mismatch check, power and sample size); ``analysis`` the decision rule.
+SPRT, the sequential sample-ratio-mismatch check, power and sample size); ``analysis`` the decision rule.
 """
 
 from cl_plugin.abtest.analysis import RECOMMENDATIONS, ABTestSettings, analyse

@@ -4,14 +4,21 @@ The decision rests on the always-valid test alone (:func:`~cl_plugin.abtest.stat
 may be asked for after every result. In order:
 
 1. fewer than ``min_samples`` results in a group: ``Continue``;
-2. the group counts do not match the split (SRM, p < 0.001): ``Keep A``, since the comparison cannot be
-   trusted until the assignment or the logging is fixed;
+2. the group counts do not match the split (sample ratio mismatch: the sequential test's always-valid
+   p-value is at most 0.001): ``Keep A``, since the comparison cannot be trusted until the assignment or
+   the logging is fixed;
 3. the confidence sequence of B's improvement over A lies above zero: ``Deploy B``; below zero: ``Keep A``;
 4. a ``minimum_detectable_effect`` is set and the sequence lies below it: ``Keep A`` (B cannot be better
    by the planned effect, so running on is futile);
 5. otherwise ``Continue``.
 
 "Improvement" is ``mean(B) - mean(A)``, or its negative when lower metric values are better.
+
+The sample-ratio check is computed from the two counts at each analysis (see
+:func:`~cl_plugin.abtest.stats.sample_ratio_mismatch`). The store keeps only the groups' sufficient
+statistics, not the path they took, so the running maximum of the Bayes factor over earlier analyses is not
+available: the reported p-value is the always-valid one *at this look*. It can rise again as counts come
+back into line, but the chance that an A/A test ever alerts, at any look, stays at most 0.001.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Literal
 
 from cl_plugin.abtest.stats import (
     GroupStats,
+    SampleRatio,
     fixed_test,
     mixture_sprt,
     required_sample_size,
@@ -96,8 +104,11 @@ def analyse(settings: ABTestSettings, a: GroupStats, b: GroupStats) -> dict[str,
         ``groups`` (``n``, ``mean``, ``std`` of A and B); ``effect`` (``mean(B) - mean(A)``),
         ``relative_effect`` (over ``mean(A)``); the always-valid ``p_value``, ``confidence_interval`` (a
         confidence sequence) and ``significant``; ``fixed_horizon`` (Welch or two-proportion test, valid
-        only at a sample size fixed in advance); ``sample_ratio`` (the SRM check); and ``plan``
-        (required sample size and current power for ``minimum_detectable_effect``, or None).
+        only at a sample size fixed in advance); ``sample_ratio``, the sample-ratio-mismatch check:
+        ``expected_b_share``, ``observed_b_share``, the sequential test's ``bayes_factor``, its always-valid
+        ``p_value`` at this look and ``alert`` (which blocks a decision), and ``fixed_horizon`` (the
+        chi-square ``chi2`` and ``p_value``, for reference only); and ``plan`` (required sample size and
+        current power for ``minimum_detectable_effect``, or None).
     """
     kind = _kind(settings, a, b)
     alpha = 1.0 - settings.confidence_level
@@ -114,9 +125,10 @@ def analyse(settings: ABTestSettings, a: GroupStats, b: GroupStats) -> dict[str,
         "sample_ratio": {
             "expected_b_share": srm.expected_b_share,
             "observed_b_share": _finite(srm.observed_b_share),
-            "chi2": srm.chi2,
+            "bayes_factor": srm.bayes_factor,
             "p_value": srm.p_value,
             "alert": srm.alert,
+            "fixed_horizon": {"chi2": srm.chi2, "p_value": srm.chi2_p_value},
         },
         "plan": None,
     }
@@ -150,7 +162,7 @@ def analyse(settings: ABTestSettings, a: GroupStats, b: GroupStats) -> dict[str,
             "required_samples": needed,
             "power_now": statistical_power(mde, a.n + b.n, **sds, **plan),
         }
-    return out | _recommend(settings, a, b, seq.ci_low, seq.ci_high, srm.alert, srm.p_value)
+    return out | _recommend(settings, a, b, seq.ci_low, seq.ci_high, srm)
 
 
 def _recommend(
@@ -159,8 +171,7 @@ def _recommend(
     b: GroupStats,
     ci_low: float,
     ci_high: float,
-    srm_alert: bool,
-    srm_p: float,
+    srm: SampleRatio,
 ) -> dict[str, str]:
     if min(a.n, b.n) < settings.min_samples:
         return _decision(
@@ -168,11 +179,12 @@ def _recommend(
             f"each group needs min_samples={settings.min_samples} results before a decision "
             f"(A has {a.n}, B has {b.n})",
         )
-    if srm_alert:
+    if srm.alert:
         return _decision(
             "Keep A",
-            f"sample ratio mismatch: {b.n / (a.n + b.n):.4f} of results are in B where "
-            f"{settings.traffic_split} were expected (chi-square p={srm_p:.2g}); the comparison is not "
+            f"sample ratio mismatch: {srm.observed_b_share:.4f} of results are in B where "
+            f"{settings.traffic_split} were expected (always-valid p={srm.p_value:.2g}, Bayes factor "
+            f"{srm.bayes_factor:.3g}; chi-square p={srm.chi2_p_value:.2g}); the comparison is not "
             "trustworthy until the assignment or the result logging is fixed",
         )
     sign = 1.0 if settings.higher_is_better else -1.0

@@ -431,7 +431,9 @@ class ABTestFramework:
             ``test_id``, ``name``, ``model_a``, ``model_b``, ``status`` (``running`` or ``ended``),
             ``created_at``, ``ended_at``, ``settings``, and the analysis described in
             :func:`~cl_plugin.abtest.analysis.analyse` (``recommendation``, ``reason``, ``groups``,
-            ``effect``, ``p_value``, ``confidence_interval``, ``sample_ratio``, ...).
+            ``effect``, ``p_value``, ``confidence_interval``, ``sample_ratio``, ...). ``sample_ratio`` holds
+            the always-valid sample-ratio check (``p_value``, ``bayes_factor``, ``alert``) computed from the
+            counts now, and the chi-square figure under ``fixed_horizon``.
 
         Raises:
             UnknownABTestError: no such test.

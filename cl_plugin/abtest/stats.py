@@ -14,7 +14,12 @@ replicas can merge their summaries exactly.
   confidence sequence is tightest at ``tuning`` results (GrowthBook's tuning parameter, default 5000).
   Variances are plug-in estimates, so the guarantee is asymptotic; the seeded A/A simulations in the
   tests and in ``tests/bench/bench_abtest.py`` check it at the sample sizes used.
-* Sample ratio mismatch: chi-square test of the group counts against the configured split.
+* Sample ratio mismatch (SRM): the Dirichlet-multinomial mixture test of Lindon and Malek, "Anytime-valid
+  inference for multinomial count data" (NeurIPS 2022), here with two groups (a beta-binomial mixture).
+  Its Bayes factor against the configured split is a nonnegative martingale under the split, so by
+  Ville's inequality an A/A test alerts at *any* look with probability at most ``SRM_ALERT_P``; it is
+  computed from the two counts alone. The chi-square test of the counts is kept beside it as the
+  fixed-horizon figure: re-run at every look, it alerts far more often than its level says.
 * Power and required sample size for a planned effect, for either kind of test.
 """
 
@@ -22,13 +27,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from statistics import NormalDist
 from typing import Literal
 
-from scipy.special import stdtr, stdtrit
+from scipy.special import betaln, stdtr, stdtrit
+
+from cl_plugin.errors import ABTestError
 
 __all__ = [
     "SRM_ALERT_P",
+    "SRM_PRIOR_CONCENTRATION",
     "FixedTest",
     "GroupStats",
     "SampleRatio",
@@ -37,13 +46,19 @@ __all__ = [
     "mixture_sprt",
     "required_sample_size",
     "sample_ratio_mismatch",
+    "srm_log_bayes_factor",
     "statistical_power",
 ]
 
 MetricKind = Literal["continuous", "binary"]
 
-#: Below this p-value the group counts do not match the split (Statsig's and GrowthBook's red alert).
+#: The SRM alert level (Statsig's and GrowthBook's red alert): the sequential test alerts when its Bayes
+#: factor reaches ``1 / SRM_ALERT_P``, that is when its always-valid p-value is at most this.
 SRM_ALERT_P = 0.001
+
+#: The SRM test's default prior weight, in units. Ten times more finds mismatches of a point or two 5-15%
+#: sooner but a large one (B's share 0.4 where 0.5 was planned) half as fast (tests/bench/bench_abtest.py).
+SRM_PRIOR_CONCENTRATION = 100.0
 
 _NORMAL = NormalDist()
 
@@ -135,22 +150,31 @@ class SequentialTest:
 
 @dataclass(frozen=True)
 class SampleRatio:
-    """Chi-square check that the group counts match the configured split.
+    """Whether the group counts match the configured split: the sequential test, and the chi-square figure.
 
     Attributes:
         expected_b_share: the configured share of group B.
-        observed_b_share: the observed share.
-        chi2: the chi-square statistic (one degree of freedom).
-        p_value: its p-value.
-        alert: ``p_value < 0.001``: the assignment or the logging is broken, and the results are not
-            trustworthy until the cause is found.
+        observed_b_share: the observed share (NaN with no results).
+        bayes_factor: the mixture Bayes factor of the counts now against the configured split.
+        max_bayes_factor: the largest Bayes factor seen so far: this one, or a larger one passed in from
+            earlier looks.
+        p_value: the always-valid p-value, ``min(1, 1 / max_bayes_factor)``. Without earlier looks passed
+            in it is the always-valid p-value at this look; carried from look to look it never rises.
+        alert: ``max_bayes_factor >= 1 / SRM_ALERT_P``: the assignment or the result logging is broken, and
+            the comparison is not trustworthy until the cause is found. Under the configured split the
+            chance that this is ever true, however often it is read, is at most ``SRM_ALERT_P``.
+        chi2: the chi-square statistic (one degree of freedom), for reference.
+        chi2_p_value: its p-value, valid only when read once at a sample size fixed in advance.
     """
 
     expected_b_share: float
     observed_b_share: float
-    chi2: float
+    bayes_factor: float
+    max_bayes_factor: float
     p_value: float
     alert: bool
+    chi2: float
+    chi2_p_value: float
 
 
 def fixed_test(a: GroupStats, b: GroupStats, kind: MetricKind, alpha: float) -> FixedTest:
@@ -245,24 +269,137 @@ def mixture_sprt(
     )
 
 
-def sample_ratio_mismatch(n_a: int, n_b: int, b_share: float) -> SampleRatio:
-    """Chi-square test (one degree of freedom) of the group counts against the configured split.
+def srm_log_bayes_factor(
+    n_a: int, n_b: int, b_share: float, concentration: float = SRM_PRIOR_CONCENTRATION
+) -> float:
+    """The log Bayes factor of the group counts against the configured split (Lindon and Malek 2022).
+
+    The alternative draws B's share from ``Beta(c * b_share, c * (1 - b_share))``, a prior of weight ``c``
+    (``concentration``) centred on the split; the null is the split itself. With two groups the
+    Dirichlet-multinomial Bayes factor is the beta-binomial over the binomial likelihood (the binomial
+    coefficients cancel)::
+
+        BF = B(c s + n_b, c (1 - s) + n_a) / B(c s, c (1 - s)) / (s ** n_b * (1 - s) ** n_a)
+
+    It depends on the counts alone, so it costs O(1) at any sample size. Arguments are not checked here;
+    :func:`sample_ratio_mismatch` checks them.
+
+    Args:
+        n_a: results in group A.
+        n_b: results in group B.
+        b_share: the configured share of group B, ``s``.
+        concentration: the prior's weight ``c``, in units.
+
+    Returns:
+        ``log BF`` (0 with no results).
+    """
+    prior_b, prior_a = concentration * b_share, concentration * (1.0 - b_share)
+    return float(
+        betaln(prior_b + n_b, prior_a + n_a)
+        - betaln(prior_b, prior_a)
+        - n_b * math.log(b_share)
+        - n_a * math.log1p(-b_share)
+    )
+
+
+def _count(value: object, name: str) -> int:
+    if type(value) is int or (isinstance(value, Integral) and not isinstance(value, bool)):
+        count = int(value)
+        if count >= 0:
+            return count
+    raise ABTestError(f"{name} must be a count, an integer >= 0 (got {value!r})", field=name)
+
+
+def _real(value: object) -> float:
+    """The value as a float; NaN (which fails every range check) when it is not a real number."""
+    if type(value) is float or type(value) is int:
+        return float(value)
+    return float(value) if isinstance(value, Real) and not isinstance(value, bool) else math.nan
+
+
+def _check_srm_inputs(
+    n_a: object, n_b: object, b_share: object, concentration: object, max_bayes_factor: object
+) -> tuple[int, int, float, float, float]:
+    """The arguments as ints and floats, or an error that names the bad one and what it accepts."""
+    counts = _count(n_a, "n_a"), _count(n_b, "n_b")
+    share, weight, carried = _real(b_share), _real(concentration), _real(max_bayes_factor)
+    if not 0.0 < share < 1.0:
+        raise ABTestError(
+            f"b_share must be the configured share of group B, a number strictly between 0 and 1 "
+            f"(got {b_share!r}); pass the test's traffic_split",
+            field="b_share",
+        )
+    if not 0.0 < weight < math.inf:
+        raise ABTestError(
+            f"concentration must be a finite number > 0, the prior's weight in units (got {concentration!r}); "
+            f"the default is {SRM_PRIOR_CONCENTRATION:g}",
+            field="concentration",
+        )
+    if not carried >= 1.0:
+        raise ABTestError(
+            f"max_bayes_factor must be >= 1, the largest Bayes factor of earlier looks (got "
+            f"{max_bayes_factor!r}); pass 1.0 before the first look, then the previous result's "
+            "max_bayes_factor",
+            field="max_bayes_factor",
+        )
+    return (*counts, share, weight, carried)
+
+
+def sample_ratio_mismatch(
+    n_a: int,
+    n_b: int,
+    b_share: float,
+    *,
+    concentration: float = SRM_PRIOR_CONCENTRATION,
+    max_bayes_factor: float = 1.0,
+) -> SampleRatio:
+    """Check the group counts against the configured split, sequentially (and by chi-square, for reference).
+
+    The alert rests on the sequential test (:func:`srm_log_bayes_factor`), valid however often it is
+    read. Its p-value is monotone only across looks whose running maximum is carried: pass the previous
+    result's ``max_bayes_factor`` back in. Called with counts alone it gives the always-valid p-value at
+    this look, which may rise again later; the chance that it is ever below ``SRM_ALERT_P`` under the
+    split is still at most ``SRM_ALERT_P``.
 
     Args:
         n_a: results in group A.
         n_b: results in group B.
         b_share: the configured share of group B (``traffic_split``).
+        concentration: the weight of the test's prior on B's share, in units.
+        max_bayes_factor: the largest Bayes factor of earlier looks at the same test; 1 when there were
+            none.
 
     Returns:
-        The check; with no results at all, p-value 1 and no alert.
+        The check; with no results at all, Bayes factor and p-value 1, chi-square 0 and no alert (unless an
+        earlier look passed in had alerted).
+
+    Raises:
+        ABTestError: a count is negative or not an integer, ``b_share`` is not strictly between 0 and 1,
+            ``concentration`` is not a finite positive number, or ``max_bayes_factor`` is below 1 (its
+            ``field`` names the argument).
     """
+    n_a, n_b, b_share, concentration, max_bayes_factor = _check_srm_inputs(
+        n_a, n_b, b_share, concentration, max_bayes_factor
+    )
+    log_bf = srm_log_bayes_factor(n_a, n_b, b_share, concentration)
+    log_max = max(log_bf, math.log(max_bayes_factor))
     n = n_a + n_b
     if n == 0:
-        return SampleRatio(b_share, math.nan, 0.0, 1.0, False)
-    exp_a, exp_b = n * (1.0 - b_share), n * b_share
-    chi2 = (n_a - exp_a) ** 2 / exp_a + (n_b - exp_b) ** 2 / exp_b
-    p = math.erfc(math.sqrt(chi2 / 2.0))
-    return SampleRatio(b_share, n_b / n, chi2, p, p < SRM_ALERT_P)
+        chi2, chi2_p, observed = 0.0, 1.0, math.nan
+    else:
+        exp_a, exp_b = n * (1.0 - b_share), n * b_share
+        chi2 = (n_a - exp_a) ** 2 / exp_a + (n_b - exp_b) ** 2 / exp_b
+        chi2_p, observed = math.erfc(math.sqrt(chi2 / 2.0)), n_b / n
+    return SampleRatio(
+        expected_b_share=b_share,
+        observed_b_share=observed,
+        bayes_factor=math.exp(min(log_bf, 700.0)),
+        max_bayes_factor=math.exp(min(log_max, 700.0)),
+        p_value=min(1.0, math.exp(-log_max)),
+        alert=log_max >= math.log(1.0 / SRM_ALERT_P),
+        chi2=chi2,
+        chi2_p_value=chi2_p,
+    )
 
 
 def statistical_power(
