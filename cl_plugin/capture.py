@@ -171,10 +171,13 @@ class CaptureHandler(BaseCallbackHandler):
             ``agent``, ``confidence`` and ``probabilities``).
         prices: extra or overriding model prices, USD per million tokens as ``(input, output)``, matched
             by the longest prefix of the model name.
-        redact_pii: redact PII from every text before it is written.
-        hash_user_ids: store user ids as keyed hashes.
-        hash_session_ids: store session (thread) ids as keyed hashes.
-        hash_key: the HMAC key for hashing (default: the ``CL_PLUGIN_HASH_KEY`` environment variable).
+        redact_pii: redact PII from every text before it is written. Ids are kept as given, except that a
+            user or session id that holds PII (an e-mail address as user id) is stored as its keyed hash,
+            never as given; look it up with :func:`cl_plugin.privacy.safe_identifier`.
+        hash_user_ids: store every user id as a keyed hash.
+        hash_session_ids: store every session (thread) id as a keyed hash.
+        hash_key: the HMAC key for hashing (default: the ``CL_PLUGIN_HASH_KEY`` environment variable, and
+            for ids holding PII, :func:`cl_plugin.privacy.id_hash_key` when neither is set).
         max_text_length: longest query, response or error text kept.
         max_io_chars: longest string kept inside node inputs and outputs.
         max_in_flight: runs held while waiting for their end; the oldest are recorded as unfinished beyond.
@@ -501,8 +504,8 @@ class CaptureHandler(BaseCallbackHandler):
             source=source,
             key=key,
         )
-        if iid not in self._roots and not self.store.has_interaction(iid):
-            raise UnknownInteractionError(iid)
+        if iid not in self._roots and not self.store.has_interaction(row["interaction_id"]):
+            raise UnknownInteractionError(row["interaction_id"])
         self.writer.submit(feedback_rows, row)
         if self.feedback_mirror is not None:
             mirror_feedback(self.feedback_mirror, row)
@@ -549,4 +552,6 @@ def _sanitizer(
         hash_id=hash_id,
         hash_sessions=hash_sessions,
         hash_users=hash_users,
+        # ids holding PII: the given key, else the privacy layer's (CL_PLUGIN_HASH_KEY or its key file)
+        hash_pii_id=partial(hash_identifier, key=key) if key else None,
     )

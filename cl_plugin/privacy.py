@@ -18,6 +18,12 @@ API_KEY     OpenAI/Anthropic ``sk-``, Stripe ``sk_live_``, AWS ``AKIA``/``ASIA``
             passwords in URLs, and the value of ``api_key=`` / ``token:`` / ``password=`` assignments
 =========== =================================================================================
 
+Ids that hold PII: a user or session id (or an interaction id) that is an e-mail address, a phone number
+or any other span the redactor finds is never stored as given, and not as a placeholder either (that would
+merge every such user into one): the writer stores its keyed hash, :func:`safe_identifier`, the same value
+for the same id. The key is the one configured for id hashing when there is one, else ``$CL_PLUGIN_HASH_KEY``,
+else a random key generated once and kept in a file (:func:`id_hash_key`). Ids without PII stay as given.
+
 Known gaps: digits are ASCII digits and phone separators are space, ``.``, ``-``, ``/`` (not no-break
 spaces); unseparated digit strings count only after a keyword; unquoted assigned values that read as a word
 or code (``password: sunshine``, ``token = next_token``) are kept.
@@ -31,16 +37,28 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
+import os
 import re
+import secrets
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from cl_plugin.config import ContinualLearningConfig, PrivacyConfig, ValidationConfig, parse_section
+from cl_plugin.config import (
+    HASH_KEY_ENV,
+    ContinualLearningConfig,
+    PrivacyConfig,
+    ValidationConfig,
+    parse_section,
+)
 from cl_plugin.errors import ConfigError, PrivacyConfigError
 from cl_plugin.records import ProductionInteraction
+from cl_plugin.store.rows import Sanitizer, repair_text
 
 __all__ = [
+    "HASH_KEY_FILE_ENV",
     "PII_TYPES",
     "REDACTED",
     "DataQualityValidator",
@@ -48,7 +66,11 @@ __all__ = [
     "PIIRedactor",
     "default_redactor",
     "hash_identifier",
+    "id_hash_key",
+    "safe_identifier",
 ]
+
+log = logging.getLogger("cl_plugin.privacy")
 
 PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "SSN", "CREDIT_CARD", "IP_ADDRESS", "API_KEY")
 REDACTED = "[REDACTED]"
@@ -531,6 +553,123 @@ def hash_identifier(value: str, key: str | bytes) -> str:
     return "h:" + digest[:32]
 
 
+HASH_KEY_FILE_ENV = "CL_PLUGIN_HASH_KEY_FILE"
+"""The environment variable naming the file that keeps the generated id hashing key (:func:`id_hash_key`)."""
+
+
+def safe_identifier(
+    value: str, key: str | bytes | None = None, *, redactor: PIIRedactor | None = None
+) -> str:
+    """An id as the plugin stores it: unchanged, unless it holds PII; then its keyed hash.
+
+    This is what the writer does to user, session and interaction ids when it redacts
+    (:meth:`~cl_plugin.store.rows.Sanitizer.key`), so a lookup by an id that holds PII hashes it the same
+    way: ``store.query_interactions(session_id=safe_identifier(raw))``. If the redactor fails on the id, the
+    id is hashed (failing closed).
+
+    Args:
+        value: the id as the caller knows it.
+        key: the HMAC key: the one configured for id hashing when there is one; :func:`id_hash_key` by
+            default.
+        redactor: the detector; :func:`default_redactor` by default.
+
+    Returns:
+        ``value``, or ``"h:"`` plus 32 hex characters.
+
+    Example:
+        >>> safe_identifier("user-42")
+        'user-42'
+        >>> safe_identifier("jane@example.com", "secret") == hash_identifier("jane@example.com", "secret")
+        True
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"safe_identifier needs a str id, got {type(value).__name__}")
+    sanitizer = Sanitizer(
+        redact=(redactor or default_redactor()).redact,
+        hash_pii_id=lambda v: hash_identifier(v, key or id_hash_key()),
+    )
+    return sanitizer.key(repair_text(value))
+
+
+def id_hash_key() -> str:
+    """The key that hashes ids holding PII when none is configured for id hashing.
+
+    ``$CL_PLUGIN_HASH_KEY`` when set. Otherwise a random 256-bit key, generated on first use and kept in the
+    file named by ``$CL_PLUGIN_HASH_KEY_FILE`` (default ``$XDG_DATA_HOME/cl_plugin/id-hash.key``, that is
+    ``~/.local/share/cl_plugin/id-hash.key``), readable by its owner only, so an id maps to the same hash
+    across restarts and processes of one host. Several hosts writing one database must share one key: set
+    ``CL_PLUGIN_HASH_KEY`` on each. If the file can be neither read nor created, a key for this process only
+    is used and a warning logged: ids still never reach the store as given, but map to new hashes after a
+    restart.
+    """
+    return os.environ.get(HASH_KEY_ENV) or _file_key(os.fspath(_key_path()))
+
+
+def _key_path() -> Path:
+    named = os.environ.get(HASH_KEY_FILE_ENV)
+    if named:
+        return Path(named)
+    try:
+        data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    except RuntimeError:  # no home directory: the key cannot be kept
+        return Path()
+    return data / "cl_plugin" / "id-hash.key"
+
+
+@functools.cache
+def _file_key(path: str) -> str:
+    try:
+        return _read_or_create_key(Path(path))
+    except (OSError, ValueError) as exc:
+        log.warning(
+            "the id hashing key file %s cannot be used (%s); ids holding PII are hashed with a key for this "
+            "process only, so they change after a restart: set %s, or %s to a writable file",
+            path,
+            exc,
+            HASH_KEY_ENV,
+            HASH_KEY_FILE_ENV,
+        )
+        return secrets.token_hex(32)
+
+
+def _read_or_create_key(path: Path) -> str:
+    """The key kept in ``path``, created (owner-only, atomically) when the file does not exist."""
+    if path.is_dir() or not path.name:
+        raise ValueError("it is a directory")
+    try:
+        return _key_text(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic and exclusive: of two processes creating the key, one wins
+            log.warning(
+                "generated a key for hashing ids that hold PII, kept in %s; set %s to one secret on every "
+                "host that writes the same database",
+                path,
+                HASH_KEY_ENV,
+            )
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _key_text(path)
+
+
+def _key_text(path: Path) -> str:
+    key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        raise ValueError("it is empty")
+    return key
+
+
 # ---------------------------------------------------------------------------------------------------------
 # DataQualityValidator
 
@@ -542,6 +681,7 @@ _REQUIRED_TEXT = ("interaction_id", "session_id", "user_query", "response")
 _OPTIONAL_TEXT = ("agent_selected", "run_id", "graph_name", "user_id")
 _FLAG_FIELDS = ("hallucination_detected", "retrieval_failed", "error_occurred")
 _REDACTED_FIELDS = ("user_query", "response", "metadata", "corrections")
+_ID_FIELDS = ("session_id", "user_id", "interaction_id", "run_id")
 
 
 def _split_config(config: Any, overrides: Mapping[str, Any]) -> tuple[ValidationConfig, PrivacyConfig]:
@@ -608,6 +748,8 @@ class DataQualityValidator:
     default to true, but a default only applies when a key exists: with no key and neither flag set
     explicitly, ids are kept as given (so the spec's bare ``DataQualityValidator(config)`` works), and
     ``self.privacy`` shows both flags as false. Setting a flag to true explicitly without a key is an error.
+    Whatever the flags, an id that holds PII is hashed while ``redact_sensitive_fields`` is on (see
+    :meth:`sanitize_interaction`).
 
     Raises:
         ConfigError: an unknown or ill-typed key, min above max, or an invalid ``blocked_patterns`` regex.
@@ -802,7 +944,10 @@ class DataQualityValidator:
         PII in ``user_query``, ``response``, ``metadata`` (keys and values, recursively) and ``corrections`` is
         replaced by typed placeholders unless ``redact_sensitive_fields`` is false; ``session_id`` and
         ``user_id`` are replaced by keyed hashes when ``hash_session_ids`` / ``anonymize_user_ids`` are on.
-        A field whose redaction fails becomes ``[REDACTED]``.
+        Otherwise, while redacting, an id (``session_id``, ``user_id``, ``interaction_id``, ``run_id``) that
+        holds PII becomes its keyed hash (:func:`safe_identifier`, with the configured key or
+        :func:`id_hash_key`), as the writer would store it; other ids stay as given. A field whose redaction
+        fails becomes ``[REDACTED]``.
 
         Args:
             interaction: a :class:`~cl_plugin.records.ProductionInteraction` or a dict with its fields.
@@ -814,9 +959,7 @@ class DataQualityValidator:
             TypeError: ``interaction`` is neither.
         """
         if isinstance(interaction, ProductionInteraction):
-            present = {
-                name: getattr(interaction, name) for name in (*_REDACTED_FIELDS, "session_id", "user_id")
-            }
+            present = {name: getattr(interaction, name) for name in (*_REDACTED_FIELDS, *_ID_FIELDS)}
             return dataclasses.replace(interaction, **self._sanitized(present))
         if isinstance(interaction, Mapping):
             copied = {k: v if k in _REDACTED_FIELDS else copy.deepcopy(v) for k, v in interaction.items()}
@@ -836,9 +979,14 @@ class DataQualityValidator:
         for name, on in (
             ("session_id", self.privacy.hash_session_ids),
             ("user_id", self.privacy.anonymize_user_ids),
+            ("interaction_id", False),
+            ("run_id", False),
         ):
-            if on and values.get(name) is not None:
-                out[name] = hash_identifier(str(values[name]), self._hash_key or "")
+            value = values.get(name)
+            if on and value is not None:
+                out[name] = hash_identifier(str(value), self._hash_key or "")
+            elif redact and isinstance(value, str):
+                out[name] = safe_identifier(value, self._hash_key, redactor=self.redactor)
         return out
 
 

@@ -64,9 +64,11 @@ class ProductionInteraction:
     """One production interaction: a query, the agent that answered it, the answer and its outcome.
 
     Args:
-        interaction_id: unique id; for captured graph runs, the root run id.
+        interaction_id: unique id; for captured graph runs, the root run id. An id that holds PII is stored
+            as its keyed hash; feedback given by the raw id is hashed alike.
         timestamp: unix time in seconds.
-        session_id: conversation or thread id.
+        session_id: conversation or thread id; stored as a keyed hash when the privacy config asks for it,
+            or when it holds PII (see :func:`cl_plugin.privacy.safe_identifier`).
         user_query: the user's query.
         response: the system's answer.
         agent_selected: the agent the router chose (``"HRM"``, ``"TRM"``, ``"MCTS"``, ...).
@@ -83,7 +85,8 @@ class ProductionInteraction:
         metadata: JSON-serializable extra data.
         run_id: the LangChain root run id (also the LangSmith run id).
         graph_name: the name of the graph that produced the interaction.
-        user_id: the end user's id; stored hashed when the privacy config asks for it.
+        user_id: the end user's id; stored as a keyed hash when the privacy config asks for it, or when it
+            holds PII (an e-mail address or phone number as user id is never stored as given).
         corrections: user-provided corrections of the response.
     """
 

@@ -536,9 +536,12 @@ class RunTree:
         if isinstance(answered_by, list | tuple) and all(isinstance(a, str) for a in answered_by):
             # who actually answered: after an escalation, not the agent the router first chose
             metadata["answered_by"] = list(answered_by)
+        s = self.sanitizer
         for key, value in md.items():
-            if not key.startswith(("langgraph_", "ls_", "lc_")) and key not in (o.user_key, "thread_id"):
-                metadata[key] = value
+            if key.startswith(("langgraph_", "ls_", "lc_")) or key in (o.user_key, "thread_id"):
+                continue
+            # a session key kept in the metadata is stored like the session column, hashed when that is
+            metadata[key] = s.identifier(value, s.hash_sessions) if key in _SESSION_KEYS else value
         item = ProductionInteraction(
             interaction_id=inter.id,
             timestamp=inter.start,

@@ -22,6 +22,7 @@ from langgraph.types import Command, RetryPolicy, Send, interrupt
 from cl_plugin import CaptureHandler, ProductionInteractionLogger, UnknownInteractionError, record_decision
 from cl_plugin.errors import InvalidRecordError, PrivacyConfigError
 from cl_plugin.langsmith import FeedbackMirror, sanitizing_client, sanitizing_tracer
+from cl_plugin.privacy import hash_identifier, safe_identifier
 from tests.langsmith_server import LangSmithServer
 
 
@@ -463,6 +464,70 @@ def test_user_and_session_ids_are_hashed_when_asked() -> None:
     [row] = h.store.query_interactions()
     assert row["user_id"].startswith("h:") and "alice" not in row["user_id"]
     assert row["session_id"].startswith("h:") and row["session_id"] != "s-1"
+    h.close()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No key configured: ids holding PII are hashed with the generated key, kept in this file."""
+    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
+    path = tmp_path / "keys" / "id-hash.key"
+    monkeypatch.setenv("CL_PLUGIN_HASH_KEY_FILE", str(path))
+    return path
+
+
+def test_user_and_session_ids_holding_pii_are_stored_as_keyed_hashes_by_default(
+    tmp_path: Path, key_file: Path
+) -> None:
+    db = tmp_path / "ids.db"
+    h = CaptureHandler(f"sqlite:///{db}")
+    graph = linear("a").compile()
+    users = ["jane.doe@example.com", "jane.doe@example.com", "+44 20 7946 0958", "u-7"]
+    sessions = ["(415) 555-0134", "(415) 555-0134", "(415) 555-0134", "s-1"]
+    for user, session in zip(users, sessions, strict=True):
+        metadata = {"user_id": user, "session_id": session, "conversation_id": f"chat {session}"}
+        run(graph, {"query": "q"}, h, metadata=metadata)
+    rows = h.store.query_interactions(limit=None, order="oldest")
+    by_session = h.store.query_interactions(session_id=safe_identifier("(415) 555-0134"), limit=None)
+    h.close()
+
+    key = key_file.read_text().strip()
+    assert [r["user_id"] for r in rows] == [
+        hash_identifier("jane.doe@example.com", key),
+        hash_identifier("jane.doe@example.com", key),  # stable: the same user keeps one id
+        hash_identifier("+44 20 7946 0958", key),
+        "u-7",  # no PII: kept as given
+    ]
+    assert [r["session_id"] for r in rows] == [safe_identifier(s) for s in sessions]
+    assert rows[0]["session_id"].startswith("h:") and rows[3]["session_id"] == "s-1"
+    # the session keys left in the metadata are stored like the column
+    assert rows[0]["metadata"]["session_id"] == rows[0]["session_id"]
+    assert rows[0]["metadata"]["conversation_id"] == safe_identifier("chat (415) 555-0134")
+    assert rows[0]["metadata"]["conversation_id"].startswith("h:")
+    assert rows[3]["metadata"]["conversation_id"] == "chat s-1"
+    assert len(by_session) == 3  # a lookup by the raw id, hashed alike
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("ids.db*") if p.is_file())
+    for raw in ("jane.doe@example.com", "7946 0958", "555-0134"):
+        assert raw.encode() not in stored
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_ids_holding_pii_use_the_given_key_like_the_hashing_option(key_file: Path) -> None:
+    """With a key, an address as user id hashes alike whether or not every user id is hashed."""
+    ids = []
+    for hash_users in (False, True):
+        h = CaptureHandler("sqlite://", hash_key="k" * 32, hash_user_ids=hash_users)
+        run(linear("a").compile(), {"query": "q"}, h, metadata={"user_id": "jane.doe@example.com"})
+        ids += [r["user_id"] for r in h.store.query_interactions()]
+        h.close()
+    assert ids == [hash_identifier("jane.doe@example.com", "k" * 32)] * 2
+    assert not key_file.exists()  # a configured key needs no generated one
+
+
+def test_ids_are_kept_as_given_when_redaction_is_off(key_file: Path) -> None:
+    h = CaptureHandler("sqlite://", redact_pii=False)
+    run(linear("a").compile(), {"query": "q"}, h, metadata={"user_id": "jane.doe@example.com"})
+    assert [r["user_id"] for r in h.store.query_interactions()] == ["jane.doe@example.com"]
     h.close()
 
 

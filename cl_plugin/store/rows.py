@@ -36,6 +36,11 @@ __all__ = [
 log = logging.getLogger("cl_plugin.store")
 
 REDACTED = "[REDACTED]"
+# A UUID (a captured run's id) or an id hashed already: no PII, and the common case, so no redactor call.
+_PLAIN_ID = re.compile(r"h:[0-9a-f]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# Ids glue a prefix to the value ("user-555-123-4567", "cust_4111111111111111"), which the redactor reads as
+# one token and leaves alone in prose; for an id, such a separator after a letter is read as a space.
+_ID_GLUE = re.compile(r"(?<=[A-Za-z])[-_:#/|=]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _FLOAT_MAX = sys.float_info.max
 
@@ -134,6 +139,12 @@ class Sanitizer:
         hash_id: id -> keyed hash, or None.
         hash_sessions: hash ``session_id`` with ``hash_id``.
         hash_users: hash ``user_id`` with ``hash_id``.
+        hash_pii_id: id -> keyed hash for an id that holds PII (see :meth:`key`); None means ``hash_id``, or
+            when that is None too, the privacy layer's default key
+            (:func:`cl_plugin.privacy.id_hash_key`).
+
+    With ``redact`` set, no id reaches a row as given if it holds PII: interaction, run, session and user
+    ids that the redactor would change are stored as their keyed hash (:meth:`key`).
     """
 
     redact: Callable[[str], str] | None = None
@@ -141,6 +152,7 @@ class Sanitizer:
     hash_id: Callable[[str], str] | None = None
     hash_sessions: bool = False
     hash_users: bool = False
+    hash_pii_id: Callable[[str], str] | None = None
 
     def text(self, value: str) -> str:
         """A safe copy of one text field."""
@@ -218,12 +230,48 @@ class Sanitizer:
             walk.leave(obj)
 
     def identifier(self, value: str | None, hashed: bool) -> str | None:
+        """A user or session id as stored: its keyed hash when ``hashed``, else as :meth:`key` keeps it."""
         if value is None:
             return None
         value = repair_text(str(value))
         if hashed and self.hash_id is not None:
             return self.hash_id(value)
-        return self.text(value)
+        out = self.key(value)
+        return out if out is not value or len(out) <= self.max_text_length else self.text(out)
+
+    def key(self, value: str) -> str:
+        """An id as stored: as given, unless redaction is on and the id holds PII; then its keyed hash.
+
+        PII glued to a prefix counts (``user-555-123-4567``, ``cust_4111111111111111``): a letter followed by
+        one of ``-_:#/|=`` is read as a word break.
+
+        A placeholder would merge every user whose id is an address into one; the hash keeps them apart, and
+        the same id always gets the same hash, so a lookup by the raw id can hash it alike
+        (:func:`cl_plugin.privacy.safe_identifier`). If redaction fails on the id, the id is hashed.
+        """
+        if self.redact is None or len(value) < 6 or _PLAIN_ID.fullmatch(value):
+            return value
+        try:
+            spaced = _ID_GLUE.sub(" ", value)
+            if self.redact(value) == value and (spaced is value or self.redact(spaced) == spaced):
+                return value
+        except Exception as exc:
+            log.error("redacting an id failed (%s); the id is stored hashed", type(exc).__name__)
+        hasher = self.hash_pii_id or self.hash_id
+        try:
+            if hasher is None:
+                # privacy sits above the store; imported when used
+                from cl_plugin.privacy import hash_identifier, id_hash_key
+
+                return hash_identifier(value, id_hash_key())
+            return hasher(value)
+        except Exception as exc:
+            log.error(
+                "hashing an id that holds PII failed (%s); the id is stored as %s",
+                type(exc).__name__,
+                REDACTED,
+            )
+            return REDACTED
 
 
 def _num(value: Any) -> float | None:
@@ -240,7 +288,7 @@ def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str,
     metadata = s.value(item.metadata) if item.metadata else None
     corrections = s.value(list(item.corrections)) if item.corrections else None
     return {
-        "interaction_id": repair_text(str(item.interaction_id)),
+        "interaction_id": s.key(repair_text(str(item.interaction_id))),
         "timestamp": float(item.timestamp),
         "session_id": s.identifier(item.session_id, s.hash_sessions) or "",
         "user_query": s.text(item.user_query),
@@ -257,7 +305,7 @@ def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str,
         "error_occurred": _flag(item.error_occurred),
         "retrieval_quality": _num(item.retrieval_quality),
         "metadata": None if metadata is None else dumps(metadata),
-        "run_id": None if item.run_id is None else repair_text(str(item.run_id)),
+        "run_id": None if item.run_id is None else s.key(repair_text(str(item.run_id))),
         "graph_name": None if item.graph_name is None else s.text(item.graph_name),
         "user_id": s.identifier(item.user_id, s.hash_users),
         "corrections": None if corrections is None else dumps(corrections),
@@ -321,16 +369,18 @@ def feedback_row(
     """
 
     def bad(name: str, message: str) -> InvalidRecordError:
+        # the id as stored (hashed if it holds PII): an error message ends up in logs
+        shown = s.key(repair_text(interaction_id)) if isinstance(interaction_id, str) else "?"
         return InvalidRecordError(
-            f"feedback for {interaction_id!r}: {name} {message}",
-            field=name,
-            interaction_id=str(interaction_id),
+            f"feedback for {shown!r}: {name} {message}", field=name, interaction_id=shown
         )
 
     if not isinstance(interaction_id, str) or not interaction_id or not is_key(interaction_id):
+        length = len(interaction_id) if isinstance(interaction_id, str) else "-"
         raise bad(
             "interaction_id",
-            f"must be a non-empty string without NUL or lone surrogates (got {interaction_id!r:.80})",
+            "must be a non-empty string without NUL or lone surrogates "
+            f"(got {type(interaction_id).__name__} of length {length})",
         )
     if score is not None and not (
         # A comparison, not math.isfinite: that raises OverflowError on an int beyond a float's range.
@@ -352,7 +402,7 @@ def feedback_row(
         raise bad("score", "is missing: give at least one of score, thumbs, correction, comment or value")
     return {
         "feedback_id": feedback_id or str(uuid.uuid4()),
-        "interaction_id": repair_text(interaction_id),
+        "interaction_id": s.key(repair_text(interaction_id)),
         "key": s.text(key),
         "score": None if score is None else float(score),
         "value": None if value is None else dumps(s.value(value)),
