@@ -4,8 +4,8 @@ The plugin and LangSmith share one identity: an interaction id is the LangChain 
 LangSmith run id, so feedback recorded against an interaction lands on the traced run.
 
 * :func:`sanitizing_client` builds a ``langsmith.Client`` that redacts PII from every string of a run's
-  inputs, outputs, metadata and error before the run is queued for upload; :func:`sanitizing_tracer` wraps
-  one in a ``LangChainTracer`` to pass as ``config={"callbacks": [...]}``.
+  inputs, outputs, metadata (keys and values), error, name and tags before the run is queued for upload;
+  :func:`sanitizing_tracer` wraps one in a ``LangChainTracer`` to pass as ``config={"callbacks": [...]}``.
 * :class:`FeedbackMirror` sends feedback from a daemon thread with retries: the client's ``create_feedback``
   is a blocking HTTP call on the calling thread.
 * :func:`export_to_dataset` turns stored interactions into dataset examples, idempotently.
@@ -24,7 +24,6 @@ import queue
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,7 @@ import orjson
 from langchain_core.tracers.langchain import LangChainTracer
 from langsmith import utils as ls_utils
 
-from cl_plugin.privacy import REDACTED, PIIRedactor, default_redactor
+from cl_plugin.privacy import REDACTED, PIIRedactor, default_redactor, safe_identifier
 
 if TYPE_CHECKING:
     from langchain_core.tracers.schemas import Run
@@ -53,9 +52,6 @@ __all__ = [
 
 log = logging.getLogger("cl_plugin.langsmith")
 
-# Clients built by sanitizing_client; weak, so the client's own shutdown (which watches its refcount) works.
-# Each client made by sanitizing_client(), with its redactor (the tracer redacts what the client's hook misses).
-_SANITIZING_CLIENTS: weakref.WeakKeyDictionary[langsmith.Client, PIIRedactor] = weakref.WeakKeyDictionary()
 _EXAMPLE_NAMESPACE = uuid.UUID("5b0f7d1e-3c2a-5e4f-9a61-c1e0a1b2d3f4")
 
 
@@ -85,19 +81,48 @@ class _RedactingAnonymizer:
             return dict.fromkeys(payload, REDACTED)
 
 
+class _SanitizingClient(langsmith.Client):
+    """A ``langsmith.Client`` that also redacts run names and tags, which none of the client's hooks sees.
+
+    Every run the client sends passes through ``_run_transform`` (``create_run``, ``batch_ingest_runs``,
+    ``multipart_ingest``) or ``update_run``; both redact the name and each tag, failing closed.
+    """
+
+    __slots__ = ("_redactor",)
+
+    def _run_transform(self, *args: Any, **kwargs: Any) -> dict:
+        return _redact_name_and_tags(self._redactor, super()._run_transform(*args, **kwargs))
+
+    def update_run(self, run_id: Any, **kwargs: Any) -> None:
+        return super().update_run(run_id, **_redact_name_and_tags(self._redactor, kwargs))
+
+
+def _redact_name_and_tags(redactor: PIIRedactor, run: dict) -> dict:
+    """``run`` with its name and tags redacted in place (run names carry text: a tool named after a user's
+    address, a ``run_name`` built from the query; tags too)."""
+    if isinstance(run.get("name"), str):
+        run["name"] = redactor.safe_redact(run["name"])
+    tags = run.get("tags")
+    if tags:
+        run["tags"] = [redactor.safe_redact(t) if isinstance(t, str) else REDACTED for t in tags]
+    return run
+
+
 def sanitizing_client(*, redactor: PIIRedactor | None = None, **client_kwargs: Any) -> langsmith.Client:
     """A ``langsmith.Client`` that redacts PII from run payloads before they are queued for upload.
 
     Every string in a run's inputs, outputs, metadata (``extra.metadata``) and error goes through
     ``redactor`` (keys included, nested dicts and lists walked), failing closed: text that cannot be
-    redacted is sent as ``"[REDACTED]"``. The client applies the hook on the thread that reports the run,
-    so redaction cost lands there (the default redactor is built for texts without PII: microseconds).
+    redacted is sent as ``"[REDACTED]"``. So do the run's name and each of its tags. The client applies the
+    hook on the thread that reports the run, so redaction cost lands there (the default redactor is built
+    for texts without PII: microseconds).
 
     The hook is the client's ``anonymizer``, not ``hide_inputs``/``hide_outputs``/``hide_metadata``: those
-    receive live objects (chat messages) rather than JSON and never see errors. Fields no hook reaches are
-    not redacted here: run names, tags, ``serialized`` (kept by the client for LLM runs only: the model's
-    constructor arguments, with LangChain's secrets masked), ``extra`` outside ``metadata`` (invocation
-    parameters, runtime) and events (the client strips streamed token text from them).
+    receive live objects (chat messages) rather than JSON and never see errors; names and tags are redacted
+    where the client turns a run into its upload payload. Fields not redacted here: ``serialized`` (kept by
+    the client for LLM runs only: the model's constructor arguments, with LangChain's secrets masked),
+    ``extra`` outside ``metadata`` (invocation parameters, runtime) and events (the client strips streamed
+    token text from them).
     :func:`sanitizing_tracer` redacts ``serialized`` and ``extra`` before a run reaches the client, since
     constructor arguments and invocation parameters carry text too (canned messages, an end user's address
     passed as the provider's ``user``).
@@ -127,8 +152,8 @@ def sanitizing_client(*, redactor: PIIRedactor | None = None, **client_kwargs: A
             )
     redactor = redactor or default_redactor()
     anonymizer = _RedactingAnonymizer(redactor, client_kwargs.pop("anonymizer", None))
-    client = langsmith.Client(anonymizer=anonymizer, **client_kwargs)
-    _SANITIZING_CLIENTS[client] = redactor
+    client = _SanitizingClient(anonymizer=anonymizer, **client_kwargs)
+    client._redactor = redactor
     return client
 
 
@@ -141,9 +166,10 @@ def sanitizing_tracer(
     """A ``LangChainTracer`` over a sanitizing client, to pass in ``config={"callbacks": [...]}``.
 
     The traced root run keeps the id given as ``config["run_id"]``, which is also the plugin's interaction
-    id, so feedback mirrored later lands on that run. Besides what the client's hook redacts, the tracer
-    redacts each run's ``serialized`` model and its ``extra`` (invocation parameters) as the run starts,
-    failing closed like the hook.
+    id, so feedback mirrored later lands on that run. Besides what the client redacts (inputs, outputs,
+    metadata, errors, names and tags, the tracer's own default tags included), the tracer redacts each run's
+    ``serialized`` model and its ``extra`` (invocation parameters) as the run starts, failing closed like the
+    client.
 
     Args:
         project_name: the LangSmith project; the environment's (``LANGSMITH_PROJECT``) by default.
@@ -165,7 +191,7 @@ def sanitizing_tracer(
             "sanitizing_tracer() takes a redactor only when it builds the client; pass the redactor to "
             "sanitizing_client() instead"
         )
-    elif client not in _SANITIZING_CLIENTS:
+    elif not isinstance(client, _SanitizingClient):
         raise ValueError(
             "sanitizing_tracer() needs a client made by sanitizing_client(), so that run payloads are "
             "redacted before upload; build it with sanitizing_client(api_url=..., api_key=...)"
@@ -182,7 +208,7 @@ class _SanitizingTracer(LangChainTracer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._redactor = _SANITIZING_CLIENTS.get(self.client) or default_redactor()
+        self._redactor = getattr(self.client, "_redactor", None) or default_redactor()
 
     def _start_trace(self, run: Run) -> None:
         super()._start_trace(run)
@@ -249,8 +275,8 @@ class _Item:
 class FeedbackMirror:
     """Mirrors feedback to LangSmith from a daemon thread, so the caller never waits on the network.
 
-    :meth:`submit` only enqueues. The thread redacts the comment, value and correction (failing closed),
-    resolves the project's id once (LangSmith locates run feedback by project), and calls
+    :meth:`submit` only enqueues. The thread redacts the key, source, comment, value and correction
+    (failing closed), resolves the project's id once (LangSmith locates run feedback by project), and calls
     ``client.create_feedback`` with the feedback's id, so a retry after a lost response cannot create a
     duplicate. Transient errors (connection, timeout, 5xx, 429, and 404 while the run is not yet ingested)
     are retried with exponential backoff; after ``max_attempts`` the feedback is logged and counted as
@@ -479,12 +505,12 @@ class FeedbackMirror:
             correction = redactor.redact_value(correction)
         self.client.create_feedback(
             item.run_id,
-            item.key,
+            redactor.safe_redact(item.key),
             score=item.score,
             value=redactor.redact_value(item.value),
             comment=_redacted(redactor, item.comment),
             correction=correction,
-            source_info={"source": item.source},
+            source_info={"source": redactor.safe_redact(item.source)},
             feedback_id=item.feedback_id,
             session_id=self._session_id,
             stop_after_attempt=1,
@@ -556,7 +582,9 @@ def export_to_dataset(
     Each example has inputs ``{"query": user_query}``, outputs ``{"response": ...}`` (the last correction
     when the interaction has corrections, else the response) and metadata ``interaction_id``, ``run_id``,
     ``agent_selected``, ``user_feedback_score``, ``graph_name``, ``timestamp`` and ``corrected``. Texts
-    go through the redactor again before they leave, although the store holds them redacted already.
+    go through the redactor again before they leave, although the store holds them redacted already, and
+    an id that holds PII (in a store written without redaction) is sent as its keyed hash
+    (:func:`~cl_plugin.privacy.safe_identifier`).
 
     The dataset is created if it does not exist. Example ids derive from the dataset and the interaction
     (:func:`example_id`), and each chunk first asks which of its examples exist, so a re-export (or two
@@ -644,8 +672,10 @@ def _example(ex_id: str, row: dict[str, Any], redactor: PIIRedactor) -> dict[str
         "inputs": {"query": redactor.safe_redact(row["user_query"])},
         "reference_outputs": {"response": redactor.safe_redact(answer)},
         "metadata": {
-            "interaction_id": row["interaction_id"],
-            "run_id": row.get("run_id"),
+            "interaction_id": safe_identifier(row["interaction_id"], redactor=redactor),
+            "run_id": None
+            if row.get("run_id") is None
+            else safe_identifier(row["run_id"], redactor=redactor),
             "agent_selected": _redacted(redactor, row.get("agent_selected")),
             "graph_name": _redacted(redactor, row.get("graph_name")),
             "user_feedback_score": row.get("user_feedback_score"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from cl_plugin.langsmith import (
     sanitizing_client,
     sanitizing_tracer,
 )
-from cl_plugin.privacy import REDACTED, PIIRedactor
+from cl_plugin.privacy import REDACTED, PIIRedactor, hash_identifier
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.rows import Sanitizer, row_from_interaction
@@ -469,3 +470,123 @@ def test_an_export_racing_another_creates_only_the_missing_examples(
 
     assert result.created == 1
     assert len(server.examples) == 3
+
+
+def test_ids_holding_pii_are_exported_as_their_keyed_hashes(
+    server: LangSmithServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written without redaction can hold an address as an interaction id: the example's metadata
+    carries its hash, the one the writer would have stored."""
+    monkeypatch.setenv("CL_PLUGIN_HASH_KEY", "export-test-key")
+    s = Store.from_url("sqlite://").setup()
+    raw_id = f"order-{EMAIL}"
+    batch = Batch()
+    row = ProductionInteraction(
+        interaction_id=raw_id, run_id=raw_id, timestamp=T0, session_id="s1", user_query="q", response="r"
+    )
+    batch.add("interactions", row_from_interaction(row, Sanitizer()))
+    s.write(batch)
+
+    result = export_to_dataset(s, server.client(), "cl-regressions")
+    s.close()
+
+    [example] = server.examples.values()
+    hashed = hash_identifier(raw_id, "export-test-key")
+    assert example["metadata"]["interaction_id"] == hashed and example["metadata"]["run_id"] == hashed
+    assert example["id"] == example_id(result.dataset_id, raw_id)  # the same example on a re-export
+    assert_no_raw_pii(server.all_bodies())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run names, tags and feedback keys: text outside the payloads the anonymizer sees
+
+
+def test_run_names_and_tags_of_a_traced_graph_are_redacted(server: LangSmithServer) -> None:
+    client = server.track(sanitizing_client(api_url=server.url, api_key="fake"))
+    run_id = uuid.uuid4()
+    config = {
+        "callbacks": [sanitizing_tracer(PROJECT, client=client)],
+        "run_id": run_id,
+        "run_name": f"ticket from {EMAIL}",
+        "tags": [f"customer:{PHONE}", "prod"],
+    }
+    build_graph().invoke({"messages": [("user", "hello")]}, config=config)
+    client.flush(timeout=5)
+    server.wait_for(lambda: {"trace_id", "end_time"} <= set(server.runs.get(str(run_id), {})))
+
+    root = server.runs[str(run_id)]
+    assert root["name"] == "ticket from [EMAIL]"
+    assert sorted(root["tags"]) == ["customer:[PHONE]", "prod"]
+    children = [r for r in server.runs.values() if r["id"] != str(run_id)]
+    assert children and all("customer:[PHONE]" in r["tags"] for r in children)  # tags are inherited
+    assert_no_raw_pii(server.all_bodies())
+
+
+def _run(name: str, tags: list[str]) -> dict[str, Any]:
+    """A root run as the client's ingest calls take it (they need the trace id and dotted order)."""
+    run_id = uuid.uuid4()
+    start = datetime.datetime.now(datetime.UTC)
+    return {
+        "id": run_id,
+        "trace_id": run_id,
+        "dotted_order": f"{start:%Y%m%dT%H%M%S%fZ}{run_id}",
+        "name": name,
+        "run_type": "chain",
+        "inputs": {},
+        "start_time": start,
+        "tags": tags,
+        "session_name": PROJECT,
+    }
+
+
+@pytest.mark.parametrize("sanitizing", [True, False], ids=["sanitizing client", "plain client (control)"])
+def test_every_upload_path_of_the_client_redacts_names_and_tags(
+    server: LangSmithServer, sanitizing: bool
+) -> None:
+    """create_run, update_run, batch_ingest_runs and multipart_ingest: each public way to send a run."""
+    kwargs = {"api_url": server.url, "api_key": "fake", "info": server.info()}
+    client = server.track(sanitizing_client(**kwargs) if sanitizing else langsmith.Client(**kwargs))
+    created, batched, multipart = _run(f"call {PHONE}", [EMAIL]), _run("b", [CARD]), _run(EMAIL, [API_KEY])
+    client.create_run(**created)
+    client.update_run(
+        created["id"],
+        name=f"card {CARD}",
+        tags=["ok", API_KEY],
+        trace_id=created["trace_id"],
+        dotted_order=created["dotted_order"],
+        end_time=datetime.datetime.now(datetime.UTC),
+    )
+    client.batch_ingest_runs(create=[batched])
+    client.multipart_ingest(create=[multipart])
+    client.flush(timeout=5)
+    ids = [str(r["id"]) for r in (created, batched, multipart)]
+    assert server.wait_for(lambda: all(i in server.runs for i in ids) and "end_time" in server.runs[ids[0]])
+
+    got = [(server.runs[i]["name"], sorted(server.runs[i]["tags"])) for i in ids]
+    if sanitizing:
+        assert got == [
+            ("card [CREDIT_CARD]", ["[API_KEY]", "ok"]),
+            ("b", ["[CREDIT_CARD]"]),
+            ("[EMAIL]", ["[API_KEY]"]),
+        ]
+        assert_no_raw_pii(server.all_bodies())
+    else:  # the premise: the client sends names and tags as given
+        assert got == [(f"card {CARD}", sorted(["ok", API_KEY])), ("b", [CARD]), (EMAIL, [API_KEY])]
+
+
+def test_feedback_keys_and_sources_are_redacted(server: LangSmithServer, quick_mirror: Any) -> None:
+    client = server.client()
+    client.create_project(PROJECT)
+    mirror = quick_mirror(client)
+
+    mirror.submit(str(uuid.uuid4()), key=f"score for {EMAIL}", score=1.0, source=f"agent {PHONE}")
+    assert mirror.flush(timeout=5)
+    mirror.close(timeout=5)
+
+    [request] = server.requests_to("POST", "/feedback")
+    sent = request.json()
+    assert (sent["key"], sent["feedback_source"]["metadata"]["source"]) == (
+        "score for [EMAIL]",
+        "agent [PHONE]",
+    )
+    assert_no_raw_pii(request.body)
