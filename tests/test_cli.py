@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from langsmith import utils as ls_utils
 
 from cl_plugin import cli
 from cl_plugin.cli import main
 from cl_plugin.store import Store
+from tests.langsmith_server import LangSmithServer
 
 
 def test_demo_runs_the_whole_loop_into_sqlite_and_reports(
@@ -129,3 +132,72 @@ def test_unknown_subcommand_exits_with_usage(capsys: pytest.CaptureFixture) -> N
         main(["nope"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.fixture
+def local_langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[LangSmithServer]:
+    """The local LangSmith look-alike as the environment's endpoint, with tracing off: the command builds its
+    client from the environment, and must never reach a real or dead endpoint."""
+    for name in ("TRACING", "TRACING_V2", "ENDPOINT", "API_KEY", "PROJECT", "RUNS_ENDPOINTS"):
+        for prefix in ("LANGSMITH_", "LANGCHAIN_"):
+            monkeypatch.delenv(prefix + name, raising=False)
+    with LangSmithServer() as server:
+        monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+        monkeypatch.setenv("LANGSMITH_API_KEY", "fake")
+        monkeypatch.setenv("LANGSMITH_TRACING", "false")
+        ls_utils.get_env_var.cache_clear()  # the client caches what it read
+        try:
+            yield server
+            # the client's batching thread asks for /info once; let it finish before the server stops
+            server.wait_for(lambda: bool(server.requests_to("GET", "/info")))
+        finally:
+            ls_utils.get_env_var.cache_clear()
+
+
+def test_export_to_langsmith_creates_the_dataset_and_its_examples_without_pii(
+    tmp_path: Path, local_langsmith: LangSmithServer, capsys: pytest.CaptureFixture
+) -> None:
+    from cl_plugin.records import ProductionInteraction
+    from cl_plugin.store import Batch
+    from cl_plugin.store.rows import Sanitizer, row_from_interaction
+
+    email, card = "jane.doe@example.com", "4111 1111 1111 1111"
+    url = f"sqlite:///{tmp_path / 'export.db'}"
+    store = Store.from_url(url).setup()
+    batch = Batch()
+    for i in range(3):
+        item = ProductionInteraction(
+            interaction_id=f"i-{i}",
+            timestamp=1_700_000_000.0 + i,
+            session_id="s-1",
+            user_query=f"question {i} from {email}",
+            response=f"answer {i}, card {card}",
+            agent_selected="HRM",
+            corrections=[f"fixed answer, mail {email}"] if i == 2 else [],
+        )
+        # stored without redaction, so what keeps the PII out is the command's own redaction
+        batch.add("interactions", row_from_interaction(item, Sanitizer()))
+    store.write(batch)
+    store.close()
+    args = ["export", "--store", url, "--format", "langsmith", "--dataset", "cli-regressions"]
+
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0  # a second export finds every example
+    second = capsys.readouterr().out
+
+    server = local_langsmith
+    assert "exported to LangSmith dataset 'cli-regressions'" in first and "created=3, skipped=0" in first
+    assert "created=0, skipped=3" in second
+    [dataset] = server.datasets.values()
+    assert dataset["name"] == "cli-regressions"
+    examples = {e["metadata"]["interaction_id"]: e for e in server.examples.values()}
+    assert sorted(examples) == ["i-0", "i-1", "i-2"]
+    assert all(e["dataset_id"] == dataset["id"] for e in examples.values())
+    assert examples["i-0"]["inputs"] == {"query": "question 0 from [EMAIL]"}
+    assert examples["i-0"]["outputs"] == {"response": "answer 0, card [CREDIT_CARD]"}
+    assert examples["i-2"]["outputs"] == {"response": "fixed answer, mail [EMAIL]"}
+    body = server.all_bodies()
+    assert (
+        server.requests_to("POST", "/examples") and email.encode() not in body and card.encode() not in body
+    )
