@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Canary", "canaries_for", "files_under", "readable_bytes", "scan", "sentence"]
+__all__ = ["Canary", "as_id", "canaries_for", "files_under", "readable_bytes", "scan", "sentence"]
 
 _LOWER = string.ascii_lowercase
 _ALNUM = string.ascii_letters + string.digits
@@ -122,6 +122,12 @@ def sentence(field: str, lead: str = "") -> str:
         f"keys {c['openai_key']} {c['github_token']} {c['aws_key']} {c['jwt']}; "
         f"Authorization: Bearer {c['bearer']}"
     )
+
+
+def as_id(canary: Canary) -> str:
+    """The canary as someone would use it for a user id, a session id or a tag: the value itself, but a bare
+    bearer token (random letters, like any opaque id) with its ``Bearer`` scheme, which is what marks it."""
+    return f"Bearer {canary.value}" if canary.kind == "bearer" else canary.value
 
 
 def readable_bytes(data: bytes) -> bytes:

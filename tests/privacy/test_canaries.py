@@ -3,8 +3,9 @@ searched for in every file, log line and LangSmith request it leaves behind.
 
 The run: a graph with several nodes, a chat model, a tool call and a failing node is captured through the
 classic logger (gzip backups on) with a sanitizing LangSmith tracer and a feedback mirror against the local
-LangSmith server; the database is unwritable for a while, so rows spill to the journal; feedback, corrections
-and annotation labels carry canaries too; then a maintenance cycle (SQLite checkpoints, feedback labels,
+LangSmith server; user and session ids are e-mail addresses, phone numbers, cards and keys, and the runs are
+named and tagged with canaries; the database is unwritable for a while, so rows spill to the journal;
+feedback, corrections and annotation labels carry canaries too; then a maintenance cycle (SQLite checkpoints, feedback labels,
 retraining, promotion, its report), the HTML report, ``cl-plugin export`` and a LangSmith dataset export.
 """
 
@@ -31,11 +32,11 @@ from sqlalchemy.exc import OperationalError
 from cl_plugin import CaptureHandler, ProductionInteractionLogger, build_report
 from cl_plugin.cli import main as cli_main
 from cl_plugin.langsmith import FeedbackMirror, export_to_dataset, sanitizing_client, sanitizing_tracer
-from cl_plugin.privacy import default_redactor
+from cl_plugin.privacy import default_redactor, safe_identifier
 from cl_plugin.registry import ModelRegistry
 from graphs.maintenance import run_maintenance
 from tests.langsmith_server import LangSmithServer
-from tests.privacy.canaries import canaries_for, files_under, readable_bytes, scan, sentence
+from tests.privacy.canaries import as_id, canaries_for, files_under, readable_bytes, scan, sentence
 
 #: Every field a caller or the graph can put text into, each with its own canaries.
 FIELDS = (
@@ -52,8 +53,18 @@ FIELDS = (
     "feedback_correction",
     "annotation_label",
     "annotation_reason",
+    "user_id",
+    "session_id",
+    "run_name",
+    "run_tags",
 )
+#: The fields whose canaries are planted one per value (an id, a tag), not as a sentence.
+ID_FIELDS = ("user_id", "session_id", "run_tags")
 CANARIES = [c for field in FIELDS for c in canaries_for(field)]
+USER_IDS = [as_id(c) for c in canaries_for("user_id")]
+SESSION_IDS = [as_id(c) for c in canaries_for("session_id")]
+TAGS = [as_id(c) for c in canaries_for("run_tags")]
+RUN_NAME = sentence("run_name", "support run: ")
 AGENTS = {
     "HRM": "Order the jobs {w} so that every dependency runs first",
     "TRM": "Refine the root of the {w} equation to four decimals",
@@ -177,12 +188,21 @@ def test_the_redactor_catches_every_canary_in_its_sentence() -> None:
     redactor = default_redactor()
     for field in FIELDS:
         assert scan({"redacted": redactor.redact(sentence(field)).encode()}, canaries_for(field)) == []
+    for field in ID_FIELDS:  # each one alone, as an id or a tag, is PII the redactor finds
+        for canary in canaries_for(field):
+            assert scan({"redacted": redactor.redact(as_id(canary)).encode()}, [canary]) == [], canary.kind
     assert len(CANARIES) == len(FIELDS) * 17 == len({c.value for c in CANARIES})
 
 
 def test_no_canary_reaches_any_sink(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # No key is configured: ids holding PII are hashed with the generated key, kept in a file of its own.
+    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
+    monkeypatch.setenv("CL_PLUGIN_HASH_KEY_FILE", str(tmp_path / "keys" / "id-hash.key"))
     caplog.set_level(logging.DEBUG, logger="cl_plugin")
     caplog.set_level(logging.DEBUG, logger="graphs")
     storage = tmp_path / "storage"
@@ -219,9 +239,11 @@ def test_no_canary_reaches_any_sink(
             config = {
                 "callbacks": [handler, tracer],
                 "run_id": run_id,
+                "run_name": RUN_NAME,
+                "tags": TAGS,
                 "metadata": {
-                    "user_id": f"user-{i % 7}",
-                    "session_id": f"session-{i % 12}",
+                    "user_id": USER_IDS[i % len(USER_IDS)],
+                    "session_id": SESSION_IDS[(5 * i) % len(SESSION_IDS)],
                     "contact": sentence("run_metadata"),
                 },
             }
@@ -246,6 +268,17 @@ def test_no_canary_reaches_any_sink(
         # the journal empties inside the replay, which counts its rows when it returns: wait for the count
         # (rows a retry had already written count as unchanged, not replayed)
         assert wait_until(lambda: stats.replayed + stats.unchanged > 0) and stats.lost == 0
+
+        # Ids holding PII are stored as their keyed hashes, one per id (not merged into one placeholder), so
+        # a lookup by the raw id hashes it alike.
+        rows = store.query_interactions(limit=None)
+        assert {r["user_id"] for r in rows} == {safe_identifier(u) for u in USER_IDS}
+        assert {r["session_id"] for r in rows} == {safe_identifier(s) for s in SESSION_IDS}
+        assert all(r["user_id"].startswith("h:") and r["session_id"].startswith("h:") for r in rows)
+        assert len({r["user_id"] for r in rows}) == len(USER_IDS)
+        by_session = store.query_interactions(session_id=safe_identifier(SESSION_IDS[0]), limit=None)
+        assert len(by_session) == sum((5 * i) % len(SESSION_IDS) == 0 for i in range(N_INTERACTIONS))
+        assert {r["graph_name"] for r in rows} == {default_redactor().redact(RUN_NAME)}
 
         # Annotation: a reviewer's labels and reasons.
         store.enqueue_for_annotation(
@@ -309,6 +342,9 @@ def test_no_canary_reaches_any_sink(
         client.flush(timeout=10)
         assert server.wait_for(lambda: len(server.feedback) >= N_INTERACTIONS, timeout=10)
         assert server.wait_for(lambda: str(run_id) in server.runs and "end_time" in server.runs[str(run_id)])
+        root = server.runs[str(run_id)]  # the run name and tags arrive redacted
+        assert root["name"] == default_redactor().redact(RUN_NAME)
+        assert set(root["tags"]) == {default_redactor().redact(t) for t in TAGS}
         sinks["LangSmith requests"] = b"\n".join(
             readable_bytes(r.body) + f"{r.method} {r.path} {r.query}".encode() for r in server.requests
         )
