@@ -37,6 +37,7 @@ from cl_plugin.store.rows import (
     feedback_row,
     feedback_rows,
     interaction_from_row,
+    repair_text,
     row_from_interaction,
 )
 from cl_plugin.store.writer import Writer
@@ -143,12 +144,16 @@ class ProductionInteractionLogger:
                 )
             hash_id = partial(hash_identifier, key=key)
             hash_sessions, hash_users = p.hash_session_ids, p.anonymize_user_ids
+        # An id holding PII is stored as its keyed hash: with the configured key when there is one (the
+        # Sanitizer falls back to hash_id, then to the generated key of cl_plugin.privacy.id_hash_key).
+        key = p.resolve_hash_key() if p is not None else None
         return Sanitizer(
             redact=redact,
             max_text_length=self.config.max_text_length,
             hash_id=hash_id,
             hash_sessions=hash_sessions,
             hash_users=hash_users,
+            hash_pii_id=partial(hash_identifier, key=key) if key else None,
         )
 
     # -- logging --------------------------------------------------------------------------------------
@@ -176,10 +181,11 @@ class ProductionInteractionLogger:
         if problems:
             name, message = problems[0]
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            stored_id = self.sanitizer.key(repair_text(str(interaction.interaction_id)))  # never the raw PII
             raise InvalidRecordError(
-                f"interaction {interaction.interaction_id!r}: {name} {message}{more}; fix the value and log again",
+                f"interaction {stored_id!r}: {name} {message}{more}; fix the value and log again",
                 field=name,
-                interaction_id=str(interaction.interaction_id),
+                interaction_id=stored_id,
             )
         return interaction
 
@@ -328,6 +334,11 @@ class ProductionInteractionLogger:
             Dicts with the original design's fields.
         """
         self.flush()
+        if isinstance(filters.get("session_id"), str):
+            # Filter by the id as stored: hashed when session hashing is on or the id holds PII.
+            filters["session_id"] = self.sanitizer.identifier(
+                filters["session_id"], self.sanitizer.hash_sessions
+            )
         if self.store is not None:
             return self.store.query_interactions(limit=limit, offset=offset, **filters)
         if self.writer is None or self.writer.backup is None:

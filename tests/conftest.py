@@ -45,6 +45,19 @@ def _pg_unreachable_reason() -> str | None:
 _PG_REASON = _pg_unreachable_reason()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_id_hash_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Ids holding PII are hashed with a key generated into a file; the tests' key stays in a temp dir
+    (children started by the tests inherit the variable), never in the user's home."""
+    previous = os.environ.get("CL_PLUGIN_HASH_KEY_FILE")
+    os.environ["CL_PLUGIN_HASH_KEY_FILE"] = str(tmp_path_factory.mktemp("keys") / "id-hash.key")
+    yield
+    if previous is None:
+        os.environ.pop("CL_PLUGIN_HASH_KEY_FILE", None)
+    else:
+        os.environ["CL_PLUGIN_HASH_KEY_FILE"] = previous
+
+
 def require_postgres() -> None:
     """Skip (or, in CI, fail) when the PostgreSQL test server cannot be reached."""
     if _PG_REASON is None:

@@ -275,6 +275,35 @@ def test_hashing_without_a_key_is_a_privacy_config_error(make_logger, monkeypatc
     assert logger.query_interactions()[0]["session_id"] == hash_identifier("s", "from-env")
 
 
+def test_an_id_holding_pii_is_stored_hashed_with_the_configured_key_and_found_by_its_raw_value(
+    make_logger,
+) -> None:
+    # Hashing of ordinary ids is off; the configured key still hashes the ids that hold PII.
+    off = {"hash_session_ids": False, "anonymize_user_ids": False}
+    logger = make_logger(privacy={"hash_key": "k-config", **off})
+    raw = "jane.roe@example.com"
+    logger.log_interaction_sync(item(1, session_id=raw, user_id="+1 415 555 0134"))
+    logger.log_interaction_sync(item(2, session_id="session-plain"))
+    [row] = logger.query_interactions(session_id=raw)
+    assert row["session_id"] == hash_identifier(raw, "k-config")
+    assert row["user_id"] == hash_identifier("+1 415 555 0134", "k-config")
+    assert [r["session_id"] for r in logger.query_interactions(session_id="session-plain")] == [
+        "session-plain"
+    ]
+
+
+def test_a_refused_interaction_names_its_id_as_stored_never_the_raw_pii(make_logger) -> None:
+    logger = make_logger(
+        privacy={"hash_key": "k-config", "hash_session_ids": False, "anonymize_user_ids": False}
+    )
+    raw = "id-for-jane.roe@example.com"
+    with pytest.raises(InvalidRecordError) as info:
+        logger.log_interaction_sync(item(1, interaction_id=raw, user_feedback_score=9.0))
+    assert info.value.field == "user_feedback_score"
+    assert "jane.roe" not in str(info.value) and "jane.roe" not in str(info.value.interaction_id)
+    assert info.value.interaction_id == hash_identifier(raw, "k-config")
+
+
 # -- repeated ids --------------------------------------------------------------------------------------
 
 
