@@ -21,6 +21,10 @@ candidate that did not pass the gate.
   ``production`` model set; ``evaluate`` applies the gate; ``ab_test`` starts a test of production against
   the candidate, or ``promote`` moves ``production`` when A/B testing is off and ``auto_promote`` is on.
 
+A run killed anywhere resumes on its thread from the step it was in, and that step's second attempt
+leaves the store as one attempt would: it finishes the A/B verdicts the first recorded, keeps the items the
+first queued, takes the candidate the first registered, and reuses the A/B test the first started.
+
 :func:`build_maintenance_graph` returns the uncompiled graph: compile it with any checkpointer (a
 checkpointer is needed for human annotation and for resuming after a crash; invoke it with
 ``durability="sync"`` so that every step's checkpoint is written before the next starts).
@@ -49,7 +53,15 @@ from langgraph.types import Overwrite, interrupt
 from cl_plugin.config import ContinualLearningConfig, MaintenanceConfig, load_config
 from cl_plugin.errors import ClPluginError
 from cl_plugin.store import Store
-from cl_plugin.store.runs import acquire_lease, maintenance_runs, release_lease, save_maintenance_run
+from cl_plugin.store.runs import (
+    abandon_maintenance_run,
+    acquire_lease,
+    lease_holder,
+    maintenance_run,
+    maintenance_runs,
+    release_lease,
+    save_maintenance_run,
+)
 
 __all__ = [
     "LEASE",
@@ -136,6 +148,12 @@ def build_maintenance_graph(
     budget = m.annotation_budget or cfg.active_learning.budget_per_cycle
 
     def hold(state: MaintenanceState) -> None:
+        run = maintenance_run(store, state["run_id"]) or {}
+        if run.get("status", "running") != "running":  # before taking the lease, which may be free again
+            raise LeaseLostError(
+                f"maintenance run {state['run_id']} lost the {LEASE!r} lease ({run.get('error')}); "
+                "start a new run"
+            )
         if not acquire_lease(store, LEASE, state["run_id"], m.lease_ttl_seconds, now=clock()):
             raise LeaseLostError(
                 f"maintenance run {state['run_id']} lost the {LEASE!r} lease; start a new run"
@@ -152,6 +170,12 @@ def build_maintenance_graph(
         )
         return {"steps": {name: report}}
 
+    def earlier(state: MaintenanceState, name: str) -> dict[str, Any] | None:
+        """The report that an interrupted attempt of this node saved to the run's record (the process died
+        before the step's checkpoint was written, so the step runs again), or None."""
+        run = maintenance_run(store, state["run_id"]) or {}
+        return (run.get("steps") or {}).get(name)
+
     def rows(state: MaintenanceState) -> list[dict[str, Any]]:
         w = state["window"]
         return store.query_interactions(start_time=w["start"], end_time=w["end"], limit=m.max_interactions)
@@ -161,13 +185,19 @@ def build_maintenance_graph(
     def begin(state: MaintenanceState, config: RunnableConfig) -> dict[str, Any]:
         run_id = state.get("run_id") or str(uuid.uuid4())
         thread_id = str(config.get("configurable", {}).get("thread_id", run_id))
-        if not acquire_lease(store, LEASE, run_id, m.lease_ttl_seconds, now=clock()):
+        now = clock()
+        previous = lease_holder(store, LEASE, now=now, expired=True)
+        if not acquire_lease(store, LEASE, run_id, m.lease_ttl_seconds, now=now):
             return {
                 "run_id": run_id,
                 "owner": False,
                 "status": "skipped",
                 "reason": "another run holds the lease",
             }
+        if previous is not None and previous["owner"] != run_id:  # it died or stalled past its lease
+            abandon_maintenance_run(
+                store, previous["owner"], f"its lease expired and maintenance run {run_id} took it over"
+            )
         save_maintenance_run(store, {"run_id": run_id, "thread_id": thread_id, "status": "running"})
         # a thread that ran a cycle before keeps its state: start this one clean
         return {
@@ -185,22 +215,35 @@ def build_maintenance_graph(
         from cl_plugin.abtest import ABTestFramework
 
         framework = ABTestFramework(cfg.ab_testing, store=store)
-        reviewed = []
-        for test in store.ab_tests(status="running"):
-            if not test["name"].startswith(_TEST_PREFIX):
-                continue
-            status = framework.get_test_status(test["test_id"])
-            decision = status["recommendation"]
-            entry = {"test_id": test["test_id"], "recommendation": decision, "reason": status.get("reason")}
-            if decision != "Continue":
-                framework.end_test(test["test_id"])
-            if decision == "Deploy B":
-                entry["promoted"] = _promote(
-                    registry, _versions_of(test["model_b"]), f"A/B test {test['test_id']}"
-                )
-            reviewed.append(entry)
+        # The verdicts are recorded before they are acted on, and acting on one twice changes nothing: an
+        # attempt interrupted part-way is finished by the next as it was decided (tests it ended are no
+        # longer running, so deciding again would forget them and any promotion still to do).
+        planned = earlier(state, "review_ab_tests")
+        if planned is None:
+            reviewed = []
+            for test in store.ab_tests(status="running"):
+                if not test["name"].startswith(_TEST_PREFIX):
+                    continue
+                status = framework.get_test_status(test["test_id"])
+                decision = status["recommendation"]
+                entry = {
+                    "test_id": test["test_id"],
+                    "recommendation": decision,
+                    "reason": status.get("reason"),
+                }
+                if decision == "Deploy B":
+                    entry["promoted"] = _versions_of(test["model_b"])
+                reviewed.append(entry)
+            update = record(state, "review_ab_tests", {"tests": reviewed})
+        else:
+            reviewed, update = planned["tests"], {"steps": {"review_ab_tests": planned}}
+        for entry in reviewed:
+            if "promoted" in entry:  # before the test ends, so that no ended test waits for its promotion
+                _promote(registry, entry["promoted"], f"A/B test {entry['test_id']}")
+            if entry["recommendation"] != "Continue":
+                framework.end_test(entry["test_id"])
         framework.close()
-        return record(state, "review_ab_tests", {"tests": reviewed})
+        return update
 
     def load_window(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
@@ -253,24 +296,31 @@ def build_maintenance_graph(
         hold(state)
         from cl_plugin.selection import ActiveLearningSelector
 
-        production = _production_router(registry)
-        selector = ActiveLearningSelector(cfg.active_learning, router=production)
-        picks = selector.select_for_annotation(
-            rows(state), budget=budget, exclude_ids=store.queued_interaction_ids()
-        )
-        store.enqueue_for_annotation(picks)
-        queued = {i["interaction_id"]: i["item_id"] for i in store.annotation_queue("pending")}
-        selected = [
-            {
-                "item_id": queued[c.interaction_id],
-                "interaction_id": c.interaction_id,
-                "query": c.user_query,
-                "agent_selected": c.agent_selected,
-                "reason": c.selection_reason,
-            }
-            for c in picks
-            if c.interaction_id in queued
-        ]
+        started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
+
+        def queued_by_this_run() -> list[dict[str, Any]]:
+            return [i for i in store.annotation_queue() if started is not None and i["created_at"] >= started]
+
+        # What an interrupted attempt queued is this run's selection: selecting again would pass those
+        # items over as queued already and queue as many others.
+        if not queued_by_this_run():
+            selector = ActiveLearningSelector(cfg.active_learning, router=_production_router(registry))
+            picks = selector.select_for_annotation(
+                rows(state), budget=budget, exclude_ids=store.queued_interaction_ids()
+            )
+            store.enqueue_for_annotation(picks)
+        selected = []
+        for item in queued_by_this_run():
+            row = store.get_interaction(item["interaction_id"]) or {}
+            selected.append(
+                {
+                    "item_id": item["item_id"],
+                    "interaction_id": item["interaction_id"],
+                    "query": row.get("user_query"),
+                    "agent_selected": row.get("agent_selected"),
+                    "reason": item["selection_reason"],
+                }
+            )
         return {"selected": selected, **record(state, "select", {"selected": len(selected)})}
 
     def annotate(state: MaintenanceState) -> dict[str, Any]:
@@ -309,27 +359,30 @@ def build_maintenance_graph(
         hold(state)
         from cl_plugin.retraining import IncrementalRetrainingPipeline
 
-        pipeline = IncrementalRetrainingPipeline(cfg.retraining, registry=registry, enable_ab_test=False)
-        data = [*rows(state), *store.annotation_queue("labeled")]
-        result = pipeline.retrain_sync(
-            data, Path(m.model_dir) / "production", Path(m.model_dir) / "candidates" / state["run_id"]
-        )
-        summary = {
-            "status": result["status"],
-            "reason": result.get("reason") or result.get("error"),
-            "steps": {k: v.get("status") for k, v in result["steps"].items()},
-            "data": result["steps"].get("data_preparation"),
-            "metrics": result["metrics"],
-            "versions": (result["candidate"] or {}).get("versions"),
-            "production": result["steps"].get("load_production", {}).get("versions"),
-            "duration_s": result["duration_s"],
-        }
+        output = Path(m.model_dir) / "candidates" / state["run_id"]
+        # An interrupted attempt's candidate is this run's candidate: training again would register another.
+        started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
+        summary = earlier(state, "retrain") or _registered_candidate(registry, output, started)
+        if summary is None:
+            pipeline = IncrementalRetrainingPipeline(cfg.retraining, registry=registry, enable_ab_test=False)
+            data = [*rows(state), *store.annotation_queue("labeled")]
+            result = pipeline.retrain_sync(data, Path(m.model_dir) / "production", output)
+            summary = {
+                "status": result["status"],
+                "reason": result.get("reason") or result.get("error"),
+                "steps": {k: v.get("status") for k, v in result["steps"].items()},
+                "data": result["steps"].get("data_preparation"),
+                "metrics": result["metrics"],
+                "versions": (result["candidate"] or {}).get("versions"),
+                "production": result["steps"].get("load_production", {}).get("versions"),
+                "duration_s": result["duration_s"],
+            }
         update = {"retrain": summary, **record(state, "retrain", summary)}
-        if result["status"] != "completed":
+        if summary["status"] != "completed":
             return {
                 **update,
-                "status": result["status"],
-                "reason": f"retraining {result['status']}: {summary['reason']}",
+                "status": summary["status"],
+                "reason": f"retraining {summary['status']}: {summary['reason']}",
             }
         return update
 
@@ -350,15 +403,17 @@ def build_maintenance_graph(
         from cl_plugin.abtest import ABTestFramework
 
         candidate, production = state["retrain"]["versions"], state["retrain"]["production"]
-        running = [
-            t["test_id"] for t in store.ab_tests(status="running") if t["name"].startswith(_TEST_PREFIX)
+        running = [  # a test of this candidate is the one an interrupted attempt of this step started
+            t["test_id"]
+            for t in store.ab_tests(status="running")
+            if t["name"].startswith(_TEST_PREFIX) and t["model_b"] != _describe(candidate)
         ]
         if running:  # one experiment at a time: the candidate waits for the running test's verdict
             return record(
                 state, "ab_test", {"status": "skipped", "reason": f"test {running[0]} is still running"}
             )
         framework = ABTestFramework(cfg.ab_testing, store=store)
-        test_id = framework.create_test(
+        test_id = framework.create_test(  # the running test of that name, if there is one
             f"{_TEST_PREFIX}router v{production['router']} vs v{candidate['router']}",
             model_a=_describe(production),
             model_b=_describe(candidate),
@@ -551,6 +606,63 @@ def _promote(
         registry.promote(MODEL_NAMES[role], version, reason=reason, actor=actor)
         promoted[role] = version
     return promoted
+
+
+def _registered_candidate(registry: Any, directory: Path, since: float | None) -> dict[str, Any] | None:
+    """The retrain report of the candidate that an interrupted attempt of a run's retrain step wrote to
+    ``directory`` and registered, or None when that attempt did not register it.
+
+    The directory is written before the registration, and the router is registered after the index and
+    replay versions it belongs with: a router version registered since the run started (``since``) from
+    the directory's training data window marks a whole registered set. Its ``candidate`` aliases are set
+    again (a no-op unless the attempt stopped just before setting them). The report says ``recovered``:
+    the data preparation's report and the training steps' statuses died with the attempt.
+    """
+    from cl_plugin.modelset import MANIFEST
+
+    try:
+        manifest = orjson.loads((directory / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        return None
+    window = manifest.get("data_window")
+    router = next(
+        (
+            v
+            for v in reversed(registry.versions(MODEL_NAMES["router"]))
+            if since is not None
+            and v.created_at >= since
+            and window is not None
+            and v.data_window is not None
+            and vars(v.data_window) == window
+        ),
+        None,
+    )
+    if router is None:
+        return None
+    versions = {"router": router.version, **(router.metrics.get("model_set") or {})}
+    production = {}
+    for role, version in versions.items():
+        registered = registry.get_version(MODEL_NAMES[role], version)
+        if registered.parent is not None:
+            production[role] = registered.parent
+        registry.set_alias(
+            MODEL_NAMES[role],
+            "candidate",
+            version,
+            reason="retrained by a maintenance run that was interrupted",
+            actor="maintenance",
+        )
+    return {
+        "status": "completed",
+        "reason": None,
+        "recovered": f"the candidate in {directory.name}, registered before the run was interrupted",
+        "steps": None,
+        "data": window,
+        "metrics": manifest.get("metrics") or {},
+        "versions": versions,
+        "production": production or None,
+        "duration_s": None,
+    }
 
 
 def _describe(versions: Mapping[str, int]) -> str:

@@ -3,10 +3,13 @@
 A lease is a row (``name``, ``owner``, ``expires_at``): :func:`acquire_lease` takes it when it is free, expired
 or already the caller's, in one transaction that holds the lease's lock, so two replicas asking at once
 cannot both win. Holders renew it by acquiring again and give it back with :func:`release_lease`; a holder
-that dies stops renewing and the lease frees itself after its time to live.
+that dies stops renewing and the lease frees itself after its time to live (whoever takes it over then can
+still see who let it expire: :func:`lease_holder` with ``expired=True``).
 
 Maintenance runs are upserted as they progress (:func:`save_maintenance_run`) so a crashed run shows where
-it stopped, and listed newest first by :func:`maintenance_runs`.
+it stopped (and a resumed one can read what its interrupted attempt did, :func:`maintenance_run`), and
+listed newest first by :func:`maintenance_runs`. A run whose lease was taken over is marked failed
+(:func:`abandon_maintenance_run`) instead of showing ``running`` forever.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from sqlalchemy import Table, delete, select, update
 from cl_plugin.store.store import Store
 from cl_plugin.store.tables import Lease, MaintenanceRun
 
-__all__ = ["acquire_lease", "lease_holder", "maintenance_runs", "release_lease", "save_maintenance_run"]
+__all__ = [
+    "abandon_maintenance_run",
+    "acquire_lease",
+    "lease_holder",
+    "maintenance_run",
+    "maintenance_runs",
+    "release_lease",
+    "save_maintenance_run",
+]
 
 _LEASES: Table = Lease.__table__  # type: ignore[assignment]
 _RUNS: Table = MaintenanceRun.__table__  # type: ignore[assignment]
@@ -76,12 +87,18 @@ def release_lease(store: Store, name: str, owner: str) -> bool:
         return result.rowcount > 0
 
 
-def lease_holder(store: Store, name: str, *, now: float | None = None) -> dict[str, Any] | None:
-    """The current holder of a lease (``owner``, ``acquired_at``, ``expires_at``), or None if it is free."""
+def lease_holder(
+    store: Store, name: str, *, now: float | None = None, expired: bool = False
+) -> dict[str, Any] | None:
+    """The current holder of a lease (``owner``, ``acquired_at``, ``expires_at``), or None if it is free.
+
+    With ``expired=True``, also the last holder of a lease that expired without being released (one that
+    died or stalled): None then means that the lease was never taken or was given back.
+    """
     now = time.time() if now is None else now
     with store.engine.connect() as conn:
         row = conn.execute(select(_LEASES).where(_LEASES.c.name == name)).mappings().first()
-    return dict(row) if row is not None and row["expires_at"] > now else None
+    return dict(row) if row is not None and (expired or row["expires_at"] > now) else None
 
 
 def save_maintenance_run(store: Store, run: Mapping[str, Any]) -> None:
@@ -106,11 +123,35 @@ def save_maintenance_run(store: Store, run: Mapping[str, Any]) -> None:
             conn.execute(update(_RUNS).where(_RUNS.c.run_id == run["run_id"]).values(values))
 
 
+def abandon_maintenance_run(store: Store, run_id: str, reason: str) -> bool:
+    """Mark a run that is still ``running`` as ``failed`` with ``reason`` as its error: it lost its lease
+    and will not go on. Returns whether it was running.
+    """
+    now = time.time()
+    with store.transaction(f"cl_plugin.maintenance_run:{run_id}") as conn:
+        result = conn.execute(
+            update(_RUNS)
+            .where(_RUNS.c.run_id == run_id, _RUNS.c.status == "running")
+            .values(status="failed", error=reason, finished_at=now, updated_at=now)
+        )
+        return result.rowcount > 0
+
+
 def maintenance_runs(store: Store, *, limit: int | None = 20) -> list[dict[str, Any]]:
     """Maintenance runs, newest first, with ``steps`` and ``summary`` decoded."""
     stmt = select(_RUNS).order_by(_RUNS.c.started_at.desc())
     if limit is not None:
         stmt = stmt.limit(limit)
+    return _decoded(store, stmt)
+
+
+def maintenance_run(store: Store, run_id: str) -> dict[str, Any] | None:
+    """One maintenance run, as :func:`maintenance_runs` lists it, or None when it was never recorded."""
+    found = _decoded(store, select(_RUNS).where(_RUNS.c.run_id == run_id))
+    return found[0] if found else None
+
+
+def _decoded(store: Store, stmt: Any) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     for row in rows:

@@ -1,16 +1,20 @@
-"""SIGKILL in every phase that writes: a batch commit, a backup append, a retrain's output, a migration.
+"""SIGKILL in every phase that writes: a batch commit, a backup append, a retrain's output, a migration, a
+maintenance step.
 
 Each case runs the phase in a child process that kills itself (SIGKILL, no cleanup of any kind) at a chosen
 point inside the phase, then checks what a restarted process finds: the store opens and ``setup()``
 succeeds, counts add up, no half-written model version is served, backups read up to their last complete
-record, and running the same work again completes it. (A maintenance-graph node killed mid-run is covered
-by tests/graphs/test_maintenance.py; many writers killed at random moments by tests/store/test_concurrency.py.)
+record, and running the same work again completes it. A maintenance cycle's child instead stops inside a
+node and waits for the parent's SIGKILL; resumed on its thread, the cycle must end as an uninterrupted one
+does. (Many writers killed at random moments: tests/store/test_concurrency.py.)
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +33,8 @@ from cl_plugin.modelset import ModelSet
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.backup import backup_files, iter_backup, read_backup
+from cl_plugin.store.runs import lease_holder, maintenance_runs
+from graphs.maintenance import LEASE, build_maintenance_graph, run_maintenance
 from tests.conftest import SCHEMA_HEAD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -371,5 +377,375 @@ def test_sigkill_mid_migration_leaves_the_old_schema_and_its_data_and_setup_comp
     store = reopen(url)
     try:
         assert stored_ids(url) == sorted(r["interaction_id"] for r in rows)
+    finally:
+        store.close()
+
+
+# -- the maintenance graph, killed in each node -------------------------------------------------------
+
+KILL_THREAD = "maintenance-killed"
+#: Where a child stops inside a node. ``recording``: as the node saves its step to the run record (its
+#: store writes are committed; the record and the checkpoint are not). ``returned``: once the node has
+#: returned (the record is saved; the checkpoint is not).
+STOPS = ("recording", "returned")
+# Imported once by the forkserver, so that each child starts in milliseconds instead of ten seconds.
+_PRELOAD = [
+    "graphs.maintenance",
+    "graphs.mcts_agents",
+    "cl_plugin.abtest",
+    "cl_plugin.analysis",
+    "cl_plugin.drift",
+    "cl_plugin.labels",
+    "cl_plugin.privacy",
+    "cl_plugin.retraining",
+    "cl_plugin.selection",
+    "langgraph.checkpoint.sqlite",
+    "threadpoolctl",
+    __name__,
+]
+
+
+def maintenance_config(root: Path, variant: str) -> dict[str, Any]:
+    """The cycle under test. ``ab_test``: the candidate goes to an A/B test; ``promote``: A/B testing is
+    off and the candidate is promoted."""
+    config: dict[str, Any] = {
+        "maintenance": {
+            "model_dir": str(root / "models"),
+            "annotation": "feedback",
+            "min_interactions": 100,
+            "min_validation_samples": 5,
+        },
+        "retraining": {"min_new_samples": 50},
+        "active_learning": {"budget_per_cycle": 30},
+        "ab_testing": {"min_samples": 100, "traffic_split": 0.5},
+    }
+    if variant == "promote":
+        config["maintenance"]["auto_promote"] = True
+        config["retraining"]["enable_ab_test"] = False
+    return config
+
+
+VARIANTS = ("ab_test", "promote")
+
+
+def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str] | None, conn: Any) -> None:
+    """Run (or resume) the maintenance cycle of thread ``KILL_THREAD`` on ``root``'s SQLite store and
+    SQLite checkpointer, and send the nodes that ran and the final state on ``conn``.
+
+    With ``stop_at = (node, stop)`` (a stop of :data:`STOPS`) the child sends ``("stopped", node, stop)``
+    from inside that node instead, and waits there to be killed.
+    """
+    import functools
+    import threading
+    import traceback
+
+    try:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+        from langgraph.graph import StateGraph
+        from threadpoolctl import threadpool_limits
+
+        import graphs.maintenance as maintenance
+
+        threadpool_limits(1)  # two shared cores: BLAS threads in each child only slow every child down
+        node, stop = stop_at or ("", "")
+        ran: list[str] = []
+
+        def wait_for_the_kill() -> None:
+            conn.send(("stopped", node, stop))
+            threading.Event().wait()
+
+        def watched(name: str, action: Any) -> Any:
+            @functools.wraps(action)  # keeps the signature, from which LangGraph decides to pass the config
+            def run(*args: Any, **kwargs: Any) -> Any:
+                ran.append(name)
+                update = action(*args, **kwargs)
+                if name == node and stop == "returned":
+                    wait_for_the_kill()
+                return update
+
+            return run
+
+        add_node, save = StateGraph.add_node, maintenance.save_maintenance_run
+
+        def add_watched_node(self: Any, name: str, action: Any = None, **kwargs: Any) -> Any:
+            return add_node(self, name, watched(name, action), **kwargs)
+
+        def save_or_stop(store: Any, run: Any) -> None:
+            if stop == "recording" and ran and ran[-1] == node:
+                wait_for_the_kill()
+            save(store, run)
+
+        StateGraph.add_node = add_watched_node  # type: ignore[method-assign]
+        maintenance.save_maintenance_run = save_or_stop
+        store = Store.from_url(f"sqlite:///{root}/store.db").setup()
+        registry = ModelRegistry(store, f"{root}/models/artifacts")
+        with SqliteSaver.from_conn_string(f"{root}/checkpoints.db") as saver:
+            state = maintenance.run_maintenance(
+                store, config=config, registry=registry, checkpointer=saver, thread_id=KILL_THREAD
+            )
+        store.close()
+        conn.send(
+            ("done", {"ran": ran, **{k: state.get(k) for k in ("run_id", "status", "reason", "steps")}})
+        )
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+
+
+def run_cycle(root: Path, config: dict[str, Any], stop_at: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Run ``maintenance_child`` in a process forked from a server that has imported everything; with
+    ``stop_at``, SIGKILL it once it reports that it stopped there."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)  # used when the server starts (once per test session)
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=maintenance_child, args=(str(root), config, stop_at, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        assert receive.poll(240), f"the child neither stopped at {stop_at} nor finished in 240 s"
+        kind, *message = receive.recv()
+    except EOFError:
+        child.join(30)
+        pytest.fail(f"the child died ({child.exitcode}) without a word; expected it to stop at {stop_at}")
+    finally:
+        receive.close()
+    if stop_at is None:
+        child.join(60)
+        assert kind == "done" and child.exitcode == 0, message
+        return message[0]
+    if kind != "stopped":
+        child.kill()
+        pytest.fail(f"the child did not stop at {stop_at}: {kind} {message}")
+    child.kill()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL, child.exitcode
+    return {"stopped": stop_at}
+
+
+@pytest.fixture(scope="module")
+def maintenance_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store whose production model set is the starting one, with a finished maintenance cycle over the
+    older half of 300 interactions whose A/B test has the results to deploy its candidate; the newer half
+    is left for the next cycle."""
+    from threadpoolctl import threadpool_limits
+
+    from cl_plugin import CaptureHandler
+    from cl_plugin.abtest import ABTestFramework
+    from graphs.maintenance import register_starting_models
+    from graphs.mcts_agents import build_mcts_agent_graph
+    from graphs.traffic import OPS_DRIFT, run_traffic
+
+    root = tmp_path_factory.mktemp("maintenance")
+    store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
+    registry = ModelRegistry(store, root / "models" / "artifacts")
+    register_starting_models(registry)
+    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
+    handler = CaptureHandler(store)
+    run_traffic(graph, handler, 300, seed=5, drift=OPS_DRIFT)
+    handler.close()
+    times = sorted(r["timestamp"] for r in store.query_interactions(limit=None))
+    config = maintenance_config(root, "ab_test")
+    with threadpool_limits(1):
+        first = run_maintenance(
+            store, config=config, registry=registry, thread_id="seeding", clock=lambda: times[149]
+        )
+    test_id = first["steps"]["ab_test"]["test_id"]
+    framework = ABTestFramework(config["ab_testing"], store=store)
+    for i in range(600):  # the candidate's answers are right far more often
+        group = framework.assign_group(test_id, f"request-{i}")
+        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
+    framework.close()
+    store.close()
+    return root
+
+
+def maintenance_outcome(root: Path) -> dict[str, Any]:
+    """What a cycle left in the store, without what differs between two identical runs (ids drawn at
+    random, times), after checking that nothing in it is duplicated."""
+    store = reopen(f"sqlite:///{root / 'store.db'}")
+    try:
+        registry = ModelRegistry(store, root / "models" / "artifacts")
+        queue = store.annotation_queue()
+        tests = store.ab_tests()
+        names = store.model_names()
+        versions = {n: [(v.version, v.parent, v.sha256) for v in registry.versions(n)] for n in names}
+        moves = {
+            n: [
+                (m.alias, m.version, m.previous_version, m.action, m.reason)
+                for m in registry.alias_history(n)
+            ]
+            for n in names
+        }
+        runs = maintenance_runs(store, limit=None)
+        lease = lease_holder(store, LEASE)
+    finally:
+        store.close()
+    assert len({i["interaction_id"] for i in queue}) == len(queue), "an interaction was queued twice"
+    running = [t["name"] for t in tests if t["status"] == "running"]
+    assert len(set(running)) == len(running), f"two A/B tests of one name run at once: {running}"
+    for name, rows in versions.items():  # (a retrain is not byte for byte repeatable: compare no digests)
+        digests = [sha for _, _, sha in rows]
+        assert len(set(digests)) == len(digests), f"model {name!r} has one artifact twice: {rows}"
+    [run] = [r for r in runs if r["run_id"] == KILL_THREAD]
+    return {
+        "queue": sorted(
+            (i["interaction_id"], i["status"], json.dumps(i["label"]), i["annotator"]) for i in queue
+        ),
+        "ab_tests": sorted(
+            (t["name"], t["model_a"], t["model_b"], t["status"], (t["result"] or {}).get("recommendation"))
+            for t in tests
+        ),
+        "versions": {n: [row[:2] for row in rows] for n, rows in versions.items()},
+        "alias_moves": moves,
+        "runs": sorted((r["run_id"], r["status"]) for r in runs),
+        "lease": lease,
+        "record": {"status": run["status"], "steps": stable(run["steps"])},
+        "running_test_ids": [t["test_id"] for t in tests if t["status"] == "running"],
+    }
+
+
+def stable(steps: dict[str, Any]) -> dict[str, Any]:
+    """Step reports without timings, random test ids and the clock-bound window edges."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "duration_s", "test_id")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    out = strip(steps)
+    if "load_window" in out:
+        out["load_window"] = {k: v for k, v in out["load_window"].items() if k not in ("start", "end")}
+    return out
+
+
+@pytest.fixture(scope="module")
+def maintenance_references(
+    maintenance_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """An uninterrupted cycle of each variant on a copy of the template: the nodes it ran, its final
+    state and its outcome."""
+    references = {}
+    for variant in VARIANTS:
+        root = tmp_path_factory.mktemp(f"reference-{variant}")
+        shutil.copytree(maintenance_template, root, dirs_exist_ok=True)
+        state = run_cycle(root, maintenance_config(root, variant))
+        assert state["status"] == "completed", state
+        # the cycle does everything there is to do: concludes the A/B test, retrains, ships the candidate
+        [review] = state["steps"]["review_ab_tests"]["tests"]
+        assert review["recommendation"] == "Deploy B" and review["promoted"]
+        assert state["steps"]["evaluate"]["passed"], state["steps"]["evaluate"]
+        assert variant in state["steps"], state["steps"]
+        references[variant] = {"state": state, "outcome": maintenance_outcome(root)}
+    return references
+
+
+def maintenance_nodes() -> list[str]:
+    store = Store.from_url("sqlite://").setup()
+    try:
+        graph = build_maintenance_graph(store, config=maintenance_config(Path("unused"), "ab_test"))
+        return [name for name in graph.compile().nodes if not name.startswith("__")]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("node", maintenance_nodes())
+def test_sigkill_inside_any_maintenance_node_resumes_to_the_uninterrupted_outcome(
+    node: str,
+    maintenance_template: Path,
+    maintenance_references: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    variant = next((v for v in VARIANTS if node in maintenance_references[v]["state"]["ran"]), None)
+    assert variant, f"no reference cycle runs node {node!r}: add a variant of maintenance_config that does"
+    reference = maintenance_references[variant]
+    shutil.copytree(maintenance_template, tmp_path, dirs_exist_ok=True)
+    config = maintenance_config(tmp_path, variant)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    run_cycle(tmp_path, config, stop_at=(node, "recording"))
+    store = reopen(url)
+    try:
+        # The dead run's lease holds until it expires: a new run now is skipped and records nothing ...
+        assert lease_holder(store, LEASE)["owner"] == KILL_THREAD
+        before = maintenance_runs(store, limit=None)
+        other = run_maintenance(
+            store, config=config, registry=ModelRegistry(store, tmp_path / "models" / "artifacts")
+        )
+        assert other["status"] == "skipped" and other["reason"] == "another run holds the lease"
+        assert maintenance_runs(store, limit=None) == before
+    finally:
+        store.close()
+    # ... while the dead run itself, resumed on its thread, takes its lease back: killed again in the
+    # same node (after it returned this time), then resumed to the end.
+    run_cycle(tmp_path, config, stop_at=(node, "returned"))
+    state = run_cycle(tmp_path, config)
+
+    expected = copy.deepcopy(reference["outcome"])
+    outcome = maintenance_outcome(tmp_path)
+    assert state["status"] == reference["state"]["status"]
+    assert state["ran"][0] == node  # it resumed in the node it was killed in
+    assert outcome["lease"] is None  # given back at the end
+    assert stable(state["steps"]) == outcome["record"]["steps"]
+    if "ab_test" in state["steps"] and "test_id" in state["steps"]["ab_test"]:
+        assert outcome["running_test_ids"] == [state["steps"]["ab_test"]["test_id"]]
+    retrain = outcome["record"]["steps"].get("retrain") or {}
+    if "recovered" in retrain:  # a candidate registered before the kill: the training report died with it
+        assert node == "retrain", retrain
+        kept = ("status", "reason", "metrics", "versions", "production")
+        for steps in (outcome["record"]["steps"], expected["record"]["steps"]):
+            steps["retrain"] = {k: steps["retrain"][k] for k in kept}
+    keys = ("queue", "ab_tests", "versions", "alias_moves", "runs", "record")
+    assert {k: outcome[k] for k in keys if outcome[k] != expected[k]} == {
+        k: expected[k] for k in keys if outcome[k] != expected[k]
+    }
+
+
+@pytest.mark.slow
+def test_a_killed_runs_lease_is_taken_over_once_it_expires_and_the_dead_run_stays_stopped(
+    maintenance_template: Path, tmp_path: Path
+) -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from threadpoolctl import threadpool_limits
+
+    from graphs.maintenance import LeaseLostError
+
+    shutil.copytree(maintenance_template, tmp_path, dirs_exist_ok=True)
+    config = maintenance_config(tmp_path, "ab_test")
+    ttl = config["maintenance"]["lease_ttl_seconds"] = 600.0
+    run_cycle(tmp_path, config, stop_at=("select", "recording"))
+    store = reopen(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        registry = ModelRegistry(store, tmp_path / "models" / "artifacts")
+        dead = lease_holder(store, LEASE)
+        assert dead["owner"] == KILL_THREAD
+        with threadpool_limits(1):  # once the dead run's lease has expired, a new run takes it over
+            later = dead["expires_at"] + 1.0
+            taker = run_maintenance(store, config=config, registry=registry, clock=lambda: later)
+        assert taker["status"] == "completed", taker.get("reason")
+        assert lease_holder(store, LEASE, now=later) is None
+        runs = {r["run_id"]: r for r in maintenance_runs(store, limit=None)}
+        assert runs[taker["run_id"]]["status"] == "completed"
+        # The dead run's record says it is over, not "running" forever ...
+        assert runs[KILL_THREAD]["status"] == "failed"
+        assert taker["run_id"] in runs[KILL_THREAD]["error"]
+        versions = {name: len(registry.versions(name)) for name in store.model_names()}
+        queued = len(store.annotation_queue())
+        # ... and resumed on its thread, it stops instead of training a second candidate on the same window.
+        with (
+            SqliteSaver.from_conn_string(str(tmp_path / "checkpoints.db")) as saver,
+            pytest.raises(LeaseLostError, match=taker["run_id"]),
+        ):
+            run_maintenance(
+                store, config=config, registry=registry, checkpointer=saver, thread_id=KILL_THREAD,
+                clock=lambda: later + ttl,
+            )  # fmt: skip
+        assert {name: len(registry.versions(name)) for name in store.model_names()} == versions
+        assert len(store.annotation_queue()) == queued
+        assert lease_holder(store, LEASE, now=later + ttl) is None  # it did not take the free lease
     finally:
         store.close()
