@@ -123,15 +123,27 @@ class DriftDetectionConfig(_Section):
     """Data drift detection (``continual_learning.drift_detection``).
 
     ``threshold`` is the effect a feature must reach (KS statistic, PSI, total variation distance,
-    normalised Wasserstein or Jensen-Shannon distance); tests with a p-value must also pass ``alpha`` after
-    the ``correction`` for testing several features and window lengths at once.
+    normalised Wasserstein or Jensen-Shannon distance), and its p-value must pass ``alpha`` after the
+    ``correction`` for testing several features and window lengths at once. The streaming methods (``adwin``,
+    ``page_hinkley``, ``kswin``; ``ddm`` and ``eddm`` for 0/1 features) run one detector per feature on
+    every sample, set by ``detector_params``.
     """
 
     enabled: bool = True
     window_size: int = Field(1000, ge=10)
     threshold: float = Field(0.1, gt=0)
     detection_method: Literal[
-        "auto", "chi_square", "jensen_shannon", "wasserstein", "kolmogorov_smirnov", "psi"
+        "auto",
+        "chi_square",
+        "jensen_shannon",
+        "wasserstein",
+        "adwin",
+        "page_hinkley",
+        "kswin",
+        "ddm",
+        "eddm",
+        "kolmogorov_smirnov",
+        "psi",
     ] = "kolmogorov_smirnov"
     # Plugin keys.
     check_every: int = Field(100, ge=1, description="samples between two tests of the window")
@@ -140,12 +152,23 @@ class DriftDetectionConfig(_Section):
         ge=10,
         description="samples in the window before the first test (wasserstein, jensen_shannon: full)",
     )
-    alpha: float = Field(0.01, gt=0, lt=1, description="level of the corrected p-values, per test")
+    alpha: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="level of the corrected p-values of one check, which bounds its false-alarm chance: "
+        "0.001 with a check every 100 samples is one false alarm in 100,000 samples at most",
+    )
     correction: Literal["benjamini_hochberg", "bonferroni", "none"] = "benjamini_hochberg"
     psi_bins: int = Field(10, ge=2, le=1000, description="reference-quantile bins of PSI and Jensen-Shannon")
-    persistence: int = Field(2, ge=1, description="drifted tests in a row before an alarm")
+    persistence: int = Field(1, ge=1, description="drifted tests in a row before an alarm")
     cooldown: int | None = Field(
-        None, ge=0, description="samples after an alarm before the next one; None means window_size"
+        None, ge=0, description="samples after a feature's alarm before its next one; None means window_size"
+    )
+    detector_params: dict[str, float | int | str | None] | None = Field(
+        None,
+        description="keyword arguments of the streaming detector (adwin, page_hinkley, kswin, ddm, eddm), "
+        "on features standardised by the reference; None keeps its defaults (page_hinkley: delta 0.25; kswin: alpha 0.0001)",
     )
 
 

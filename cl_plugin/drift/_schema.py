@@ -7,6 +7,7 @@ category codes; a category the reference never had gets a code of its own (``<ot
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -98,7 +99,7 @@ def reference_columns(data: Any) -> tuple[str, dict[str, np.ndarray], dict[str, 
 
 
 class Schema:
-    """Writes one sample into a row of a float buffer, in the reference's layout.
+    """Turns one sample into a list of floats, in the reference's layout and feature order.
 
     Args:
         layout: ``scalar``, ``vector`` or ``mapping``.
@@ -115,50 +116,57 @@ class Schema:
             if name in categories
         }
         self._other = {j: float(len(codes)) for j, codes in self._codes.items()}
+        self._shape = (len(names),)
 
-    def write(self, sample: Any, row: np.ndarray) -> None:
-        """Write ``sample`` into ``row`` (a dict's keys that are not features are ignored).
+    def values(self, sample: Any) -> list[float]:
+        """The sample's feature values (a dict's keys that are not features are ignored).
 
         Raises:
             DriftInputError: the sample does not have the reference's layout or holds a non-finite number.
         """
-        try:
-            self._write(sample, row)
-        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int such as 10**400
-            if isinstance(exc, DriftInputError):
-                raise
-            raise self._layout_error(sample) from None
-        total = row.sum()
-        if total - total != 0:
-            bad = self.names[int(np.flatnonzero(~np.isfinite(row))[0])]
+        # The common case first, at a few hundred nanoseconds: a numpy row of the reference's width.
+        if type(sample) is np.ndarray and sample.shape == self._shape and sample.dtype.kind == "f":
+            values = sample.tolist()
+        else:
+            try:
+                values = self._values(sample)
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int such as 10**400
+                if isinstance(exc, DriftInputError):
+                    raise
+                raise self._layout_error(sample) from None
+        if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
+            bad = self.names[next(j for j, v in enumerate(values) if not math.isfinite(v))]
             raise DriftInputError(
                 f"sample feature {bad!r} is missing or infinite; drop the sample or impute the value",
                 field=bad,
             )
+        return values
 
-    def _write(self, sample: Any, row: np.ndarray) -> None:
+    def _values(self, sample: Any) -> list[float]:
         if self.layout == "scalar":
             if isinstance(sample, str) or not isinstance(sample, int | float | np.number):
                 raise self._layout_error(sample)
-            row[0] = sample
-        elif self.layout == "vector":
+            return [float(sample)]
+        if self.layout == "vector":
             if isinstance(sample, str | Mapping) or len(sample) != len(self.names):
                 raise self._layout_error(sample)
-            row[:] = sample
-        else:
-            if not isinstance(sample, Mapping):
+            arr = np.asarray(sample, dtype=float)
+            if arr.shape != self._shape:
                 raise self._layout_error(sample)
-            try:
-                values = [sample[k] for k in self.names]
-            except KeyError as exc:
-                raise DriftInputError(
-                    f"sample lacks feature {exc.args[0]!r}; every sample needs the reference's features: "
-                    f"{', '.join(self.names)}",
-                    field=str(exc.args[0]),
-                ) from None
-            for j, codes in self._codes.items():
-                values[j] = codes.get(str(values[j]), self._other[j])
-            row[:] = values
+            return arr.tolist()
+        if not isinstance(sample, Mapping):
+            raise self._layout_error(sample)
+        try:
+            values = [sample[k] for k in self.names]
+        except KeyError as exc:
+            raise DriftInputError(
+                f"sample lacks feature {exc.args[0]!r}; every sample needs the reference's features: "
+                f"{', '.join(self.names)}",
+                field=str(exc.args[0]),
+            ) from None
+        for j, codes in self._codes.items():
+            values[j] = codes.get(str(values[j]), self._other[j])
+        return [float(v) for v in values]
 
     def _layout_error(self, sample: Any) -> DriftInputError:
         expected = {

@@ -72,6 +72,12 @@ class ADWIN(StreamingDetector):
         self._total = 0.0
         self._variance = 0.0  # sum of squared deviations from the window mean
         self._tick = 0
+        self._cut = (0.0, math.inf)  # the last cut tested or found: |mean difference|, bound
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """The gap between the two sub-windows' means at the last cut found, and ADWIN's bound there."""
+        return self._cut
 
     @property
     def width(self) -> int:
@@ -153,6 +159,7 @@ class ADWIN(StreamingDetector):
                         math.sqrt(2 * m_recip * var_in_window * log_term) + 2.0 / 3.0 * log_term * m_recip
                     )
                     if abs(u0 / n0 - u1 / n1) > epsilon:
+                        self._cut = (abs(u0 / n0 - u1 / n1), epsilon)
                         return True
         return False
 

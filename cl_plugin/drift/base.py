@@ -37,6 +37,11 @@ class StreamingDetector(ABC):
         """Whether the last update is in the warning zone (always False for detectors without one)."""
         return self._warning_detected
 
+    @property
+    @abstractmethod
+    def evidence(self) -> tuple[float, float]:
+        """What the last test found, as (statistic, alarm level): a drift is a statistic above its level."""
+
     @abstractmethod
     def update(self, x: float) -> StreamingDetector:
         """Feed one value.

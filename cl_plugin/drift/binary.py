@@ -72,6 +72,12 @@ class DDM(StreamingDetector):
         self._p_min = 0.0
         self._s_min = 0.0
         self._ps_min = math.inf
+        self._level = (0.0, math.inf)
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """The error rate plus its standard deviation, and the drift level above the best one seen."""
+        return self._level
 
     def update(self, x: float) -> DDM:
         """Add one outcome.
@@ -95,6 +101,7 @@ class DDM(StreamingDetector):
             if self._p + s <= self._ps_min:
                 self._p_min, self._s_min, self._ps_min = self._p, s, self._p + s
             level = self._p + s
+            self._level = (level, self._p_min + self.drift_threshold * self._s_min)
             self._warning_detected = level > self._p_min + self.warning_threshold * self._s_min
             if level > self._p_min + self.drift_threshold * self._s_min:
                 self._drift_detected = True
@@ -147,6 +154,12 @@ class EDDM(StreamingDetector):
         self._mean = 0.0  # of the distances between errors
         self._ssd = 0.0  # their sum of squared deviations
         self._max_level = -1.0
+        self._fall = 0.0
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """How far the error distance level fell below its peak (1 - ratio), and ``1 - beta``."""
+        return self._fall, 1.0 - self.beta
 
     def update(self, x: float) -> EDDM:
         """Add one outcome.
@@ -179,6 +192,7 @@ class EDDM(StreamingDetector):
                 self._max_level = level
             elif self._n_errors > self.warm_start:
                 ratio = level / self._max_level
+                self._fall = 1.0 - ratio
                 if ratio < self.beta:
                     self._drift_detected = True
                 elif ratio < self.alpha:

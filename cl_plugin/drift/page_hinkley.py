@@ -64,6 +64,12 @@ class PageHinkley(StreamingDetector):
         self._sum_down = 0.0
         self._min_up = math.inf
         self._max_down = -1.0
+        self._excess = 0.0
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """The cumulative deviation in the watched direction(s), and ``threshold``."""
+        return self._excess, self.threshold
 
     def update(self, x: float) -> PageHinkley:
         """Add one value and test the cumulative sums.
@@ -88,7 +94,7 @@ class PageHinkley(StreamingDetector):
         self._min_up = min(self._min_up, self._sum_up)
         self._max_down = max(self._max_down, self._sum_down)
         if self._n >= self.min_instances:
-            rise = self._sum_up - self._min_up > self.threshold
-            fall = self._max_down - self._sum_down > self.threshold
-            self._drift_detected = {"up": rise, "down": fall, "both": rise or fall}[self.mode]
+            rise, fall = self._sum_up - self._min_up, self._max_down - self._sum_down
+            self._excess = {"up": rise, "down": fall, "both": max(rise, fall)}[self.mode]
+            self._drift_detected = self._excess > self.threshold
         return self
