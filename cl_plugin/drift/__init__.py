@@ -3,7 +3,10 @@
 One module per detector family, like ``river.drift``: :mod:`~cl_plugin.drift.adwin`,
 :mod:`~cl_plugin.drift.binary` (DDM, EDDM), :mod:`~cl_plugin.drift.page_hinkley`,
 :mod:`~cl_plugin.drift.kswin`, :mod:`~cl_plugin.drift.stattests` (KS, PSI, chi-square, Wasserstein,
-Jensen-Shannon), :mod:`~cl_plugin.drift.text`, and :mod:`~cl_plugin.drift.detector` on top.
+Jensen-Shannon), :mod:`~cl_plugin.drift.text`, and :mod:`~cl_plugin.drift.detector` on top: the spec's
+``DriftDetector`` runs either a batch test of a sample window at three scales, or one streaming detector per
+feature on every sample (``detection_method="adwin"``, ``"page_hinkley"``, ``"kswin"``; ``"ddm"`` and
+``"eddm"`` for 0/1 features).
 """
 
 from __future__ import annotations
