@@ -374,3 +374,97 @@ def test_on_postgresql_a_paused_run_resumes_from_the_postgres_checkpointer(
     assert step(done, "annotate") == {"mode": "human", "labeled": len(items), "skipped": 0}
     assert maintenance_runs(store)[0]["status"] == "completed"
     store.close()
+
+
+class Killed(BaseException):
+    """A process dying at this point: no ``except Exception`` on the way catches it."""
+
+
+def test_a_review_killed_between_promoting_and_ending_the_test_finishes_its_verdict_on_resume(
+    world: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cl_plugin.abtest import ABTestFramework
+
+    store, registry, config = world
+    config = {**config, "ab_testing": {"min_samples": 100, "traffic_split": 0.5}}
+    first = run_maintenance(store, config=config, registry=registry)
+    test_id = first["steps"]["ab_test"]["test_id"]
+    framework = ABTestFramework(config["ab_testing"], store=store)
+    for i in range(600):  # the candidate's answers are right far more often
+        group = framework.assign_group(test_id, f"request-{i}")
+        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
+    framework.close()
+
+    def die(self: Any, test_id: str) -> None:
+        raise Killed
+
+    end_test = ABTestFramework.end_test
+    monkeypatch.setattr(ABTestFramework, "end_test", die)
+    saver = InMemorySaver()
+    with pytest.raises(Killed):
+        run_maintenance(store, config=config, registry=registry, checkpointer=saver, thread_id="review")
+    assert registry.get_alias("router", "production").version == 2  # promoted, but the test still runs
+    assert [t["test_id"] for t in store.ab_tests(status="running")] == [test_id]
+    monkeypatch.setattr(ABTestFramework, "end_test", end_test)
+    done = run_maintenance(store, config=config, registry=registry, checkpointer=saver, thread_id="review")
+    assert done["status"] == "skipped" and done["steps"]["validate"]["valid"] == 0  # nothing new since
+    [review] = done["steps"]["review_ab_tests"]["tests"]
+    assert review["test_id"] == test_id and review["recommendation"] == "Deploy B"
+    assert review["promoted"] == {"rag_index": 2, "replay": 2, "router": 2}
+    assert store.ab_test(test_id)["status"] == "ended"
+    assert [m.version for m in registry.alias_history("router", "production")] == [1, 2]  # promoted once
+
+
+def test_a_retrain_killed_before_aliasing_its_candidate_takes_that_candidate_on_resume(
+    world: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, registry, config = world
+    set_alias = ModelRegistry.set_alias
+
+    def die_at_the_candidate_alias(self: Any, name: str, alias: str, *args: Any, **kwargs: Any) -> Any:
+        if alias == "candidate":
+            raise Killed
+        return set_alias(self, name, alias, *args, **kwargs)
+
+    monkeypatch.setattr(ModelRegistry, "set_alias", die_at_the_candidate_alias)
+    saver = InMemorySaver()
+    with pytest.raises(Killed):
+        run_maintenance(store, config=config, registry=registry, checkpointer=saver, thread_id="retrain")
+    assert registry.get_alias("router", "candidate") is None  # registered (v2), not yet offered
+    monkeypatch.setattr(ModelRegistry, "set_alias", set_alias)
+    done = run_maintenance(store, config=config, registry=registry, checkpointer=saver, thread_id="retrain")
+    assert done["status"] == "completed" and "ab_test" in done["steps"]
+    retrain = done["steps"]["retrain"]
+    assert retrain["recovered"] and retrain["versions"] == {"router": 2, "rag_index": 2, "replay": 2}
+    assert retrain["production"] == {"router": 1, "rag_index": 1, "replay": 1}
+    assert retrain["metrics"]["candidate"]["n"] == retrain["metrics"]["validation_samples"] > 0
+    for name in ("router", "rag_index", "router-replay"):  # nothing trained or registered twice
+        assert [v.version for v in registry.versions(name)] == [1, 2]
+        assert registry.get_alias(name, "candidate").version == 2
+    [test] = store.ab_tests(status="running")
+    assert test["model_b"] == "rag_index v2, replay v2, router v2"
+
+
+def test_a_run_paused_for_labels_past_its_lease_is_taken_over_and_stops_when_resumed(world: tuple) -> None:
+    from graphs.maintenance import LeaseLostError
+
+    store, registry, config = world
+    config = with_(config, lease_ttl_seconds=60.0)
+    saver = InMemorySaver()
+    human = with_(config, annotation="human")
+    paused = run_maintenance(store, config=human, registry=registry, checkpointer=saver)
+    items = paused["__interrupt__"][0].value["items"]
+    expired = lease_holder(store, LEASE)["expires_at"] + 1.0
+    taker = run_maintenance(store, config=config, registry=registry, clock=lambda: expired)
+    assert taker["status"] == "completed"
+    runs = {r["run_id"]: r for r in maintenance_runs(store)}
+    assert runs[paused["run_id"]]["status"] == "failed"  # not "running" forever
+    assert taker["run_id"] in runs[paused["run_id"]]["error"]
+    with pytest.raises(LeaseLostError, match=taker["run_id"]):
+        run_maintenance(
+            store, config=human, registry=registry, checkpointer=saver, thread_id=paused["thread_id"],
+            resume={item["interaction_id"]: "HRM" for item in items}, clock=lambda: expired + 1.0,
+        )  # fmt: skip
+    ids = {item["interaction_id"] for item in items}
+    assert {i["status"] for i in store.annotation_queue() if i["interaction_id"] in ids} == {"pending"}
+    assert lease_holder(store, LEASE, now=expired + 1.0) is None
