@@ -384,10 +384,6 @@ def test_sigkill_mid_migration_leaves_the_old_schema_and_its_data_and_setup_comp
 # -- the maintenance graph, killed in each node -------------------------------------------------------
 
 KILL_THREAD = "maintenance-killed"
-#: Where a child stops inside a node. ``recording``: as the node saves its step to the run record (its
-#: store writes are committed; the record and the checkpoint are not). ``returned``: once the node has
-#: returned (the record is saved; the checkpoint is not).
-STOPS = ("recording", "returned")
 # Imported once by the forkserver, so that each child starts in milliseconds instead of ten seconds.
 _PRELOAD = [
     "graphs.maintenance",
@@ -432,8 +428,10 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
     """Run (or resume) the maintenance cycle of thread ``KILL_THREAD`` on ``root``'s SQLite store and
     SQLite checkpointer, and send the nodes that ran and the final state on ``conn``.
 
-    With ``stop_at = (node, stop)`` (a stop of :data:`STOPS`) the child sends ``("stopped", node, stop)``
-    from inside that node instead, and waits there to be killed.
+    With ``stop_at = (node, stop)`` the child sends ``("stopped", node, stop)`` from inside that node
+    instead, and waits there to be killed. ``stop`` is ``recording`` (as the node saves its step to the run
+    record: its store writes are committed, the record and the checkpoint are not) or ``returned`` (the
+    node has returned: the record is saved, the checkpoint is not).
     """
     import functools
     import threading
@@ -492,13 +490,21 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
         raise
 
 
+def forkserver() -> Any:
+    """The forkserver context, its server started (once per test session) importing :data:`_PRELOAD`."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)  # taken when the server starts
+    multiprocessing.forkserver.ensure_running()
+    return ctx
+
+
 def run_cycle(root: Path, config: dict[str, Any], stop_at: tuple[str, str] | None = None) -> dict[str, Any]:
     """Run ``maintenance_child`` in a process forked from a server that has imported everything; with
     ``stop_at``, SIGKILL it once it reports that it stopped there."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)  # used when the server starts (once per test session)
+    ctx = forkserver()
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=maintenance_child, args=(str(root), config, stop_at, send), daemon=True)
     child.start()
@@ -537,6 +543,7 @@ def maintenance_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from graphs.mcts_agents import build_mcts_agent_graph
     from graphs.traffic import OPS_DRIFT, run_traffic
 
+    forkserver()  # its imports overlap with the traffic below
     root = tmp_path_factory.mktemp("maintenance")
     store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
     registry = ModelRegistry(store, root / "models" / "artifacts")
