@@ -117,9 +117,10 @@ class _SortedFeatures:
             if s == n:
                 cur, ref_below, ref_upto = values, left, right
             else:
-                recent = order >= n - s
-                cur = values[recent].reshape(k, s)
-                ref_below, ref_upto = left[recent].reshape(k, s), right[recent].reshape(k, s)
+                recent = np.flatnonzero(order >= n - s)  # flat positions: take() beats a 2-D boolean mask
+                cur = values.ravel().take(recent).reshape(k, s)
+                ref_below = left.ravel().take(recent).reshape(k, s)
+                ref_upto = right.ravel().take(recent).reshape(k, s)
             d = self._ks(cur, ref_below, ref_upto)
             p = _ks_p_value(d, s * self.m / (s + self.m))
             statistic = d if self.method == "kolmogorov_smirnov" else self._wasserstein(cur, ref_below)
