@@ -58,6 +58,15 @@ def _private_id_hash_key_file(tmp_path_factory: pytest.TempPathFactory) -> Itera
         os.environ["CL_PLUGIN_HASH_KEY_FILE"] = previous
 
 
+@pytest.fixture
+def key_file(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """No id-hashing key configured: ids holding PII are hashed with the key generated into this file."""
+    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
+    path = tmp_path / "keys" / "id-hash.key"
+    monkeypatch.setenv("CL_PLUGIN_HASH_KEY_FILE", str(path))
+    return path
+
+
 def require_postgres() -> None:
     """Skip (or, in CI, fail) when the PostgreSQL test server cannot be reached."""
     if _PG_REASON is None:

@@ -467,15 +467,6 @@ def test_user_and_session_ids_are_hashed_when_asked() -> None:
     h.close()
 
 
-@pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No key configured: ids holding PII are hashed with the generated key, kept in this file."""
-    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
-    path = tmp_path / "keys" / "id-hash.key"
-    monkeypatch.setenv("CL_PLUGIN_HASH_KEY_FILE", str(path))
-    return path
-
-
 def test_user_and_session_ids_holding_pii_are_stored_as_keyed_hashes_by_default(
     tmp_path: Path, key_file: Path
 ) -> None:

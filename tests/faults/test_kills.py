@@ -537,21 +537,12 @@ def maintenance_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     is left for the next cycle."""
     from threadpoolctl import threadpool_limits
 
-    from cl_plugin import CaptureHandler
     from cl_plugin.abtest import ABTestFramework
-    from graphs.maintenance import register_starting_models
-    from graphs.mcts_agents import build_mcts_agent_graph
-    from graphs.traffic import OPS_DRIFT, run_traffic
+    from tests.seeded import captured_store
 
     forkserver()  # its imports overlap with the traffic below
     root = tmp_path_factory.mktemp("maintenance")
-    store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
-    registry = ModelRegistry(store, root / "models" / "artifacts")
-    register_starting_models(registry)
-    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
-    handler = CaptureHandler(store)
-    run_traffic(graph, handler, 300, seed=5, drift=OPS_DRIFT)
-    handler.close()
+    store, registry = captured_store(root, 300)
     times = sorted(r["timestamp"] for r in store.query_interactions(limit=None))
     config = maintenance_config(root, "ab_test")
     with threadpool_limits(1):

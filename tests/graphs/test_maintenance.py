@@ -28,6 +28,7 @@ from graphs.mcts_agents import (
     build_mcts_agent_graph,
 )
 from graphs.traffic import OPS_DRIFT, run_traffic
+from tests.seeded import captured_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with 400 captured interactions of drifting traffic and a production model set (v1)."""
     root = tmp_path_factory.mktemp("template")
-    store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
-    registry = ModelRegistry(store, root / "models" / "artifacts")
-    register_starting_models(registry)
-    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
-    handler = CaptureHandler(store)
-    run_traffic(graph, handler, 400, seed=5, drift=OPS_DRIFT)
-    handler.close()
+    store, _ = captured_store(root, 400)
     store.close()
     return root
 

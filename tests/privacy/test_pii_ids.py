@@ -24,15 +24,6 @@ PHONE = "(415) 555-0134"
 KEY = "test-key"
 
 
-@pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No key configured: the generated key is kept in this file."""
-    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
-    path = tmp_path / "keys" / "id-hash.key"
-    monkeypatch.setenv("CL_PLUGIN_HASH_KEY_FILE", str(path))
-    return path
-
-
 def interaction(**changes: object) -> ProductionInteraction:
     values: dict = {
         "interaction_id": "i-1",

@@ -1,0 +1,29 @@
+"""A store seeded with captured traffic of the example graph, shared by the maintenance tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cl_plugin import CaptureHandler
+from cl_plugin.registry import ModelRegistry
+from cl_plugin.store import Store
+from graphs.maintenance import register_starting_models
+from graphs.mcts_agents import build_mcts_agent_graph
+from graphs.traffic import OPS_DRIFT, run_traffic
+
+
+def captured_store(root: Path, n: int, *, seed: int = 5) -> tuple[Store, ModelRegistry]:
+    """``root/store.db`` holding ``n`` interactions of drifting traffic served by the starting model set,
+    which ``root/models`` registers as production (v1).
+
+    Returns:
+        The open store and its registry.
+    """
+    store = Store.from_url(f"sqlite:///{root / 'store.db'}").setup()
+    registry = ModelRegistry(store, root / "models" / "artifacts")
+    register_starting_models(registry)
+    graph = build_mcts_agent_graph(router=registry.load("router"), rag=registry.load("rag_index")).compile()
+    handler = CaptureHandler(store)
+    run_traffic(graph, handler, n, seed=seed, drift=OPS_DRIFT)
+    handler.close()
+    return store, registry
