@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cl_plugin import CaptureHandler
+from cl_plugin.abtest import ABTestFramework
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
 from graphs.maintenance import register_starting_models
@@ -27,3 +29,12 @@ def captured_store(root: Path, n: int, *, seed: int = 5) -> tuple[Store, ModelRe
     run_traffic(graph, handler, n, seed=seed, drift=OPS_DRIFT)
     handler.close()
     return store, registry
+
+
+def record_a_winning_candidate(store: Store, ab_config: dict[str, Any], test_id: str) -> None:
+    """600 results in the A/B test ``test_id``: the candidate (B) is right 90% of the time, A 50%."""
+    framework = ABTestFramework(ab_config, store=store)
+    for i in range(600):
+        group = framework.assign_group(test_id, f"request-{i}")
+        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
+    framework.close()

@@ -537,8 +537,7 @@ def maintenance_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     is left for the next cycle."""
     from threadpoolctl import threadpool_limits
 
-    from cl_plugin.abtest import ABTestFramework
-    from tests.seeded import captured_store
+    from tests.seeded import captured_store, record_a_winning_candidate
 
     forkserver()  # its imports overlap with the traffic below
     root = tmp_path_factory.mktemp("maintenance")
@@ -550,11 +549,7 @@ def maintenance_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
             store, config=config, registry=registry, thread_id="seeding", clock=lambda: times[149]
         )
     test_id = first["steps"]["ab_test"]["test_id"]
-    framework = ABTestFramework(config["ab_testing"], store=store)
-    for i in range(600):  # the candidate's answers are right far more often
-        group = framework.assign_group(test_id, f"request-{i}")
-        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
-    framework.close()
+    record_a_winning_candidate(store, config["ab_testing"], test_id)
     store.close()
     return root
 

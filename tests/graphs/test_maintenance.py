@@ -28,7 +28,7 @@ from graphs.mcts_agents import (
     build_mcts_agent_graph,
 )
 from graphs.traffic import OPS_DRIFT, run_traffic
-from tests.seeded import captured_store
+from tests.seeded import captured_store, record_a_winning_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -264,17 +264,11 @@ def test_a_run_killed_mid_retrain_resumes_where_it_stopped(world: tuple, tmp_pat
 
 
 def test_a_later_cycle_concludes_the_ab_test_and_promotes_a_winning_candidate(world: tuple) -> None:
-    from cl_plugin.abtest import ABTestFramework
-
     store, registry, config = world
     config = {**config, "ab_testing": {"min_samples": 100, "traffic_split": 0.5}}
     first = run_maintenance(store, config=config, registry=registry)
     test_id = first["steps"]["ab_test"]["test_id"]
-    framework = ABTestFramework(config["ab_testing"], store=store)
-    for i in range(600):  # live traffic: the candidate's answers are right far more often
-        group = framework.assign_group(test_id, f"request-{i}")
-        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
-    framework.close()
+    record_a_winning_candidate(store, config["ab_testing"], test_id)  # live traffic
     second = run_maintenance(store, config=config, registry=registry)
     [review] = second["steps"]["review_ab_tests"]["tests"]
     assert review["test_id"] == test_id and review["recommendation"] == "Deploy B"
@@ -384,11 +378,7 @@ def test_a_review_killed_between_promoting_and_ending_the_test_finishes_its_verd
     config = {**config, "ab_testing": {"min_samples": 100, "traffic_split": 0.5}}
     first = run_maintenance(store, config=config, registry=registry)
     test_id = first["steps"]["ab_test"]["test_id"]
-    framework = ABTestFramework(config["ab_testing"], store=store)
-    for i in range(600):  # the candidate's answers are right far more often
-        group = framework.assign_group(test_id, f"request-{i}")
-        framework.record_result(test_id, group, None, None, float(i % 10 < (9 if group == "B" else 5)))
-    framework.close()
+    record_a_winning_candidate(store, config["ab_testing"], test_id)
 
     def die(self: Any, test_id: str) -> None:
         raise Killed
