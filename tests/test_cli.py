@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +20,55 @@ from cl_plugin.cli import main
 from cl_plugin.store import Store
 from tests.langsmith_server import LangSmithServer
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_demo_runs_the_whole_loop_into_sqlite_and_reports(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    assert main(["demo", "--interactions", "300", "--storage", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+
+# Runs the demo in a process where only the runtime dependencies (``pip install -e .``, no extras) can be
+# imported: every module of an installed distribution outside cl-plugin's runtime closure is refused.
+RUNTIME_ONLY = r"""
+import importlib.abc, importlib.metadata as md, sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+closure, todo = set(), ["cl-plugin"]
+while todo:
+    name = canonicalize_name(todo.pop())
+    if name in closure:
+        continue
+    closure.add(name)
+    for line in md.requires(name) or []:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            todo.append(req.name)
+blocked = {
+    mod
+    for mod, dists in md.packages_distributions().items()
+    if not any(canonicalize_name(d) in closure for d in dists)
+}
+
+class RuntimeOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in blocked:
+            raise ImportError(f"{fullname} is not a runtime dependency of cl-plugin")
+        return None
+
+sys.meta_path.insert(0, RuntimeOnly())
+from cl_plugin.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_demo_runs_the_whole_loop_into_sqlite_with_the_runtime_dependencies_only(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNTIME_ONLY, "demo", "--interactions", "300", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     for phase in (
         "before the drift",
         "after the drift",
