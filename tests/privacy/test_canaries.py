@@ -230,8 +230,18 @@ def test_no_canary_reaches_any_sink(
                 outage.down = True
             if i == 75:
                 assert logger.flush(timeout=10)
-                journal = files_under(storage / "journal")
-                assert outage.failures and logger.writer.stats.spilled > 0 and any(journal.values())
+                # The writer keeps trying to replay the journal, renaming its file while it tries: read
+                # again until the listing catches the file under one name.
+                deadline, journal = time.monotonic() + 10, {}
+                while not any(journal.values()):
+                    assert time.monotonic() < deadline, "the spill journal stayed empty during the outage"
+                    try:
+                        journal = files_under(storage / "journal")
+                    except FileNotFoundError:  # renamed between listing and reading
+                        journal = {}
+                    if not any(journal.values()):
+                        time.sleep(0.01)
+                assert outage.failures and logger.writer.stats.spilled > 0
                 sinks.update({f"journal during the outage: {k}": v for k, v in journal.items()})
                 outage.down = False
             run_id = uuid.uuid4()
