@@ -95,15 +95,7 @@ def soak(n: int, directory: Path) -> dict:
     memory.stop()
     rows = logger.store.count_interactions()
     s = logger.writer.stats
-    return {
-        "interactions": n,
-        "submit_per_s": n / submitted,
-        "stored_per_s": n / total,
-        "rss_start_mib": memory.start_mib,
-        "rss_peak_mib": memory.peak_mib,
-        "rows": rows,
-        "lost": s.lost + s.dropped + s.rejected + s.invalid,
-    }
+    return _soak_result(n, submitted, total, memory, rows, lost=s.lost + s.dropped + s.rejected + s.invalid)
 
 
 def handler_soak(n: int, directory: Path) -> dict:
@@ -151,6 +143,13 @@ def handler_soak(n: int, directory: Path) -> dict:
 
         node_rows = conn.execute(text("SELECT count(*) FROM node_runs")).scalar_one()
     store.close()
+    return _soak_result(n, submitted, total, memory, rows, node_rows=node_rows, dropped=dropped)
+
+
+def _soak_result(
+    n: int, submitted: float, total: float, memory: MemorySampler, rows: int, **counts: int
+) -> dict:
+    """One soak's row of the table: rates over the submit and the whole run, memory, rows and ``counts``."""
     return {
         "interactions": n,
         "submit_per_s": n / submitted,
@@ -158,8 +157,7 @@ def handler_soak(n: int, directory: Path) -> dict:
         "rss_start_mib": memory.start_mib,
         "rss_peak_mib": memory.peak_mib,
         "rows": rows,
-        "node_rows": node_rows,
-        "dropped": dropped,
+        **counts,
     }
 
 
