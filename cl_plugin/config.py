@@ -8,14 +8,17 @@ naming the key and what it accepts. The classic classes take either one section 
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cl_plugin.errors import ConfigError
+from cl_plugin.errors import ConfigError, PrivacyConfigError
 
 __all__ = [
     "ABTestingConfig",
@@ -30,7 +33,11 @@ __all__ = [
     "ValidationConfig",
     "load_config",
     "parse_section",
+    "resolve_section",
+    "split_config",
 ]
+
+log = logging.getLogger("cl_plugin.config")
 
 HASH_KEY_ENV = "CL_PLUGIN_HASH_KEY"
 
@@ -59,6 +66,11 @@ class LoggingConfig(_Section):
     durability: Literal["batch", "sync"] = "batch"
     max_queue: int = Field(100_000, ge=1, description="records held in memory before callers wait")
     max_text_length: int = Field(100_000, ge=100, description="longer text fields are truncated")
+    strict: bool = Field(
+        False,
+        description="log_interaction raises InvalidRecordError for a record it cannot store, instead of "
+        "returning False with a warning (for tests and batch imports)",
+    )
 
 
 class ValidationConfig(_Section):
@@ -88,6 +100,29 @@ class PrivacyConfig(_Section):
     def resolve_hash_key(self) -> str | None:
         """The HMAC key from config or environment, or None when neither has one."""
         return self.hash_key or os.environ.get(self.hash_key_env) or None
+
+    def id_hashing(self) -> tuple[str | None, bool, bool]:
+        """The id hashing in force: ``(key, hash_user_ids, hash_session_ids)``.
+
+        ``anonymize_user_ids`` and ``hash_session_ids`` default to true, but a default applies only when a
+        key exists: with no key and neither flag set explicitly, ids are kept as given (ids holding PII are
+        hashed all the same, elsewhere). A flag set to true explicitly without a key is an error.
+
+        Raises:
+            PrivacyConfigError: hashing was asked for explicitly but no key is available.
+        """
+        key = self.resolve_hash_key()
+        explicit = self.model_fields_set
+        users = self.anonymize_user_ids and (key is not None or "anonymize_user_ids" in explicit)
+        sessions = self.hash_session_ids and (key is not None or "hash_session_ids" in explicit)
+        if (users or sessions) and key is None:
+            asked = "anonymize_user_ids" if users else "hash_session_ids"
+            raise PrivacyConfigError(
+                f"privacy.{asked} is true, which needs a secret key: set privacy.hash_key or the environment "
+                f"variable {self.hash_key_env}, or set privacy.{asked} to false",
+                key="privacy.hash_key",
+            )
+        return key, users, sessions
 
 
 class FailureAnalysisConfig(_Section):
@@ -170,6 +205,12 @@ class DriftDetectionConfig(_Section):
         description="keyword arguments of the streaming detector (adwin, page_hinkley, kswin, ddm, eddm), "
         "on features standardised by the reference; None keeps its defaults (page_hinkley: delta 0.25; kswin: alpha 0.0001)",
     )
+
+    @field_validator("detection_method", mode="before")
+    @classmethod
+    def _method_alias(cls, value: Any) -> Any:
+        # Code written for the original design's reference implementation spells PSI out.
+        return "psi" if value == "population_stability_index" else value
 
 
 class ABTestingConfig(_Section):
@@ -274,6 +315,12 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+def did_you_mean(key: Any, known: Any) -> str:
+    """`` (did you mean 'x'?)`` for the known name nearest to ``key``, or nothing when none is near."""
+    near = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
     lines = []
     first_key = None
@@ -283,7 +330,8 @@ def _config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> 
         first_key = first_key or key
         if err["type"] == "extra_forbidden":
             allowed = _describe_allowed(model, loc)
-            lines.append(f"unknown key {key!r}; the keys allowed here are: {allowed}")
+            hint = did_you_mean(loc[-1], allowed.split(", "))
+            lines.append(f"unknown key {key!r}{hint}; the keys allowed here are: {allowed}")
         else:
             lines.append(f"{key}: {err['msg']} (got {_shown(err.get('input'))})")
     return ConfigError("invalid configuration: " + "; ".join(lines), key=first_key)
@@ -320,6 +368,150 @@ def parse_section(model: type[S], data: Any = None, *, prefix: str = "", **overr
         return model.model_validate(merged)
     except ValidationError as exc:
         raise _config_error(exc, model, prefix) from None
+
+
+#: Each section's model, by its name in the ``continual_learning:`` mapping.
+SECTIONS: dict[str, type[_Section]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in ContinualLearningConfig.model_fields.items()
+}
+_SECTION_OF_MODEL = {model: name for name, model in SECTIONS.items()}
+# Every key of every section, and the sections that have it (``enabled`` is in five).
+_KEY_SECTIONS: dict[str, tuple[str, ...]] = {
+    key: tuple(name for name, model in SECTIONS.items() if key in model.model_fields)
+    for key in dict.fromkeys(k for model in SECTIONS.values() for k in model.model_fields)
+}
+
+
+def split_config(config: Any, *, component: str, section: str | None = None) -> dict[str, dict[str, Any]]:
+    """Sort any accepted config shape into the keys it sets, section by section.
+
+    The shapes users pass, all accepted by every classic class:
+
+    * one section's dict (``{"window_size": 1000}``) or a flat dict mixing keys of several sections, as
+      code that passes one dict to every component does (``{"storage": ..., "sanitize_pii": True,
+      "window_size": 500}``). A key that several sections have (``enabled``, ``min_samples``) goes to each;
+    * a dict of sections (``{"logging": {...}, "privacy": {...}}``), the whole ``continual_learning``
+      mapping with or without that top key (other top-level keys of a loaded file are ignored), or flat
+      keys beside sections (a section's own dict wins over a flat key);
+    * a :class:`ContinualLearningConfig` or any section's model.
+
+    Only key names are checked here; each component validates the values of its own sections.
+
+    Args:
+        config: the configuration in any of those shapes, or None.
+        component: the class taking it, for error messages.
+        section: the component's own section, which names an unknown flat key (``drift_detection.windwo``).
+
+    Returns:
+        ``{section name: {key: value}}`` with only the keys that were given.
+
+    Raises:
+        ConfigError: a key belongs to no section (the error suggests the nearest known key), a section is
+            not a mapping, or ``config`` is not a dict or config model.
+    """
+    parts: dict[str, dict[str, Any]] = {}
+    if config is None:
+        return parts
+    if isinstance(config, ContinualLearningConfig):
+        return {
+            name: getattr(config, name).model_dump(exclude_unset=True)
+            for name in SECTIONS
+            if name in config.model_fields_set
+        }
+    if isinstance(config, BaseModel):
+        section = _SECTION_OF_MODEL.get(type(config))
+        if section is None:
+            raise ConfigError(
+                f"{component} cannot take a {type(config).__name__} as config; pass a dict or a "
+                "ContinualLearningConfig section model",
+                key=None,
+            )
+        return {section: config.model_dump(exclude_unset=True)}
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"{component} config must be a dict (one section, flat keys of several sections, or the whole "
+            f"continual_learning mapping) or a config model, got {type(config).__name__}",
+            key=None,
+        )
+    data = config
+    if isinstance(data.get("continual_learning"), Mapping):  # a whole loaded YAML file
+        data = data["continual_learning"]
+    flat: dict[str, dict[str, Any]] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            if value is None:  # an empty YAML section
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{component} config: section {key!r} must be a mapping of its keys, got "
+                    f"{type(value).__name__}",
+                    key=key,
+                )
+            for inner in value:
+                if inner not in SECTIONS[key].model_fields:
+                    raise ConfigError(
+                        f"unknown key {key}.{inner}{did_you_mean(inner, SECTIONS[key].model_fields)}; the "
+                        f"keys allowed in {key} are: {', '.join(sorted(SECTIONS[key].model_fields))}",
+                        key=f"{key}.{inner}",
+                    )
+            sections[key] = dict(value)
+        elif key in _KEY_SECTIONS:
+            for section in _KEY_SECTIONS[key]:
+                flat.setdefault(section, {})[key] = value
+        else:
+            name = f"{section}.{key}" if section else str(key)
+            raise ConfigError(
+                f"unknown key {name!r} for {component}{did_you_mean(key, [*_KEY_SECTIONS, *SECTIONS])}; "
+                "a key must belong to a section of the continual_learning config (logging, validation, "
+                "failure_analysis, active_learning, retraining, drift_detection, ab_testing, privacy, "
+                "maintenance) or name one",
+                key=name,
+            )
+    for name in SECTIONS:
+        if name in flat or name in sections:
+            parts[name] = {**flat.get(name, {}), **sections.get(name, {})}
+    return parts
+
+
+def resolve_section(
+    model: type[S],
+    config: Any = None,
+    *,
+    component: str,
+    parts: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> S:
+    """One section's validated settings from any config shape a classic class accepts.
+
+    Keys of other sections are ignored here (logged at DEBUG, since the same dict is often passed to every
+    component); keys of no section are an error naming the nearest known key (see :func:`split_config`).
+
+    Args:
+        model: the section's model class.
+        config: see :func:`split_config`; an instance of ``model`` is used as is.
+        component: the class taking it, for error messages.
+        parts: ``split_config(config)`` when the caller has it already.
+        **overrides: keys of this section that replace those in ``config``.
+
+    Returns:
+        A validated instance of ``model``.
+
+    Raises:
+        ConfigError: an unknown key, or one of this section's values is ill-typed or out of range.
+    """
+    section = _SECTION_OF_MODEL[model]
+    if isinstance(config, model):
+        return parse_section(model, config, prefix=section, **overrides)
+    if parts is None:
+        parts = split_config(config, component=component, section=section)
+    others = sorted(
+        k for name, keys in parts.items() if name != section for k in keys if k not in model.model_fields
+    )
+    if others:
+        log.debug("%s ignores keys of other config sections: %s", component, ", ".join(others))
+    return parse_section(model, parts.get(section), prefix=section, **overrides)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> ContinualLearningConfig:

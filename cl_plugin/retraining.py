@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from cl_plugin.config import ContinualLearningConfig, RetrainingConfig, parse_section
+from cl_plugin.config import ContinualLearningConfig, RetrainingConfig, resolve_section
 from cl_plugin.labels import ReplayBuffer, RoutingLabel
 from cl_plugin.metrics.measures import expected_calibration_error
 from cl_plugin.modelset import MANIFEST, ModelSet
@@ -114,9 +114,9 @@ class IncrementalRetrainingPipeline:
         clock: Callable[[], float] = time.time,
         **kwargs: Any,
     ) -> None:
-        if isinstance(config, ContinualLearningConfig):
-            config = config.retraining
-        self.config = parse_section(RetrainingConfig, config, prefix="retraining", **kwargs)
+        self.config = resolve_section(
+            RetrainingConfig, config, component="IncrementalRetrainingPipeline", **kwargs
+        )
         if len(set(agents)) < 2:
             raise ValueError(f"agents must name at least two agents (got {list(agents)})")
         if not (isinstance(replay_capacity, int) and replay_capacity >= 1):

@@ -33,7 +33,7 @@ from typing import Any
 from cl_plugin.abtest.analysis import ABTestSettings, analyse
 from cl_plugin.abtest.assignment import b_threshold, hash_prefix, unit_bytes
 from cl_plugin.abtest.stats import GroupStats
-from cl_plugin.config import ABTestingConfig, ContinualLearningConfig, parse_section
+from cl_plugin.config import ABTestingConfig, ContinualLearningConfig, resolve_section
 from cl_plugin.errors import ABTestEndedError, ABTestError, UnknownABTestError
 from cl_plugin.store import Store
 
@@ -125,9 +125,7 @@ class ABTestFramework:
         store: Store | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(config, ContinualLearningConfig):
-            config = config.ab_testing
-        self.config = parse_section(ABTestingConfig, config, prefix="ab_testing", **kwargs)
+        self.config = resolve_section(ABTestingConfig, config, component="ABTestFramework", **kwargs)
         self.store = store
         self._tests: dict[str, _Test] = {}
         self._assigners: dict[str, tuple[Any, int]] = {}

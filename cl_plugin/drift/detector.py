@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from cl_plugin.config import DriftDetectionConfig, parse_section
+from cl_plugin.config import DriftDetectionConfig, resolve_section
 from cl_plugin.drift._reference import PreparedReference
 from cl_plugin.drift._schema import Schema, reference_columns
 from cl_plugin.drift._streams import STREAMING_METHODS, FeatureStreams, check_params
@@ -154,7 +154,7 @@ class DriftDetector:
         name: str = "default",
         **kwargs: Any,
     ) -> None:
-        self.config = parse_section(DriftDetectionConfig, config, prefix="drift_detection", **kwargs)
+        self.config = resolve_section(DriftDetectionConfig, config, component="DriftDetector", **kwargs)
         check_params(self.config.detection_method, self.config.detector_params)
         self.store = store
         self.name = name
@@ -386,8 +386,10 @@ class DriftDetector:
 
         Returns:
             A dict with ``detection_method``, ``threshold``, ``window_size``, ``samples_seen``, ``checks``
-            (window tests; with a streaming method, samples fed to the detectors), ``alarms``, ``in_drift``, ``drifted_features`` (of the drift in progress), ``last_report`` (a
-            dict, or None) and ``features`` (each feature's latest statistic, p-value and verdict).
+            (window tests; with a streaming method, samples fed to the detectors), ``alarms`` (also under the
+            reference implementation's name ``total_drifts``), ``in_drift``, ``drifted_features`` (of the drift
+            in progress), ``last_report`` (a dict, or None) and ``features`` (each feature's latest statistic,
+            p-value and verdict).
         """
         ready = self._schema is not None
         last = self._reports[-1] if self._reports else None
@@ -411,6 +413,7 @@ class DriftDetector:
             "window_fill": fill,
             "checks": self._checks if ready else 0,
             "alarms": len(self._reports),
+            "total_drifts": len(self._reports),
             "in_drift": bool(ready and self._episode),
             "drifted_features": sorted(self._episode) if ready else [],
             "last_report": None if last is None else {**asdict(last), "features": None},
