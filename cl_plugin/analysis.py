@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import orjson
 from scipy import stats
 
 from cl_plugin.clustering import FailureClusterer, QueryCluster
-from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, parse_section
+from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, resolve_section
 from cl_plugin.records import FailurePattern, ProductionInteraction
 
 if TYPE_CHECKING:
@@ -183,6 +184,43 @@ class _Row:
             except orjson.JSONDecodeError:
                 meta = None
         self.meta: Mapping[str, Any] = meta if isinstance(meta, Mapping) else {}
+
+
+_ERROR_CLASS = re.compile(r"\b([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout|Exceeded|Refused))\b")
+_VARYING = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
+
+
+def _error_kind(message: Any) -> str | None:
+    """What kind of error a (redacted) error message reports, so that messages of one cause count together.
+
+    The exception class it names (``TimeoutError: read timed out after 30s`` -> ``TimeoutError``), else its
+    first words with numbers and quoted values masked (``rate limit hit, retry in 20 s`` ->
+    ``rate limit hit, retry in # s``).
+    """
+    if not isinstance(message, str) or not message.strip():
+        return None
+    named = _ERROR_CLASS.search(message)
+    if named:
+        return named.group(1)
+    return _VARYING.sub("#", " ".join(message.split()))[:60]
+
+
+def _vector(value: Any) -> np.ndarray | None:
+    """A logged query embedding as a float32 vector, or None when there is none or it is unusable."""
+    if value is None:
+        return None
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return vector if vector.ndim == 1 and vector.size and np.isfinite(vector).all() else None
+
+
+def _stack(vectors: list[np.ndarray | None]) -> np.ndarray | None:
+    """The vectors as one matrix, or None unless every one is there and all have one size."""
+    if not vectors or any(v is None for v in vectors) or len({v.size for v in vectors}) != 1:  # type: ignore[union-attr]
+        return None
+    return np.stack(vectors)  # type: ignore[arg-type]
 
 
 def _number(value: Any) -> float | None:
@@ -359,7 +397,12 @@ class _Tally:
         if mask & _ERROR:
             node = failed_node or _NO_NODE
             self.node_errors.setdefault(node, _Tracked()).hit(iid, severity, agent, node)
-            kinds = meta.get("node_errors") or meta.get("error_type") or ()
+            kinds = (
+                meta.get("node_errors")
+                or meta.get("error_type")
+                or _error_kind(meta.get("error_message"))
+                or ()
+            )
             self.error_types.setdefault(node, Counter()).update(
                 [kinds] if isinstance(kinds, str) else [k for k in kinds if isinstance(k, str)]
             )
@@ -398,9 +441,10 @@ class _Tally:
             cell[1] += failed
         query = get("user_query")
         if isinstance(query, str) and query.strip():
-            self.traffic.add((query, failed, agent))
+            vector = _vector(get("query_embedding"))
+            self.traffic.add((query, failed, agent, vector))
             if failed:
-                self.failed.add((query, iid, agent, mask, severity, failed_node, slow_node))
+                self.failed.add((query, iid, agent, mask, severity, failed_node, slow_node, vector))
 
 
 class FailurePatternAnalyzer:
@@ -432,9 +476,9 @@ class FailurePatternAnalyzer:
         embeddings: Embeddings | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(config, ContinualLearningConfig):
-            config = config.failure_analysis
-        self.config = parse_section(FailureAnalysisConfig, config, prefix="failure_analysis", **kwargs)
+        self.config = resolve_section(
+            FailureAnalysisConfig, config, component="FailurePatternAnalyzer", **kwargs
+        )
         self.embeddings = embeddings
 
     def analyze_failures(self, interactions: Iterable[Any]) -> list[FailurePattern]:
@@ -557,16 +601,28 @@ class _Report:
 
     def _cluster(self) -> None:
         t, cfg = self.t, self.config
+        # The application's own query embeddings, when every sampled query has one of the same size.
+        failed_vectors = _stack([item[7] for item in t.failed.items])
+        traffic_vectors = _stack([item[3] for item in t.traffic.items])
+        if (
+            failed_vectors is None
+            or traffic_vectors is None
+            or failed_vectors.shape[1] != traffic_vectors.shape[1]
+        ):
+            failed_vectors = traffic_vectors = None
         model = FailureClusterer(
             min_cluster_size=cfg.min_cluster_size,
             similarity_threshold=cfg.similarity_threshold,
             embeddings=self.embeddings,
-        ).fit([item[0] for item in t.failed.items])
+        ).fit([item[0] for item in t.failed.items], failed_vectors)
+        self.used_query_embeddings = failed_vectors is not None
         self.clusters = model.clusters_
         self.names = {c.cluster_id: f"{c.cluster_id}: {c.name}" for c in self.clusters}
         self.labels = model.labels_
         traffic = [item[0] for item in t.traffic.items]
-        self.traffic_labels = model.predict(traffic) if self.clusters else np.full(len(traffic), -1)
+        self.traffic_labels = (
+            model.predict(traffic, traffic_vectors) if self.clusters else np.full(len(traffic), -1)
+        )
         self.scale = _share(t.failed.seen, len(t.failed.items)) or 1.0
         self.sampled = len(t.failed.items) < t.failed.seen or model.sampled_
 
@@ -580,7 +636,7 @@ class _Report:
         ]
         if self.clusters:
             cells: dict[str, list[int]] = {}
-            for (_, failed, _), label in zip(t.traffic.items, self.traffic_labels, strict=True):
+            for (_, failed, _, _), label in zip(t.traffic.items, self.traffic_labels, strict=True):
                 cell = cells.setdefault(self.names.get(int(label), "(no cluster)"), [0, 0])
                 cell[0] += 1
                 cell[1] += failed
@@ -628,7 +684,7 @@ class _Report:
     def _agents_within_clusters(self) -> list[dict[str, Any]]:
         """Agents that fail a query cluster significantly more often than the cluster's other agents."""
         cells: dict[int, dict[str, list[int]]] = {}
-        for (_, failed, agent), label in zip(self.t.traffic.items, self.traffic_labels, strict=True):
+        for (_, failed, agent, _), label in zip(self.t.traffic.items, self.traffic_labels, strict=True):
             if label >= 0 and agent is not None:
                 cell = cells.setdefault(int(label), {}).setdefault(agent, [0, 0])
                 cell[0] += 1
@@ -815,7 +871,9 @@ class _Report:
             details: dict[str, Any] = {"node": node, "error_types": dict(types.most_common()), "runs": visits}
             if node == _NO_NODE:
                 rate = s.count / t.signals["error"].seen
-                text = f"{s.count} interactions ({rate:.1%}) raised without naming the node that failed."
+                text = f"{s.count} interactions ({rate:.1%}) raised without naming the node that failed" + (
+                    f": {kinds}." if kinds else "."
+                )
                 fix = (
                     "Record node runs (attach CaptureHandler) or put 'failed_node' in the metadata, so these errors "
                     "can be traced to a node"
@@ -884,7 +942,7 @@ class _Report:
     def _cluster_patterns(self) -> list[FailurePattern]:
         t = self.t
         cells: dict[int, list[int]] = {}
-        for (_, failed, _), label in zip(t.traffic.items, self.traffic_labels, strict=True):
+        for (_, failed, _, _), label in zip(t.traffic.items, self.traffic_labels, strict=True):
             cell = cells.setdefault(int(label), [0, 0])
             cell[0] += 1
             cell[1] += failed
@@ -893,7 +951,7 @@ class _Report:
             tracked = _Tracked()
             signals: Counter[str] = Counter()
             for i in np.flatnonzero(self.labels == c.cluster_id):
-                _, iid, agent, mask, severity, failed_node, slow_node = t.failed.items[i]
+                _, iid, agent, mask, severity, failed_node, slow_node, _ = t.failed.items[i]
                 tracked.hit(iid, severity, agent, failed_node or slow_node)
                 signals.update(name for bit, name in enumerate(SIGNALS) if mask >> bit & 1)
             tracked.scale(self.scale)
@@ -924,6 +982,10 @@ class _Report:
                 "signals": dict(signals.most_common()),
                 "sampled_traffic": n,
                 "estimated": self.sampled,
+                # what the queries were compared as: the application's logged embeddings, or computed
+                "vectors": "query_embedding"
+                if self.used_query_embeddings
+                else ("embeddings" if self.embeddings is not None else "tfidf"),
             }
             out.append(self._pattern("failure_cluster", text, fix, details, tracked, rate, c))
         return out

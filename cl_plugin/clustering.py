@@ -109,17 +109,23 @@ class FailureClusterer:
 
     # --- fitting ----------------------------------------------------------------------------------------
 
-    def fit(self, texts: Sequence[str]) -> FailureClusterer:
+    def fit(self, texts: Sequence[str], vectors: Any = None) -> FailureClusterer:
         """Cluster ``texts``.
 
         Args:
             texts: the failed queries.
+            vectors: their embeddings as computed by the application (one row per text), used instead of
+                ``embeddings`` or TF-IDF; texts that repeat take the first one's vector. The words of the
+                texts still name the clusters.
 
         Returns:
             self, with ``labels_``, ``clusters_`` and ``sampled_`` set.
         """
         texts = [t if isinstance(t, str) else "" for t in texts]
         n = len(texts)
+        self._given = vectors is not None
+        if self._given:
+            vectors = _given_vectors(vectors, n)
         self.labels_ = np.full(n, -1, dtype=np.int64)
         self.clusters_: list[QueryCluster] = []
         self.sampled_ = n > self.max_exact
@@ -131,7 +137,7 @@ class FailureClusterer:
         rng = np.random.default_rng(self.random_state)
         sample = np.sort(rng.choice(n, self.max_exact, replace=False)) if self.sampled_ else np.arange(n)
         uniq, inverse, counts = _dedupe([texts[i] for i in sample])
-        x, words = self._vectorize_fit(uniq)
+        x, words = self._vectorize_fit(uniq, None if vectors is None else vectors[sample[_firsts(inverse)]])
         if x is None:
             return self
         micro = DBSCAN(
@@ -145,7 +151,9 @@ class FailureClusterer:
         self.labels_[sample] = np.where(micro >= 0, groups[np.maximum(micro, 0)], -1)[inverse]
         if self.sampled_:
             rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
-            self.labels_[rest] = self.predict([texts[i] for i in rest])
+            self.labels_[rest] = self.predict(
+                [texts[i] for i in rest], None if vectors is None else vectors[rest]
+            )
         # Number the clusters by size, largest first.
         order = np.argsort(
             -np.bincount(self.labels_[self.labels_ >= 0], minlength=groups.max() + 1), kind="stable"
@@ -158,7 +166,7 @@ class FailureClusterer:
         self.clusters_ = self._summaries(uniq, x, words, final_u, counts)
         return self
 
-    def _vectorize_fit(self, uniq: list[str]) -> tuple[Any, Any]:
+    def _vectorize_fit(self, uniq: list[str], given: np.ndarray | None) -> tuple[Any, Any]:
         """Fit the vectorisers on the distinct texts; return their unit vectors and word TF-IDF."""
         self._word = TfidfVectorizer(
             ngram_range=(1, 2), sublinear_tf=True, stop_words="english", token_pattern=_TOKEN
@@ -167,8 +175,8 @@ class FailureClusterer:
             words = self._word.fit_transform(uniq)
         except ValueError:  # no word survives (only numbers or stop words)
             self._word, words = None, None
-        if self.embeddings is not None:
-            x = self._embed(uniq)
+        if given is not None or self.embeddings is not None:
+            x = normalize(given) if given is not None else self._embed(uniq)
             self._svd = None
             return x, words
         self._char = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
@@ -248,28 +256,51 @@ class FailureClusterer:
 
     # --- assignment -------------------------------------------------------------------------------------
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
+    def predict(self, texts: Sequence[str], vectors: Any = None) -> np.ndarray:
         """The cluster each text belongs to, or -1 when it is not close enough to any.
 
         Args:
             texts: any texts (failed or not).
+            vectors: their embeddings; required when the model was fitted on given vectors.
 
         Returns:
             An int array of cluster ids.
+
+        Raises:
+            ValueError: the model was fitted on given vectors and none are given (or the other way round).
         """
         labels = np.full(len(texts), -1, dtype=np.int64)
+        if (vectors is not None) != getattr(self, "_given", False):
+            raise ValueError(
+                "predict needs vectors exactly when fit had them: the clusters live in that vector space"
+            )
         if not len(self._radius) or not len(texts):
             return labels
         uniq, inverse, _ = _dedupe([t if isinstance(t, str) else "" for t in texts])
+        given = None if vectors is None else normalize(_given_vectors(vectors, len(texts))[_firsts(inverse)])
         out = np.full(len(uniq), -1, dtype=np.int64)
         for start in range(0, len(uniq), _CHUNK):
-            z = self._reduce(self._transform(uniq[start : start + _CHUNK]))
+            stop = start + _CHUNK
+            z = self._reduce(given[start:stop] if given is not None else self._transform(uniq[start:stop]))
             sims = z @ self._centroids.T
             best = sims.argmax(axis=1)
             close = sims[np.arange(len(best)), best] >= self._radius[best]
             out[start : start + len(best)] = np.where(close, self._micro_to_final[best], -1)
         labels[:] = out[inverse]
         return labels
+
+
+def _given_vectors(vectors: Any, n: int) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or len(x) != n or not np.isfinite(x).all():
+        raise ValueError(f"vectors must be a finite {n} x d array, one row per text (got shape {x.shape})")
+    return x
+
+
+def _firsts(inverse: np.ndarray) -> np.ndarray:
+    """For each distinct text (numbered by :func:`_dedupe`), the position of its first occurrence."""
+    _, first = np.unique(inverse, return_index=True)
+    return first
 
 
 def _dedupe(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:

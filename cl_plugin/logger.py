@@ -24,8 +24,10 @@ from cl_plugin.config import (
     PrivacyConfig,
     ValidationConfig,
     parse_section,
+    resolve_section,
+    split_config,
 )
-from cl_plugin.errors import InvalidRecordError, PrivacyConfigError, UnknownInteractionError
+from cl_plugin.errors import ClPluginError, InvalidRecordError, StoreError, UnknownInteractionError
 from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.records import ProductionInteraction, interaction_problems
@@ -37,14 +39,16 @@ from cl_plugin.store.rows import (
     feedback_row,
     feedback_rows,
     interaction_from_row,
+    interaction_rows,
     repair_text,
-    row_from_interaction,
 )
 from cl_plugin.store.writer import Writer
 
 __all__ = ["ProductionInteractionLogger"]
 
 log = logging.getLogger("cl_plugin.logger")
+
+_LOGGER = "ProductionInteractionLogger"
 
 
 class ProductionInteractionLogger:
@@ -85,11 +89,17 @@ class ProductionInteractionLogger:
         feedback_mirror: Any = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(config, ContinualLearningConfig):
-            privacy = privacy if privacy is not None else config.privacy
-            validation = validation if validation is not None else config.validation
-            config = config.logging
-        self.config = parse_section(LoggingConfig, config, prefix="logging", **kwargs)
+        parts = (
+            None
+            if isinstance(config, LoggingConfig)
+            else split_config(config, component=_LOGGER, section="logging")
+        )
+        self.config = resolve_section(LoggingConfig, config, component=_LOGGER, parts=parts, **kwargs)
+        # A config holding validation or privacy keys (a flat dict, the whole mapping) sets those too.
+        if validation is None and parts and parts.get("validation"):
+            validation = parts["validation"]
+        if privacy is None and parts and parts.get("privacy"):
+            privacy = parts["privacy"]
         self.validation = parse_section(ValidationConfig, validation, prefix="validation")
         self.privacy = (
             parse_section(PrivacyConfig, privacy, prefix="privacy") if privacy is not None else None
@@ -97,7 +107,9 @@ class ProductionInteractionLogger:
         cfg = self.config
         self.storage = Path(cfg.storage)
         self.sanitizer = self._make_sanitizer()
-        self._convert = partial(_interaction_rows, sanitizer=self.sanitizer)
+        self._convert = partial(interaction_rows, s=self.sanitizer)
+        self.logged = 0
+        self.refused = 0
         self.store: Store | None = None
         self.writer: Writer | None = None
         self.feedback_mirror = feedback_mirror
@@ -131,22 +143,13 @@ class ProductionInteractionLogger:
     def _make_sanitizer(self) -> Sanitizer:
         redact = default_redactor().redact if self.config.sanitize_pii else None
         hash_id = None
-        hash_sessions = hash_users = False
-        p = self.privacy
-        if p is not None and (p.hash_session_ids or p.anonymize_user_ids):
-            key = p.resolve_hash_key()
-            if key is None:
-                raise PrivacyConfigError(
-                    "privacy asks to hash session or user ids but no key is set: put a secret in "
-                    f"privacy.hash_key or the environment variable {p.hash_key_env}, or set "
-                    "hash_session_ids and anonymize_user_ids to false",
-                    key="privacy.hash_key",
-                )
+        key, hash_users, hash_sessions = (None, False, False)
+        if self.privacy is not None:
+            key, hash_users, hash_sessions = self.privacy.id_hashing()
+        if hash_users or hash_sessions:
             hash_id = partial(hash_identifier, key=key)
-            hash_sessions, hash_users = p.hash_session_ids, p.anonymize_user_ids
         # An id holding PII is stored as its keyed hash: with the configured key when there is one (the
         # Sanitizer falls back to hash_id, then to the generated key of cl_plugin.privacy.id_hash_key).
-        key = p.resolve_hash_key() if p is not None else None
         return Sanitizer(
             redact=redact,
             max_text_length=self.config.max_text_length,
@@ -189,30 +192,68 @@ class ProductionInteractionLogger:
             )
         return interaction
 
-    async def log_interaction(self, interaction: ProductionInteraction | dict[str, Any]) -> None:
+    async def log_interaction(self, interaction: ProductionInteraction | dict[str, Any]) -> bool:
         """Log one interaction without blocking the event loop.
+
+        Logging never breaks the request that logs: a record that cannot be stored as given is refused
+        with one warning naming the field, counted (``get_statistics()["refused"]``), and False is
+        returned; the rest of the logger's work goes on. With ``strict`` set, the error is raised instead.
 
         Args:
             interaction: the record (or a dict with its fields).
 
+        Returns:
+            True when the record was accepted (in ``sync`` durability: committed, or durably spilled to the
+            journal while the database is down); False when it was refused or logging is disabled.
+
         Raises:
-            InvalidRecordError: a field cannot be stored as given (the error names it); nothing is logged.
+            InvalidRecordError: only with ``strict``: a field cannot be stored as given (the error names it).
         """
         fut = self._submit(interaction)
-        if fut is not None:
+        if fut is None or fut is True or fut is False:
+            return bool(fut)
+        try:
             await asyncio.wrap_future(fut)
+        except ClPluginError as exc:
+            return self._refuse(exc)
+        return True
 
-    def log_interaction_sync(self, interaction: ProductionInteraction | dict[str, Any]) -> None:
-        """Log one interaction from synchronous code (waits for the commit in ``sync`` durability)."""
+    def log_interaction_sync(self, interaction: ProductionInteraction | dict[str, Any]) -> bool:
+        """Log one interaction from synchronous code (waits for the commit in ``sync`` durability).
+
+        Returns and raises as :meth:`log_interaction`.
+        """
         fut = self._submit(interaction)
-        if fut is not None:
+        if fut is None or fut is True or fut is False:
+            return bool(fut)
+        try:
             fut.result()
+        except ClPluginError as exc:
+            return self._refuse(exc)
+        return True
 
     def _submit(self, interaction: ProductionInteraction | dict[str, Any]) -> Any:
-        item = self._check(interaction)
-        if self.writer is None:
-            return None
-        return self.writer.submit(self._convert, item)
+        """The writer's future in ``sync`` durability, else whether the record was accepted."""
+        try:
+            item = self._check(interaction)
+        except InvalidRecordError as exc:
+            return self._refuse(exc)
+        if self.writer is None:  # logging is disabled
+            return False
+        try:
+            fut = self.writer.submit(self._convert, item)
+        except RuntimeError as exc:  # logged after close()
+            return self._refuse(StoreError(f"the interaction was not logged: {exc}"))
+        self.logged += 1
+        return True if fut is None else fut
+
+    def _refuse(self, exc: ClPluginError) -> bool:
+        """Count a record that was not logged and say why (or raise, in ``strict`` mode)."""
+        self.refused += 1
+        if self.config.strict:
+            raise exc
+        log.warning("cl_plugin did not log an interaction: %s", exc)
+        return False
 
     def record_feedback(
         self,
@@ -351,8 +392,10 @@ class ProductionInteractionLogger:
         Returns:
             The store's aggregates (``total_interactions``, ``avg_feedback_score``, rates, latency, agent
             distribution, ...) plus ``writer`` (submitted, written, unchanged, updated, spilled, replayed,
-            rejected, invalid, dropped, batches, backup_bytes, store_available, last_error) and
-            ``queue_size``.
+            rejected, invalid, dropped, batches, backup_bytes, store_available, last_error),
+            ``queue_size``, ``logged`` and ``refused`` (records ``log_interaction`` accepted and refused;
+            also under the reference implementation's names ``total_logged`` and ``validation_failures``,
+            with ``total_in_db``).
         """
         self.flush()
         stats: dict[str, Any] = {}
@@ -363,15 +406,15 @@ class ProductionInteractionLogger:
             w.pop("errors")
             stats["writer"] = w
             stats["queue_size"] = self.writer.queue_size
+        stats["logged"] = self.logged
+        stats["refused"] = self.refused
+        # The names code written for the original design's reference implementation reads.
+        stats["total_logged"] = self.logged
+        stats["validation_failures"] = self.refused
+        stats["total_in_db"] = stats.get("total_interactions", 0)
         stats["enabled"] = self.config.enabled
         stats["storage"] = os.fspath(self.storage)
         return stats
-
-
-def _interaction_rows(
-    item: ProductionInteraction, *, sanitizer: Sanitizer
-) -> list[tuple[str, dict[str, Any]]]:
-    return [("interactions", row_from_interaction(item, sanitizer))]
 
 
 _FILTER_TESTS = {

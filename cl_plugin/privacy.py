@@ -48,10 +48,14 @@ from typing import Any
 
 from cl_plugin.config import (
     HASH_KEY_ENV,
+    SECTIONS,
     ContinualLearningConfig,
+    LoggingConfig,
     PrivacyConfig,
     ValidationConfig,
+    did_you_mean,
     parse_section,
+    split_config,
 )
 from cl_plugin.errors import ConfigError, PrivacyConfigError
 from cl_plugin.records import ProductionInteraction
@@ -675,73 +679,68 @@ def _key_text(path: Path) -> str:
 
 _VALIDATION_KEYS = frozenset(ValidationConfig.model_fields)
 _PRIVACY_KEYS = frozenset(PrivacyConfig.model_fields)
-_SECTIONS = frozenset(ContinualLearningConfig.model_fields)
+_VALIDATOR = "DataQualityValidator"
 _FIELDS = tuple(f.name for f in dataclasses.fields(ProductionInteraction))
 _REQUIRED_TEXT = ("interaction_id", "session_id", "user_query", "response")
 _OPTIONAL_TEXT = ("agent_selected", "run_id", "graph_name", "user_id")
 _FLAG_FIELDS = ("hallucination_detected", "retrieval_failed", "error_occurred")
-_REDACTED_FIELDS = ("user_query", "response", "metadata", "corrections")
+_REDACTED_FIELDS = (
+    "user_query",
+    "response",
+    "metadata",
+    "corrections",
+    "routing_decision",
+    "retrieved_chunks",
+    "response_metadata",
+    "user_feedback_text",
+    "user_corrections",
+    "error_message",
+)
 _ID_FIELDS = ("session_id", "user_id", "interaction_id", "run_id")
 
 
 def _split_config(config: Any, overrides: Mapping[str, Any]) -> tuple[ValidationConfig, PrivacyConfig]:
-    """Turn any accepted config shape into (validation, privacy), keeping which keys were set explicitly."""
-    validation: dict[str, Any] = {}
-    privacy: dict[str, Any] = {}
-    if isinstance(config, ContinualLearningConfig):
-        config = {"validation": config.validation, "privacy": config.privacy}
-    if isinstance(config, ValidationConfig):
-        validation = config.model_dump(exclude_unset=True)
-    elif isinstance(config, PrivacyConfig):
-        privacy = config.model_dump(exclude_unset=True)
-    elif isinstance(config, Mapping):
-        data = dict(config)
-        if set(data) == {"continual_learning"}:  # a whole loaded YAML file
-            data = dict(data["continual_learning"] or {})
-        if data and set(data) <= _SECTIONS:
-            full = parse_section(ContinualLearningConfig, data, prefix="continual_learning")
-            validation = full.validation.model_dump(exclude_unset=True)
-            privacy = full.privacy.model_dump(exclude_unset=True)
-        else:
-            _split_flat(data, validation, privacy)
-    elif config is not None:
-        raise ConfigError(
-            "DataQualityValidator config must be a dict, ValidationConfig, PrivacyConfig or "
-            f"ContinualLearningConfig, got {type(config).__name__}"
-        )
-    _split_flat(overrides, validation, privacy)
-    return (
-        parse_section(ValidationConfig, validation, prefix="validation"),
-        parse_section(PrivacyConfig, privacy, prefix="privacy"),
-    )
+    """(validation, privacy) from any config shape, keeping which keys were set explicitly.
 
-
-def _split_flat(data: Mapping[str, Any], validation: dict[str, Any], privacy: dict[str, Any]) -> None:
-    for key, value in data.items():
-        if key in _VALIDATION_KEYS:
-            validation[key] = value
-        elif key in _PRIVACY_KEYS:
-            privacy[key] = value
-        else:
-            hint = " (do not mix section names with flat keys)" if key in _SECTIONS else ""
+    The logging section's ``sanitize_pii`` governs redaction unless ``privacy.redact_sensitive_fields`` is
+    given too, as the original design passes the logger's dict to the validator.
+    """
+    parts = split_config(config, component=_VALIDATOR)
+    for key, value in overrides.items():
+        section = next((s for s in ("validation", "privacy") if key in SECTIONS[s].model_fields), None)
+        if section is None and key == "sanitize_pii":
+            section = "logging"
+        if section is None:
             raise ConfigError(
-                f"unknown key {key!r} for DataQualityValidator{hint}; the keys allowed here are: "
-                f"{', '.join(sorted(_VALIDATION_KEYS | _PRIVACY_KEYS))}, or sections named "
-                f"{', '.join(sorted(_SECTIONS))}",
+                f"unknown keyword {key!r} for {_VALIDATOR}"
+                f"{did_you_mean(key, [*_VALIDATION_KEYS, *_PRIVACY_KEYS])}; the keywords allowed are: "
+                f"{', '.join(sorted(_VALIDATION_KEYS | _PRIVACY_KEYS | {'sanitize_pii'}))}",
                 key=key,
             )
+        parts.setdefault(section, {})[key] = value
+    privacy = dict(parts.get("privacy", {}))
+    if "sanitize_pii" in parts.get("logging", {}) and "redact_sensitive_fields" not in privacy:
+        sanitize = parse_section(
+            LoggingConfig, {"sanitize_pii": parts["logging"]["sanitize_pii"]}, prefix="logging"
+        ).sanitize_pii
+        privacy["redact_sensitive_fields"] = sanitize
+    return (
+        parse_section(ValidationConfig, parts.get("validation"), prefix="validation"),
+        parse_section(PrivacyConfig, privacy, prefix="privacy"),
+    )
 
 
 class DataQualityValidator:
     """Checks interactions for quality problems and strips PII and raw ids from them (the spec's API).
 
     Args:
-        config: None for defaults; a flat dict of any :class:`~cl_plugin.config.ValidationConfig` and
-            :class:`~cl_plugin.config.PrivacyConfig` keys; a dict of sections (``{"validation": {...},
-            "privacy": {...}}``, or a whole loaded YAML file with its ``continual_learning`` key); or one of
-            those config models.
+        config: None for defaults, or any shape :func:`~cl_plugin.config.split_config` accepts: a flat dict
+            of keys of any sections (the logger's dict, as the original design passes it, included: its
+            ``sanitize_pii`` then turns redaction on or off unless ``redact_sensitive_fields`` is given), a
+            dict of sections or the whole ``continual_learning`` mapping, or a config model. The
+            ``validation`` and ``privacy`` keys are used; keys of other sections are ignored.
         redactor: the PII redactor to use; :func:`default_redactor` by default.
-        **kwargs: flat keys that override ``config``.
+        **kwargs: ``validation`` and ``privacy`` keys (and ``sanitize_pii``) that override ``config``.
 
     Id hashing needs a key, from ``privacy.hash_key`` or the environment variable named by
     ``privacy.hash_key_env`` (``CL_PLUGIN_HASH_KEY``). ``anonymize_user_ids`` and ``hash_session_ids``
@@ -794,17 +793,7 @@ class DataQualityValidator:
                 ) from None
         self._blocked = tuple(blocked)
 
-        key = privacy.resolve_hash_key()
-        explicit = privacy.model_fields_set
-        hash_users = privacy.anonymize_user_ids and (key is not None or "anonymize_user_ids" in explicit)
-        hash_sessions = privacy.hash_session_ids and (key is not None or "hash_session_ids" in explicit)
-        if (hash_users or hash_sessions) and key is None:
-            asked = "anonymize_user_ids" if hash_users else "hash_session_ids"
-            raise PrivacyConfigError(
-                f"privacy.{asked} is true, which needs a secret key: set privacy.hash_key or the environment "
-                f"variable {privacy.hash_key_env}, or set privacy.{asked} to false",
-                key="privacy.hash_key",
-            )
+        key, hash_users, hash_sessions = privacy.id_hashing()
         self._hash_key = key
         self.validation = validation
         self.privacy = privacy.model_copy(
@@ -901,7 +890,7 @@ class DataQualityValidator:
             )
             score_ok = False
         thumbs = record.get("thumbs_up_down")
-        if thumbs is None:
+        if thumbs is None or thumbs == "none":  # "none": the reference record's "no thumbs"
             return
         if thumbs not in ("up", "down"):
             issues.append(f"thumbs_up_down: must be 'up' or 'down' (got {thumbs!r:.20})")

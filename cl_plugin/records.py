@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
 from cl_plugin.errors import InvalidRecordError
@@ -22,12 +24,13 @@ __all__ = [
     "ActiveLearningCandidate",
     "FailurePattern",
     "ProductionInteraction",
+    "embedding_vector",
     "interaction_problems",
     "is_finite_number",
     "is_key",
 ]
 
-Thumbs = Literal["up", "down"]
+Thumbs = Literal["up", "down", "none"]
 
 # The interactions columns of the original schema, in its order.
 SPEC_FIELDS: tuple[str, ...] = (
@@ -57,11 +60,17 @@ MAX_KEY_LENGTH = 512
 MAX_INT64 = 2**63 - 1
 # 9999-12-31: a later "timestamp" is not unix seconds (often milliseconds) and has no calendar day.
 MAX_TIMESTAMP = 253_402_300_799.0
+# The longest query embedding stored (the largest common models have 4,096 dimensions).
+MAX_EMBEDDING_DIM = 16_384
 
 
-@dataclass(kw_only=True, slots=True)
+@dataclass(slots=True)
 class ProductionInteraction:
     """One production interaction: a query, the agent that answered it, the answer and its outcome.
+
+    The fields come in the order of the original design's reference record, so code that builds it
+    positionally or fills its extra fields runs unchanged; the stored ``interactions`` row keeps exactly the
+    design's columns, and the extra fields go where they are used (see ``Args``).
 
     Args:
         interaction_id: unique id; for captured graph runs, the root run id. An id that holds PII is stored
@@ -70,18 +79,35 @@ class ProductionInteraction:
         session_id: conversation or thread id; stored as a keyed hash when the privacy config asks for it,
             or when it holds PII (see :func:`cl_plugin.privacy.safe_identifier`).
         user_query: the user's query.
-        response: the system's answer.
+        query_embedding: the query's embedding as computed by the application (any sequence of finite
+            numbers). Stored compactly as float32 in ``interaction_embeddings``; clustering and selection use
+            it instead of computing their own vectors (``Store.query_interactions(with_embeddings=True)``).
         agent_selected: the agent the router chose (``"HRM"``, ``"TRM"``, ``"MCTS"``, ...).
         agent_confidence: the router's confidence in that choice, in [0, 1].
+        routing_decision: the router's decision as a dict (``agent``/``chosen``, ``probabilities``,
+            ``features``, anything else); stored as a ``decisions`` row of kind ``route``.
+        retrieved_chunks: the retrieved passages (dicts with ``text``/``content``, ``id``, ``score``, ...,
+            or plain strings); kept redacted and truncated in the metadata (``retrieved_chunks``) for
+            retrieval evaluation.
+        retrieval_scores: the retriever's scores of those passages; the best one is ``retrieval_quality``
+            when that is not given and every score is in [0, 1].
+        retrieval_quality: relevance of retrieved context, in [0, 1].
+        response: the system's answer.
+        response_metadata: anything about the response (model, finish reason, ...); kept redacted in the
+            metadata (``response_metadata``).
         user_feedback_score: star rating (1 to 5 by default).
-        thumbs_up_down: ``"up"`` or ``"down"``.
+        user_feedback_text: the user's comment; stored as a feedback comment in the feedback history.
+        user_corrections: the answer the user expected; stored as a correction in the feedback history (and
+            so in the interaction's ``corrections``, which retraining turns into retrieval documents).
+        thumbs_up_down: ``"up"`` or ``"down"``; ``"none"`` (the reference's default) means no thumbs.
         latency_ms: end-to-end latency in milliseconds.
         tokens_used: tokens summed over model calls.
         cost: cost in the user's currency unit.
         hallucination_detected: whether a hallucination was detected (``None``: not checked).
         retrieval_failed: whether retrieval failed (``None``: no retrieval happened).
         error_occurred: whether the run raised.
-        retrieval_quality: relevance of retrieved context, in [0, 1].
+        error_message: what was raised; kept redacted in the metadata (``error_message``), where failure
+            analysis groups errors by it.
         metadata: JSON-serializable extra data.
         run_id: the LangChain root run id (also the LangSmith run id).
         graph_name: the name of the graph that produced the interaction.
@@ -94,10 +120,18 @@ class ProductionInteraction:
     timestamp: float
     session_id: str
     user_query: str
-    response: str
+    query_embedding: Sequence[float] | None = None
     agent_selected: str | None = None
     agent_confidence: float | None = None
+    routing_decision: dict[str, Any] = field(default_factory=dict)
+    retrieved_chunks: list[Any] = field(default_factory=list)
+    retrieval_scores: list[float] = field(default_factory=list)
+    retrieval_quality: float | None = None
+    response: str = ""
+    response_metadata: dict[str, Any] = field(default_factory=dict)
     user_feedback_score: float | None = None
+    user_feedback_text: str | None = None
+    user_corrections: str | None = None
     thumbs_up_down: Thumbs | None = None
     latency_ms: float | None = None
     tokens_used: int | None = None
@@ -105,7 +139,7 @@ class ProductionInteraction:
     hallucination_detected: bool | None = None
     retrieval_failed: bool | None = None
     error_occurred: bool | None = None
-    retrieval_quality: float | None = None
+    error_message: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     graph_name: str | None = None
@@ -226,6 +260,46 @@ def is_key(text: str) -> bool:
     return True
 
 
+def embedding_vector(value: Any) -> np.ndarray:
+    """A query embedding as a float32 vector.
+
+    Raises:
+        InvalidRecordError: it is not a flat sequence of 1 to 16,384 finite numbers within float32's range.
+    """
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        vector = None
+    if vector is None or vector.ndim != 1 or not 0 < vector.size <= MAX_EMBEDDING_DIM:
+        shape = "-" if vector is None else vector.shape
+        raise InvalidRecordError(
+            f"query_embedding must be a flat list of 1 to {MAX_EMBEDDING_DIM} numbers (got "
+            f"{type(value).__name__} of shape {shape})",
+            field="query_embedding",
+        )
+    if not np.isfinite(vector).all():
+        raise InvalidRecordError(
+            "query_embedding must hold finite numbers within float32's range (got NaN or infinity, or a "
+            "value beyond 3.4e38)",
+            field="query_embedding",
+        )
+    return vector
+
+
+def _embedding_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        embedding_vector(value)
+    except InvalidRecordError as exc:
+        return str(exc).removeprefix("query_embedding ")
+    return None
+
+
+def _finite_scores(scores: Any) -> bool:
+    return type(scores) is list and all(type(x) in (float, int) and -_BIG <= x <= _BIG for x in scores)
+
+
 def _looks_like_ms(value: object) -> bool:
     return is_finite_number(value) and MAX_TIMESTAMP < value <= MAX_TIMESTAMP * 1000  # type: ignore[operator]
 
@@ -234,9 +308,12 @@ def _optional_number(v: object, low: float, high: float) -> bool:
     return v is None or (type(v) in (float, int) and low <= v <= high)  # NaN fails both comparisons
 
 
+_BIG = sys.float_info.max  # an upper bound that rejects inf (and NaN, which fails every comparison)
+
+
 def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -> bool:
     """The common case in one expression; :func:`interaction_problems` explains when it is False."""
-    big = sys.float_info.max  # an upper bound that rejects inf
+    big = _BIG
     return (
         type(item.interaction_id) is str
         and 0 < len(item.interaction_id) <= MAX_KEY_LENGTH
@@ -255,7 +332,7 @@ def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -
         and (
             item.tokens_used is None or (type(item.tokens_used) is int and 0 <= item.tokens_used <= MAX_INT64)
         )
-        and item.thumbs_up_down in (None, "up", "down")
+        and item.thumbs_up_down in (None, "up", "down", "none")
         and item.hallucination_detected in (None, True, False)
         and item.retrieval_failed in (None, True, False)
         and item.error_occurred in (None, True, False)
@@ -269,6 +346,14 @@ def _quick_ok(item: ProductionInteraction, min_score: float, max_score: float) -
         and type(item.metadata) is dict
         and type(item.corrections) is list
         and all(type(c) is str for c in item.corrections)
+        and type(item.routing_decision) is dict
+        and type(item.response_metadata) is dict
+        and type(item.retrieved_chunks) is list
+        and (not item.retrieval_scores or _finite_scores(item.retrieval_scores))
+        and (item.user_feedback_text is None or type(item.user_feedback_text) is str)
+        and (item.user_corrections is None or type(item.user_corrections) is str)
+        and (item.error_message is None or type(item.error_message) is str)
+        and (item.query_embedding is None or _embedding_problem(item.query_embedding) is None)
     )
 
 
@@ -346,9 +431,9 @@ def interaction_problems(
         f"must be a number in [{min_score}, {max_score}] or None (got {v!r})",
     )
     need(
-        item.thumbs_up_down in (None, "up", "down"),
+        item.thumbs_up_down in (None, "up", "down", "none"),
         "thumbs_up_down",
-        f"must be 'up', 'down' or None (got {item.thumbs_up_down!r})",
+        f"must be 'up', 'down', 'none' or None (got {item.thumbs_up_down!r})",
     )
     for name in _FLAGS:
         v = getattr(item, name)
@@ -364,4 +449,23 @@ def interaction_problems(
         "corrections",
         "must be a list of strings",
     )
+    for name in ("routing_decision", "response_metadata"):
+        v = getattr(item, name)
+        need(isinstance(v, dict), name, f"must be a dict (got {type(v).__name__})")
+    need(
+        isinstance(item.retrieved_chunks, list | tuple),
+        "retrieved_chunks",
+        f"must be a list of passages (dicts or strings) (got {type(item.retrieved_chunks).__name__})",
+    )
+    need(
+        isinstance(item.retrieval_scores, list | tuple)
+        and all(is_finite_number(x) and -_BIG <= x <= _BIG for x in item.retrieval_scores),
+        "retrieval_scores",
+        "must be a list of finite numbers",
+    )
+    for name in ("user_feedback_text", "user_corrections", "error_message"):
+        v = getattr(item, name)
+        need(v is None or isinstance(v, str), name, f"must be a string or None (got {type(v).__name__})")
+    problem = _embedding_problem(item.query_embedding)
+    need(problem is None, "query_embedding", problem or "")
     return problems

@@ -22,7 +22,8 @@ similarity above ``duplicate_threshold``), and the most informative member of th
 
 Queries are compared as TF-IDF vectors (vocabulary capped at 16,384 terms) for near-duplicates and, for
 distances, as those vectors reduced to 64 dimensions by a truncated SVD fitted on at most 3,000 of them;
-with a LangChain ``Embeddings`` both use its vectors instead. Every interaction takes part: there is no
+with a LangChain ``Embeddings`` both use its vectors instead, and when every interaction carries the
+``query_embedding`` its application logged (``Store.query_interactions(with_embeddings=True)``), those. Every interaction takes part: there is no
 prefiltered pool, so the result is the exact greedy solution. ``tests/bench/bench_selection.py`` measures
 the cost (hybrid, budget 50: about 0.1 s for 10k interactions and 1.1 s for 100k on one core, about
 twice a plain ``TfidfVectorizer.fit_transform`` of the same queries). While it computes, BLAS is held to
@@ -40,7 +41,7 @@ import numpy as np
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from cl_plugin.config import ActiveLearningConfig, ContinualLearningConfig, parse_section
+from cl_plugin.config import ActiveLearningConfig, ContinualLearningConfig, resolve_section
 from cl_plugin.errors import ConfigError, InvalidRecordError
 from cl_plugin.records import ActiveLearningCandidate, ProductionInteraction
 
@@ -60,6 +61,7 @@ _FIELDS = (
     "retrieval_quality",
     "corrections",
     "metadata",
+    "query_embedding",
 )
 _SVD_DIMS = 64
 _SVD_FIT_ROWS = 3000
@@ -104,6 +106,7 @@ class _Columns:
     retrieval_quality: np.ndarray
     corrected: np.ndarray
     metadata: list[Any]
+    vectors: list[Any]
 
     def take(self, keep: np.ndarray) -> _Columns:
         """The rows where ``keep`` is True."""
@@ -142,7 +145,7 @@ def _columns(interactions: Iterable[Mapping[str, Any] | ProductionInteraction]) 
         cols = [[d.get(k) for d in items] for k in _FIELDS]
     else:
         cols = [[x.get(k) if isinstance(x, Mapping) else getattr(x, k, None) for x in items] for k in _FIELDS]
-    ids, queries, agents, conf, stars, thumbs, latency, error, halluc, failed, quality, corr, md = cols
+    ids, queries, agents, conf, stars, thumbs, latency, error, halluc, failed, quality, corr, md, vec = cols
     for i, iid in enumerate(ids):
         if type(iid) is not str or not iid:
             raise InvalidRecordError(
@@ -164,7 +167,19 @@ def _columns(interactions: Iterable[Mapping[str, Any] | ProductionInteraction]) 
         retrieval_quality=_floats(quality),
         corrected=np.array([isinstance(c, list | tuple) and len(c) > 0 for c in corr], dtype=bool),
         metadata=md,
+        vectors=vec,
     )
+
+
+def _given_vectors(values: list[Any]) -> np.ndarray | None:
+    """The logged query embeddings as one float32 matrix, or None unless every row has one of one size."""
+    if not values or any(v is None for v in values):
+        return None
+    try:
+        matrix = np.stack([np.asarray(v, dtype=np.float32) for v in values])
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return matrix if matrix.ndim == 2 and matrix.shape[1] and np.isfinite(matrix).all() else None
 
 
 def _first_occurrences(ids: list[str]) -> np.ndarray:
@@ -352,9 +367,9 @@ class ActiveLearningSelector:
         low_rating_threshold: float = 3.0,
         **kwargs: Any,
     ) -> None:
-        if isinstance(config, ContinualLearningConfig):
-            config = config.active_learning
-        self.config = parse_section(ActiveLearningConfig, config, prefix="active_learning", **kwargs)
+        self.config = resolve_section(
+            ActiveLearningConfig, config, component="ActiveLearningSelector", **kwargs
+        )
         for key, value, low, high in (
             ("duplicate_threshold", duplicate_threshold, 0.0, 1.0),
             ("slow_response_ms", slow_response_ms, 0.0, math.inf),
@@ -407,7 +422,8 @@ class ActiveLearningSelector:
         excluded = {exclude_ids} if isinstance(exclude_ids, str) else set(exclude_ids)
         first = _first_occurrences(cols.ids)
         is_excluded = np.array([iid in excluded for iid in cols.ids], dtype=bool)
-        references = [cols.queries[i] for i in np.flatnonzero(first & is_excluded)[:_MAX_REFERENCES]]
+        covered = np.flatnonzero(first & is_excluded)[:_MAX_REFERENCES]
+        references = [cols.queries[i] for i in covered]
         cand = cols.take(first & ~is_excluded)
         if not cand.ids:
             return []
@@ -416,7 +432,8 @@ class ActiveLearningSelector:
         info, tiebreak, w = self._objective(u, f)
         # On a loaded two-core host, BLAS threads made the median 1.5x slower and the spread 5x wider.
         with threadpool_limits(limits=1, user_api="blas"):
-            space = self._space(cand.queries + references, dense=w > 0)
+            given = _given_vectors([*cand.vectors, *(cols.vectors[i] for i in covered)])
+            space = self._space(cand.queries + references, dense=w > 0, given=given)
             picks = self._greedy(space, info, tiebreak, w, budget)
         return [
             ActiveLearningCandidate(
@@ -491,7 +508,10 @@ class ActiveLearningSelector:
 
     # -- picking ----------------------------------------------------------------------------------------
 
-    def _space(self, texts: list[str], *, dense: bool) -> _Space:
+    def _space(self, texts: list[str], *, dense: bool, given: np.ndarray | None = None) -> _Space:
+        if given is not None:  # the application's own query embeddings
+            unit = _unit_rows(given)
+            return _Space(unit, unit)
         if self.embeddings is None:
             return _tfidf_space(texts, dense=dense)
         vectors = np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)

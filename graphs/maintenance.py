@@ -178,7 +178,9 @@ def build_maintenance_graph(
 
     def rows(state: MaintenanceState) -> list[dict[str, Any]]:
         w = state["window"]
-        return store.query_interactions(start_time=w["start"], end_time=w["end"], limit=m.max_interactions)
+        return store.query_interactions(
+            start_time=w["start"], end_time=w["end"], limit=m.max_interactions, with_embeddings=True
+        )
 
     # -- nodes ----------------------------------------------------------------------------------------
 

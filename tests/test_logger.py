@@ -71,7 +71,13 @@ def make_logger(tmp_path) -> Iterator[Callable[..., ProductionInteractionLogger]
     loggers: list[ProductionInteractionLogger] = []
 
     def make(config: dict[str, Any] | None = None, **kwargs: Any) -> ProductionInteractionLogger:
-        cfg = {"storage": str(tmp_path / f"logs{len(loggers)}"), "flush_interval": 0.05, **(config or {})}
+        # strict: a refused record raises, so these tests see the error (the default returns False)
+        cfg = {
+            "storage": str(tmp_path / f"logs{len(loggers)}"),
+            "flush_interval": 0.05,
+            "strict": True,
+            **(config or {}),
+        }
         logger = ProductionInteractionLogger(cfg, **kwargs)
         loggers.append(logger)
         return logger
@@ -607,7 +613,8 @@ def db_logger(request: pytest.FixtureRequest, tmp_path) -> Iterator[ProductionIn
         f"sqlite:///{tmp_path / 'bad.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     )
     logger = ProductionInteractionLogger(
-        {"storage": str(tmp_path / "logs"), "flush_interval": 0.05}, store=Store.from_url(url).setup()
+        {"storage": str(tmp_path / "logs"), "flush_interval": 0.05, "strict": True},
+        store=Store.from_url(url).setup(),
     )
     yield logger
     logger.close(timeout=10)

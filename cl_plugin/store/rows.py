@@ -8,6 +8,7 @@ on the writer thread, never on the caller's. When redaction of a field fails, th
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 
 from cl_plugin.errors import InvalidRecordError
-from cl_plugin.records import SPEC_FIELDS, ProductionInteraction, is_key
+from cl_plugin.records import SPEC_FIELDS, ProductionInteraction, embedding_vector, is_finite_number, is_key
 
 __all__ = [
     "INTERACTION_COLUMNS",
@@ -29,6 +30,7 @@ __all__ = [
     "feedback_row",
     "feedback_rows",
     "interaction_from_row",
+    "interaction_rows",
     "row_from_interaction",
     "rows_to_interactions",
 ]
@@ -283,9 +285,144 @@ def _flag(value: Any) -> int | None:
     return None if value is None else int(bool(value))
 
 
+#: Retrieved passages kept per interaction, and characters kept of each passage's text.
+MAX_CHUNKS, MAX_CHUNK_CHARS = 20, 1000
+
+
+def _extras(item: ProductionInteraction) -> bool:
+    """Whether the record fills any field of the reference record beyond the design's columns."""
+    return bool(
+        item.retrieved_chunks
+        or item.retrieval_scores
+        or item.response_metadata
+        or item.error_message
+        or item.routing_decision
+        or item.user_feedback_text
+        or item.user_corrections
+        or item.query_embedding is not None
+    )
+
+
+def _chunk(chunk: Any, s: Sanitizer) -> Any:
+    """One retrieved passage, redacted, its text cut to :data:`MAX_CHUNK_CHARS`."""
+    if isinstance(chunk, str):
+        chunk = chunk[:MAX_CHUNK_CHARS]
+    elif isinstance(chunk, dict):
+        chunk = {k: v[:MAX_CHUNK_CHARS] if isinstance(v, str) else v for k, v in chunk.items()}
+    return s.value(chunk)
+
+
+def _best_score(scores: Sequence[float]) -> float | None:
+    """The best retrieval score as a quality in [0, 1], or None when the scores are not on that scale."""
+    if not scores or not all(0.0 <= x <= 1.0 for x in scores):
+        return None
+    return float(max(scores))
+
+
+def interaction_rows(item: ProductionInteraction, s: Sanitizer) -> list[tuple[str, dict[str, Any]]]:
+    """Every sanitized row a logged interaction makes, as the writer's ``(table, row)`` pairs.
+
+    The ``interactions`` row, and for the reference record's extra fields: ``routing_decision`` as a
+    ``decisions`` row, ``user_feedback_text`` and ``user_corrections`` as one ``feedback`` row (comment and
+    correction), ``query_embedding`` as an ``interaction_embeddings`` row; the retrieved chunks and their
+    scores, the response metadata and the error message go into the metadata (see
+    :class:`~cl_plugin.records.ProductionInteraction`). Ids of the derived rows are derived from the
+    interaction's, so logging it again writes no second copy.
+    """
+    row = row_from_interaction(item, s)
+    if not _extras(item):
+        return [("interactions", row)]
+    iid = row["interaction_id"]
+    out = [("interactions", row)]
+    if item.routing_decision:
+        out.append(("decisions", _routing_row(item, iid, s)))
+    if item.user_feedback_text is not None or item.user_corrections is not None:
+        fid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cl_plugin:logged-feedback:{iid}"))
+        out.append(
+            (
+                "feedback",
+                {
+                    "feedback_id": fid,
+                    "interaction_id": iid,
+                    "key": "user_feedback",
+                    "score": None,
+                    "value": None,
+                    "thumbs_up_down": None,
+                    "comment": None if item.user_feedback_text is None else s.text(item.user_feedback_text),
+                    "correction": None if item.user_corrections is None else s.text(item.user_corrections),
+                    "source": "user",
+                    "created_at": float(item.timestamp),
+                },
+            )
+        )
+    if item.query_embedding is not None:
+        vector = embedding_vector(item.query_embedding).astype("<f4", copy=False)
+        out.append(
+            (
+                "interaction_embeddings",
+                {
+                    "interaction_id": iid,
+                    "dim": int(vector.size),
+                    "vector": base64.b64encode(vector.tobytes()).decode("ascii"),
+                    "created_at": float(item.timestamp),
+                },
+            )
+        )
+    return out
+
+
+def _routing_row(item: ProductionInteraction, iid: str, s: Sanitizer) -> dict[str, Any]:
+    """The ``decisions`` row of a logged ``routing_decision``."""
+    decision = item.routing_decision
+    chosen = next(
+        (decision[k] for k in ("agent", "chosen", "selected", "route") if decision.get(k) is not None),
+        item.agent_selected,
+    )
+    confidence = decision.get("confidence", item.agent_confidence)
+    alternatives = next(
+        (decision[k] for k in ("probabilities", "alternatives", "scores") if decision.get(k) is not None),
+        None,
+    )
+    features = decision.get("features")
+    used = {"agent", "chosen", "selected", "route", "confidence", "probabilities", "alternatives", "scores"}
+    rest = {k: v for k, v in decision.items() if k not in used and k != "features"}
+    return {
+        "decision_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cl_plugin:routing-decision:{iid}")),
+        "interaction_id": iid,
+        "run_id": None,
+        "node": None if decision.get("node") is None else s.text(str(decision["node"])),
+        "kind": "route",
+        "chosen": None if chosen is None else s.text(str(chosen)),
+        "confidence": float(confidence) if is_finite_number(confidence) else None,
+        "alternatives": None if alternatives is None else dumps(s.value(alternatives)),
+        "features": None if features is None else dumps(s.value(features)),
+        "statistics": dumps(s.value(rest)) if rest else None,
+        "timestamp": float(item.timestamp),
+    }
+
+
 def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str, Any]:
-    """The sanitized ``interactions`` row of an interaction (metadata and corrections as JSON text)."""
-    metadata = s.value(item.metadata) if item.metadata else None
+    """The sanitized ``interactions`` row of an interaction (metadata and corrections as JSON text).
+
+    The reference record's retrieved chunks (redacted, truncated) and scores, response metadata and error
+    message are added to the metadata under those names, unless the metadata has a key of that name
+    already; the best of the retrieval scores is the retrieval quality when none is given.
+    """
+    meta = item.metadata
+    quality = item.retrieval_quality
+    if _extras(item):
+        meta = dict(meta)
+        if item.retrieved_chunks:
+            meta.setdefault("retrieved_chunks", [_chunk(c, s) for c in item.retrieved_chunks[:MAX_CHUNKS]])
+        if item.retrieval_scores:
+            meta.setdefault("retrieval_scores", [float(x) for x in item.retrieval_scores[:MAX_CHUNKS]])
+            if quality is None:
+                quality = _best_score(item.retrieval_scores)
+        if item.response_metadata:
+            meta.setdefault("response_metadata", item.response_metadata)
+        if item.error_message:
+            meta.setdefault("error_message", item.error_message)
+    metadata = s.value(meta) if meta else None
     corrections = s.value(list(item.corrections)) if item.corrections else None
     return {
         "interaction_id": s.key(repair_text(str(item.interaction_id))),
@@ -296,14 +433,14 @@ def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str,
         "agent_confidence": _num(item.agent_confidence),
         "response": s.text(item.response),
         "user_feedback_score": _num(item.user_feedback_score),
-        "thumbs_up_down": item.thumbs_up_down,
+        "thumbs_up_down": None if item.thumbs_up_down == "none" else item.thumbs_up_down,
         "latency_ms": _num(item.latency_ms),
         "tokens_used": None if item.tokens_used is None else int(item.tokens_used),
         "cost": _num(item.cost),
         "hallucination_detected": _flag(item.hallucination_detected),
         "retrieval_failed": _flag(item.retrieval_failed),
         "error_occurred": _flag(item.error_occurred),
-        "retrieval_quality": _num(item.retrieval_quality),
+        "retrieval_quality": _num(quality),
         "metadata": None if metadata is None else dumps(metadata),
         "run_id": None if item.run_id is None else s.key(repair_text(str(item.run_id))),
         "graph_name": None if item.graph_name is None else s.text(item.graph_name),

@@ -8,6 +8,7 @@ memory. ``setup()`` runs the migrations, idempotently and under a lock, so sever
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import time
@@ -20,6 +21,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -62,6 +64,7 @@ from cl_plugin.store.tables import (
     DriftEvent,
     Feedback,
     Interaction,
+    InteractionEmbedding,
     InteractionRevision,
     MaintenanceRun,
     ModelAlias,
@@ -81,13 +84,24 @@ _TABLES: dict[str, SATable] = {
     "decisions": Decision.__table__,  # type: ignore[dict-item]
     "feedback": Feedback.__table__,  # type: ignore[dict-item]
     "annotation_queue": AnnotationItem.__table__,  # type: ignore[dict-item]
+    "interaction_embeddings": InteractionEmbedding.__table__,  # type: ignore[dict-item]
 }
 _REVISIONS: SATable = InteractionRevision.__table__  # type: ignore[assignment]
 _FEEDBACK: SATable = Feedback.__table__  # type: ignore[assignment]
 _ANNOTATION_QUEUE: SATable = _TABLES["annotation_queue"]
 _TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback")
 # Tables whose rows hang off an interaction and go with it on purge.
-_CHILD_TABLES = ("node_runs", "decisions", "feedback", "interaction_revisions", "annotation_queue")
+_CHILD_TABLES = (
+    "node_runs",
+    "decisions",
+    "feedback",
+    "interaction_revisions",
+    "annotation_queue",
+    "interaction_embeddings",
+)
+# Tables where a row written again replaces the stored one (an interaction logged again with a new vector).
+_REPLACED_TABLES = frozenset({"interaction_embeddings"})
+_EMBEDDINGS: SATable = _TABLES["interaction_embeddings"]
 _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
 _MODEL_VERSIONS: SATable = ModelVersionRow.__table__  # type: ignore[assignment]
 _MODEL_ALIASES: SATable = ModelAlias.__table__  # type: ignore[assignment]
@@ -239,7 +253,14 @@ class Store:
         pk = ", ".join(c.name for c in table.primary_key.columns)
         quoted = ", ".join(self.engine.dialect.identifier_preparer.quote(c) for c in cols)
         marks = ", ".join([mark] * len(cols))
-        return f"INSERT INTO {table.name} ({quoted}) VALUES ({marks}) ON CONFLICT ({pk}) DO NOTHING"
+        action = "DO NOTHING"
+        if table.name in _REPLACED_TABLES:
+            keys = {c.name for c in table.primary_key.columns}
+            quote = self.engine.dialect.identifier_preparer.quote
+            action = "DO UPDATE SET " + ", ".join(
+                f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys
+            )
+        return f"INSERT INTO {table.name} ({quoted}) VALUES ({marks}) ON CONFLICT ({pk}) {action}"
 
     def _insert_rows(self, conn: Connection, name: str, params: list[tuple]) -> int:
         """Insert rows, skipping existing keys; returns how many were inserted.
@@ -410,6 +431,9 @@ class Store:
         self, conn: Connection, name: str, rows: list[dict[str, Any]], result: WriteResult
     ) -> None:
         cols = self._insert_columns[name]
+        if name == "interaction_embeddings":
+            # The vector travels as base64 text (journal and backups are JSON); the column is binary.
+            rows = [{**r, "vector": base64.b64decode(r["vector"])} for r in rows]
         try:
             getter = itemgetter(*cols)
             params = [getter(row) for row in rows]
@@ -519,6 +543,7 @@ class Store:
         limit: int | None = 100,
         offset: int = 0,
         order: Literal["newest", "oldest"] = "newest",
+        with_embeddings: bool = False,
         **filters: Any,
     ) -> list[dict[str, Any]]:
         """Interactions matching every given filter, newest first by default.
@@ -527,6 +552,8 @@ class Store:
             limit: most rows to return (None for all).
             offset: rows to skip.
             order: ``"newest"`` or ``"oldest"`` first.
+            with_embeddings: add ``query_embedding`` (a float32 array, or None) to each row: the vector the
+                application logged with the interaction, which clustering and selection then use.
             **filters: ``min_feedback_score``, ``max_feedback_score`` (inclusive), ``agent`` (one name or a
                 list), ``session_id``, ``start_time`` (inclusive), ``end_time`` (exclusive),
                 ``error_occurred``, ``hallucination_detected``, ``retrieval_failed``, ``has_feedback``,
@@ -553,7 +580,28 @@ class Store:
         stmt = select(_INTERACTIONS).where(*self._where(**filters)).order_by(ts, iid).offset(offset or None)
         if limit is not None:
             stmt = stmt.limit(limit)
-        return self._fetch_interactions(stmt)
+        rows = self._fetch_interactions(stmt)
+        return self._attach_embeddings(rows) if with_embeddings else rows
+
+    def embeddings(self, interaction_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored query embeddings of these interactions (those that have one), as float32 arrays."""
+        ids = list(dict.fromkeys(interaction_ids))
+        e = _EMBEDDINGS.c
+        out: dict[str, np.ndarray] = {}
+        with self._lock, self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                stmt = select(e.interaction_id, e.vector).where(
+                    e.interaction_id.in_(ids[start : start + 500])
+                )
+                for iid, vector in conn.execute(stmt):
+                    out[iid] = np.frombuffer(bytes(vector), dtype="<f4")
+        return out
+
+    def _attach_embeddings(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        vectors = self.embeddings(r["interaction_id"] for r in rows)
+        for r in rows:
+            r["query_embedding"] = vectors.get(r["interaction_id"])
+        return rows
 
     def _fetch_interactions(self, stmt: Select) -> list[dict[str, Any]]:
         """Run a select of whole interaction rows and convert them to the classic API's dicts.
@@ -572,7 +620,9 @@ class Store:
                 res.close()
         return rows_to_interactions(keys, rows)
 
-    def iter_interactions(self, *, chunk_size: int = 5000, **filters: Any) -> Iterator[list[dict[str, Any]]]:
+    def iter_interactions(
+        self, *, chunk_size: int = 5000, with_embeddings: bool = False, **filters: Any
+    ) -> Iterator[list[dict[str, Any]]]:
         """Scan matching interactions oldest first, in chunks, holding one chunk in memory at a time.
 
         Uses keyset pagination on ``(timestamp, interaction_id)``, so rows written during the scan do not
@@ -580,6 +630,7 @@ class Store:
 
         Args:
             chunk_size: rows per chunk.
+            with_embeddings: as in :meth:`query_interactions`.
             **filters: as in :meth:`query_interactions`.
 
         Yields:
@@ -600,7 +651,7 @@ class Store:
             chunk = self._fetch_interactions(stmt)
             if not chunk:
                 return
-            yield chunk
+            yield self._attach_embeddings(chunk) if with_embeddings else chunk
             if len(chunk) < chunk_size:
                 return
             after = (chunk[-1]["timestamp"], chunk[-1]["interaction_id"])
@@ -1051,8 +1102,9 @@ class Store:
         What expires, per table:
 
         * ``interactions``: ``timestamp`` before the cut-off; with each go its ``node_runs``, ``decisions``,
-          ``feedback``, ``interaction_revisions`` (earlier versions of it) and ``annotation_queue`` item.
-          Node runs, decisions and feedback older than the cut-off whose interaction was never stored go too.
+          ``feedback``, ``interaction_revisions`` (earlier versions of it), ``annotation_queue`` item and
+          ``interaction_embeddings`` row. Node runs, decisions, feedback and embeddings older than the
+          cut-off whose interaction was never stored go too.
         * ``drift_events``: ``detected_at`` before the cut-off (the alarm's window statistics and features).
         * ``maintenance_runs``: finished runs whose last update is before the cut-off (their step reports
           summarise the window's interactions); a run still ``running`` is kept, so a paused run can resume.
@@ -1097,6 +1149,7 @@ class Store:
             ("node_runs", NodeRun.__table__.c.start_time),  # type: ignore[attr-defined]
             ("decisions", Decision.__table__.c.timestamp),  # type: ignore[attr-defined]
             ("feedback", Feedback.__table__.c.created_at),  # type: ignore[attr-defined]
+            ("interaction_embeddings", _EMBEDDINGS.c.created_at),
         )
         for name, time_col in orphans:
             table = _TABLES[name]

@@ -43,6 +43,7 @@ TIME_KEYS = {
     "node_runs": "start_time",
     "decisions": "timestamp",
     "feedback": "created_at",
+    "interaction_embeddings": "created_at",
 }
 
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()

@@ -139,7 +139,7 @@ def sync_logger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production
     """A sync-durability logger on a SQLite file: every log call returns after its commit."""
     base = tmp_path_factory.mktemp("hostile-records")
     logger = ProductionInteractionLogger(
-        {"storage": str(base), "durability": "sync", "flush_interval": 0.05},
+        {"storage": str(base), "durability": "sync", "flush_interval": 0.05, "strict": True},
         store=Store.from_url(f"sqlite:///{base / 'records.db'}").setup(),
     )
     logger.log_interaction_sync(_record("canary", metadata={"k": "v"}))
@@ -192,7 +192,7 @@ def test_any_field_value_is_stored_sanitized_or_refused_naming_the_field(
 @given(values=field_values)
 def test_interaction_dicts_with_any_values_are_stored_or_refused(values: dict[str, Any]) -> None:
     """The dict form goes through the same checks; JSON text for metadata and corrections is parsed."""
-    logger = ProductionInteractionLogger({"enabled": False})
+    logger = ProductionInteractionLogger({"enabled": False, "strict": True})
     payload: dict[str, Any] = {"interaction_id": "d", "timestamp": 1.0, "session_id": "s"}
     payload.update({"user_query": "q", "response": "r", **values})
     try:
@@ -210,7 +210,7 @@ def test_interaction_dicts_with_any_values_are_stored_or_refused(values: dict[st
 def test_an_interaction_dict_with_unparseable_json_text_is_refused_naming_the_field(
     key: str, text: Any
 ) -> None:
-    logger = ProductionInteractionLogger({"enabled": False})
+    logger = ProductionInteractionLogger({"enabled": False, "strict": True})
     payload = {"interaction_id": "d", "timestamp": 1.0, "session_id": "s", "user_query": "q", "response": "r"}
     with pytest.raises(InvalidRecordError) as err:
         logger.log_interaction_sync({**payload, key: text})

@@ -50,6 +50,10 @@ def interaction_rows(iid: str, ts: float) -> Batch:
             "created_at": ts,
         },
     )
+    b.add(
+        "interaction_embeddings",
+        {"interaction_id": iid, "dim": 2, "vector": "AACAPwAAAEA=", "created_at": ts},
+    )
     return b
 
 
@@ -118,7 +122,7 @@ def seed(store: Store) -> None:
 def remaining(store: Store) -> dict[str, int]:
     tables = (
         "interactions", "node_runs", "decisions", "feedback", "interaction_revisions", "annotation_queue",
-        "drift_events", "maintenance_runs", "ab_tests", "ab_test_groups",
+        "interaction_embeddings", "drift_events", "maintenance_runs", "ab_tests", "ab_test_groups",
     )  # fmt: skip
     with store.engine.connect() as conn:
         return {t: conn.execute(select(func.count()).select_from(text(t))).scalar_one() for t in tables}
@@ -129,14 +133,16 @@ def test_purge_removes_expired_rows_from_every_table_of_interaction_data(store: 
     before = remaining(store)
     assert before == {
         "interactions": 2, "node_runs": 2, "decisions": 2, "feedback": 2, "interaction_revisions": 2,
-        "annotation_queue": 2, "drift_events": 2, "maintenance_runs": 3, "ab_tests": 3, "ab_test_groups": 6,
+        "annotation_queue": 2, "interaction_embeddings": 2, "drift_events": 2, "maintenance_runs": 3,
+        "ab_tests": 3, "ab_test_groups": 6,
     }  # fmt: skip
 
     deleted = store.purge(CUTOFF, batch_size=1)
 
     assert deleted == {
         "interactions": 1, "node_runs": 1, "decisions": 1, "feedback": 1, "interaction_revisions": 1,
-        "annotation_queue": 1, "drift_events": 1, "maintenance_runs": 1, "ab_tests": 1, "ab_test_groups": 2,
+        "annotation_queue": 1, "interaction_embeddings": 1, "drift_events": 1, "maintenance_runs": 1,
+        "ab_tests": 1, "ab_test_groups": 2,
     }  # fmt: skip
     assert {t: before[t] - n for t, n in deleted.items()} == remaining(store)
     assert [r["interaction_id"] for r in store.query_interactions()] == ["new"]
