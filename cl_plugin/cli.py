@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 STORE_ENV = "CL_PLUGIN_STORE"
-AGENT_KEYS = {"h": "HRM", "t": "TRM", "m": "MCTS"}
 
 
 def _open_store(args: argparse.Namespace) -> Any:
@@ -226,7 +225,14 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     if not pending:
         print("the annotation queue has no pending items")
         return 0
-    print(f"{len(pending)} pending items. For each: h = HRM, t = TRM, m = MCTS, s = skip, q = quit.")
+    agents = _agents(args, store)
+    if not agents:
+        print("no agent is known to label with: pass --agents name1,name2,...")
+        return 2
+    keys = {str(i): agent for i, agent in enumerate(agents, 1)}
+    keys.update({agent.lower(): agent for agent in agents})
+    menu = ", ".join(f"{i} = {agent}" for i, agent in enumerate(agents, 1))
+    print(f"{len(pending)} pending items. For each: {menu} (or the agent's name), s = skip, q = quit.")
     labeled = skipped = 0
     for item in pending:
         row = store.get_interaction(item["interaction_id"]) or {}
@@ -235,30 +241,37 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
         )
         print(f"  query: {row.get('user_query', '')[:300]}")
         print(f"  answer: {(row.get('response') or '')[:200]}")
-        answer = _ask("  agent? ", stdin)
+        answer = _ask("  agent? ", stdin, keys)
         if answer in (None, "q"):
             break
         if answer == "s":
             store.update_annotation(item["item_id"], status="skipped", annotator=args.annotator)
             skipped += 1
-        elif answer in AGENT_KEYS:
-            label = {"agent": AGENT_KEYS[answer]}
+        elif answer in keys:
+            label = {"agent": keys[answer]}
             store.update_annotation(item["item_id"], status="labeled", label=label, annotator=args.annotator)
             labeled += 1
     print(f"\nlabeled {labeled}, skipped {skipped}, left {len(pending) - labeled - skipped}")
     return 0
 
 
-def _ask(prompt: str, stdin: TextIO) -> str | None:
+def _agents(args: argparse.Namespace, store: Any) -> list[str]:
+    """The agents to label with: ``--agents``, else every agent the store's interactions were routed to."""
+    if args.agents:
+        return list(dict.fromkeys(a.strip() for a in args.agents.split(",") if a.strip()))
+    return sorted(a for a in store.statistics()["agent_distribution"] if a)
+
+
+def _ask(prompt: str, stdin: TextIO, keys: dict[str, str]) -> str | None:
     while True:
         print(prompt, end="", flush=True)
         line = stdin.readline()
         if not line:
             return None
-        answer = line.strip().lower()[:1]
-        if answer in (*AGENT_KEYS, "s", "q"):
+        answer = line.strip().lower()
+        if answer in (*keys, "s", "q"):
             return answer
-        print("  answer h, t, m, s or q")
+        print(f"  answer 1 to {len(set(keys.values()))}, an agent's name, s or q")
 
 
 # -- stats, report, purge, export -----------------------------------------------------------------------------
@@ -391,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     annotate = command("annotate", _annotate, "label pending annotation-queue items in the terminal")
     annotate.add_argument("--limit", type=int, default=50)
     annotate.add_argument("--annotator", default=os.environ.get("USER", "cli"))
+    annotate.add_argument(
+        "--agents", help="comma-separated agents to label with (default: the agents the store has seen)"
+    )
 
     stats = command("stats", _stats, "quality metrics of a time window")
     stats.add_argument("--window", default="day", help="hour, day, week, or seconds")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,11 +94,39 @@ def routing_context(row: Row) -> dict[str, Any]:
     return {"retrieval_quality": quality, "retrieved": retrieved}
 
 
+class _Agents:
+    """The agents a label may name: those given, or any non-empty name. Anything not a string is none."""
+
+    def __init__(self, names: Iterable[str] | None) -> None:
+        self.names = None if names is None else frozenset(names)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return bool(name.strip()) if self.names is None else name in self.names
+
+    def __repr__(self) -> str:
+        return "every agent" if self.names is None else repr(sorted(self.names))
+
+
+def allowed_agents(agents: Sequence[str] | None) -> Container[str]:
+    """The agents a label may name: ``agents``, or every agent when it is None.
+
+    Raises:
+        ValueError: ``agents`` is given but empty.
+    """
+    if agents is not None and (isinstance(agents, str) or not agents):
+        raise ValueError(
+            f"agents must be None (every agent the data names) or a non-empty list of names (got {agents!r})"
+        )
+    return _Agents(agents)
+
+
 def routing_labels(
     interactions: Iterable[Row],
     *,
     annotations: Iterable[Mapping[str, Any]] = (),
-    agents: Sequence[str] = ("HRM", "TRM", "MCTS"),
+    agents: Sequence[str] | None = None,
     min_score: float = 4.0,
     max_score: float = 2.0,
     neighbours: Mapping[str, Sequence[str]] | None = None,
@@ -110,7 +138,8 @@ def routing_labels(
             store returns them. Rows without an id or a query are skipped.
         annotations: annotation-queue rows (``interaction_id``, ``status``, ``label``); only ``labeled``
             items whose ``label`` dict names an agent in ``agents`` under ``agent`` or ``best_agent`` count.
-        agents: the agents a label may name; anything else is ignored.
+        agents: the agents a label may name; anything else is ignored. None (the default) allows every
+            agent the data names.
         min_score: a feedback score at or above this is a good rating.
         max_score: a feedback score at or below this is a bad rating.
         neighbours: interaction id -> ids of similar interactions, to relabel badly rated ones. None
@@ -122,13 +151,11 @@ def routing_labels(
     Raises:
         ValueError: if ``agents`` is empty or ``max_score`` is not below ``min_score``.
     """
-    if not agents:
-        raise ValueError("agents must name at least one agent, e.g. agents=('HRM', 'TRM', 'MCTS')")
+    allowed = allowed_agents(agents)
     if not max_score < min_score:
         raise ValueError(
             f"max_score (bad ratings) must be below min_score (good ratings); got {max_score} and {min_score}"
         )
-    allowed = frozenset(agents)
     rows = _usable(interactions)
     annotated = _annotated_agents(annotations, allowed)
     rating = {iid: _rating(row, min_score, max_score) for iid, row in rows.items()}
@@ -164,7 +191,7 @@ def routing_labels(
             for n in similar.get(iid, ())
             if n in rows and n != iid and rating[n] == "good"
         } - {wrong, None}
-        better &= allowed
+        better = {agent for agent in better if agent in allowed}
         # Neighbours that disagree on the better agent are no evidence for either.
         if len(better) == 1:
             query = _get(rows[iid], "user_query")
@@ -182,7 +209,7 @@ def _get(row: Row, name: str) -> Any:
     return getattr(row, name, None)
 
 
-def _credited_agent(row: Row, allowed: frozenset[str]) -> str | None:
+def _credited_agent(row: Row, allowed: Container[str]) -> str | None:
     """The agent whose answer the user saw: the routed one, unless the graph says someone else answered."""
     routed = _get(row, "agent_selected")
     answered = _metadata(row).get("answered_by")
@@ -213,7 +240,7 @@ def _usable(interactions: Iterable[Row]) -> dict[str, Row]:
     return rows
 
 
-def _annotated_agents(annotations: Iterable[Mapping[str, Any]], allowed: frozenset[str]) -> dict[str, str]:
+def _annotated_agents(annotations: Iterable[Mapping[str, Any]], allowed: Container[str]) -> dict[str, str]:
     """Interaction id -> agent named by its labeled annotation; a later item overrides an earlier one."""
     found: dict[str, str] = {}
     for item in annotations:
@@ -227,7 +254,7 @@ def _annotated_agents(annotations: Iterable[Mapping[str, Any]], allowed: frozens
     return found
 
 
-def _metadata_agent(row: Row, allowed: frozenset[str]) -> str | None:
+def _metadata_agent(row: Row, allowed: Container[str]) -> str | None:
     metadata = _metadata(row)
     return next((metadata[k] for k in _METADATA_KEYS if metadata.get(k) in allowed), None)
 

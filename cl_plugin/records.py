@@ -82,7 +82,7 @@ class ProductionInteraction:
         query_embedding: the query's embedding as computed by the application (any sequence of finite
             numbers). Stored compactly as float32 in ``interaction_embeddings``; clustering and selection use
             it instead of computing their own vectors (``Store.query_interactions(with_embeddings=True)``).
-        agent_selected: the agent the router chose (``"HRM"``, ``"TRM"``, ``"MCTS"``, ...).
+        agent_selected: the agent the router chose (``"billing"``, ``"search"``, ...).
         agent_confidence: the router's confidence in that choice, in [0, 1].
         routing_decision: the router's decision as a dict (``agent``/``chosen``, ``probabilities``,
             ``features``, anything else); stored as a ``decisions`` row of kind ``route``.

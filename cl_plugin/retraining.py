@@ -75,7 +75,8 @@ class IncrementalRetrainingPipeline:
         router_name: registry name of the router; the index is ``index_name`` and the replay sample
             ``<router_name>-replay``.
         index_name: registry name of the retrieval index.
-        agents: the agents a label may name.
+        agents: the agents a label may name; None (the default) allows every agent the labels name (a
+            router needs at least two).
         router_params: keyword arguments of every new :class:`~cl_plugin.router.MetaRouter`.
         replay_capacity: labels kept in the replay sample saved with each candidate.
         replay_ratio: replayed old labels per new training label.
@@ -104,7 +105,7 @@ class IncrementalRetrainingPipeline:
         ab_tests: Any = None,
         router_name: str = "router",
         index_name: str = "rag_index",
-        agents: Sequence[str] = ("HRM", "TRM", "MCTS"),
+        agents: Sequence[str] | None = None,
         router_params: Mapping[str, Any] | None = None,
         replay_capacity: int = 5000,
         replay_ratio: float = 1.0,
@@ -117,8 +118,8 @@ class IncrementalRetrainingPipeline:
         self.config = resolve_section(
             RetrainingConfig, config, component="IncrementalRetrainingPipeline", **kwargs
         )
-        if len(set(agents)) < 2:
-            raise ValueError(f"agents must name at least two agents (got {list(agents)})")
+        if agents is not None and (isinstance(agents, str) or len(set(agents)) < 2):
+            raise ValueError(f"agents must be None or name at least two agents (got {agents!r})")
         if not (isinstance(replay_capacity, int) and replay_capacity >= 1):
             raise ValueError(f"replay_capacity must be a positive integer (got {replay_capacity!r})")
         if not (is_finite_number(replay_ratio) and replay_ratio >= 0):
@@ -128,7 +129,7 @@ class IncrementalRetrainingPipeline:
         self.registry = registry
         self.ab_tests = ab_tests
         self.names = {"router": router_name, "rag_index": index_name, "replay": f"{router_name}-replay"}
-        self.agents = tuple(agents)
+        self.agents = None if agents is None else tuple(agents)
         self.router_params = dict(router_params or {})
         self.replay_capacity = replay_capacity
         self.replay_ratio = float(replay_ratio)

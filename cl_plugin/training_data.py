@@ -37,7 +37,7 @@ import numpy as np
 import orjson
 from sklearn.model_selection import GroupShuffleSplit
 
-from cl_plugin.labels import RoutingLabel, routing_labels
+from cl_plugin.labels import RoutingLabel, allowed_agents, routing_labels
 from cl_plugin.privacy import PIIRedactor, default_redactor
 from cl_plugin.records import ProductionInteraction, is_finite_number
 
@@ -87,7 +87,7 @@ class PreparedData:
 def prepare_training_data(
     new_data: Iterable[Any],
     *,
-    agents: Sequence[str] = ("HRM", "TRM", "MCTS"),
+    agents: Sequence[str] | None = None,
     validation_split: float = 0.2,
     seed: int = 0,
     max_query_length: int = 4000,
@@ -99,7 +99,7 @@ def prepare_training_data(
         new_data: interaction rows or records, annotated samples (an interaction row with a ``label`` dict or
             a top-level ``best_agent``), annotation-queue rows (``interaction_id``, ``status``, ``label``) and
             :class:`~cl_plugin.labels.RoutingLabel` objects, in any mix.
-        agents: the agents a label may name.
+        agents: the agents a label may name; None (the default) allows every agent the data names.
         validation_split: share of sessions held out, in (0, 1).
         seed: seed of the split.
         max_query_length: longer queries are rejected.
@@ -123,7 +123,7 @@ def prepare_training_data(
 
     labels = routing_labels(rows.values(), annotations=annotations, agents=agents)
     by_source = Counter(label.source for label in labels)
-    allowed = set(agents)
+    allowed = allowed_agents(agents)
     direct_ok = [label for label in direct if label.agent in allowed]
     rejected["label_agent_unknown"] += len(direct) - len(direct_ok)
     by_source["direct"] = len(direct_ok)

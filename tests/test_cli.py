@@ -134,11 +134,12 @@ def test_a_paused_run_is_labeled_in_the_terminal_and_resumed(
     out = capsys.readouterr().out
     assert "is paused for labels" in out
     thread = out.split("--thread ")[1].split()[0]
-    answers = io.StringIO("t\nh\nbanana\nm\ns\nq\n")
+    answers = io.StringIO("3\nhrm\nbanana\n2\ns\nq\n")  # the menu is 1 = HRM, 2 = MCTS, 3 = TRM
     args = cli.build_parser().parse_args(["annotate", "--store", captured, "--annotator", "ana"])
     assert cli._annotate(args, stdin=answers) == 0
     out = capsys.readouterr().out
-    assert "answer h, t, m, s or q" in out and "labeled 3, skipped 1" in out
+    assert "1 = HRM, 2 = MCTS, 3 = TRM" in out
+    assert "answer 1 to 3, an agent's name, s or q" in out and "labeled 3, skipped 1" in out
     store = Store.from_url(captured)
     labeled = store.annotation_queue("labeled")
     assert [i["label"]["agent"] for i in labeled] == ["TRM", "HRM", "MCTS"] and {

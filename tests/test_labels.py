@@ -84,7 +84,8 @@ def test_pending_unknown_and_malformed_annotations_are_ignored() -> None:
         annotation("x", "MCTS"),
         annotation("x", None),
     ]
-    assert only(routing_labels([item], annotations=annotations)).source == "metadata"
+    agents = ("HRM", "TRM", "MCTS")
+    assert only(routing_labels([item], annotations=annotations, agents=agents)).source == "metadata"
 
 
 def test_a_bad_rating_relabels_to_the_agent_rated_well_on_a_similar_query() -> None:
@@ -159,7 +160,26 @@ def test_missing_fields_are_skipped() -> None:
         {"interaction_id": "no-rating", "user_query": "q", "agent_selected": "HRM", "metadata": None},
         {"interaction_id": "ok", "user_query": "q", "agent_selected": "HRM", "user_feedback_score": 5.0},
     ]
-    assert [label.interaction_id for label in routing_labels(rows)] == ["ok"]
+    assert [label.interaction_id for label in routing_labels(rows, agents=("HRM", "TRM", "MCTS"))] == ["ok"]
+    assert [label.interaction_id for label in routing_labels(rows)] == ["unknown-agent", "ok"]
+
+
+def test_any_agent_the_data_names_is_a_label_unless_agents_are_given() -> None:
+    rows = [
+        {"interaction_id": "a", "user_query": "refund", "metadata": {"correct_agent": "billing_desk"}},
+        {
+            "interaction_id": "b",
+            "user_query": "crash",
+            "agent_selected": "tech_desk",
+            "user_feedback_score": 5.0,
+        },
+        {"interaction_id": "c", "user_query": "x", "metadata": {"correct_agent": {"not": "a name"}}},
+    ]
+    assert [(lb.interaction_id, lb.agent) for lb in routing_labels(rows)] == [
+        ("a", "billing_desk"),
+        ("b", "tech_desk"),
+    ]
+    assert [lb.agent for lb in routing_labels(rows, agents=["tech_desk", "other"])] == ["tech_desk"]
 
 
 def test_invalid_arguments_are_refused() -> None:

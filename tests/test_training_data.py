@@ -78,7 +78,8 @@ def test_every_input_shape_is_accepted_and_bad_items_are_counted_by_reason() -> 
         {"user_query": "no id"},
         "not a row",
     ]
-    prepared = prepare_training_data(data)
+    assert prepare_training_data(data).report["labels"] == 5  # every agent the data names, GPT included
+    prepared = prepare_training_data(data, agents=("HRM", "TRM", "MCTS"))
     agents = {label.interaction_id: label.agent for label in prepared.train + prepared.validation}
     assert agents == {"rec": "HRM", "annotated": "TRM", "top": "MCTS", "ready": "TRM"}
     assert prepared.report["rejected"] == {
