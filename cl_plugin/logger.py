@@ -357,7 +357,7 @@ class ProductionInteractionLogger:
     # -- reading --------------------------------------------------------------------------------------
 
     def query_interactions(
-        self, *, limit: int | None = 100, offset: int = 0, **filters: Any
+        self, *, limit: int | None = 100, offset: int = 0, with_embeddings: bool = True, **filters: Any
     ) -> list[dict[str, Any]]:
         """Logged interactions matching every filter, newest first (see :meth:`Store.query_interactions`).
 
@@ -367,12 +367,16 @@ class ProductionInteractionLogger:
         Args:
             limit: most rows (None for all).
             offset: rows to skip.
+            with_embeddings: give each row its ``query_embedding`` (the logged vector as a float32 array,
+                or None), which the analyzer and the selector then use instead of computing one. False
+                saves one read per page when the vectors are not needed.
             **filters: ``min_feedback_score``, ``max_feedback_score``, ``agent``, ``session_id``,
                 ``start_time``, ``end_time``, ``error_occurred``, ``hallucination_detected``,
                 ``retrieval_failed``, ``has_feedback``, ``graph_name``.
 
         Returns:
-            Dicts with the original design's fields.
+            Dicts with the original design's fields (and ``query_embedding``). Without SQLite, rows read
+            from the compressed backups have no embeddings.
         """
         self.flush()
         if isinstance(filters.get("session_id"), str):
@@ -381,7 +385,9 @@ class ProductionInteractionLogger:
                 filters["session_id"], self.sanitizer.hash_sessions
             )
         if self.store is not None:
-            return self.store.query_interactions(limit=limit, offset=offset, **filters)
+            return self.store.query_interactions(
+                limit=limit, offset=offset, with_embeddings=with_embeddings, **filters
+            )
         if self.writer is None or self.writer.backup is None:
             return []
         return _filter_backup(self.storage / "backups", limit=limit, offset=offset, **filters)

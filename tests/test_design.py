@@ -247,6 +247,154 @@ def test_the_drift_snippet(capsys: pytest.CaptureFixture[str]) -> None:
     assert detector.get_drift_summary()["total_drifts"] == len(alarms)
 
 
+def test_the_pipeline_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cl_plugin.modelset import ModelSet
+    from tests.test_retraining import rows
+
+    monkeypatch.chdir(tmp_path)
+    last_retrain_time = time.time() - 8 * 86_400
+    interactions = rows(300, seed=1)
+    num_new_samples = len(interactions)
+
+    async def main() -> dict:
+        result: dict = {}
+        # fmt: off
+        from cl_plugin import IncrementalRetrainingPipeline
+
+        pipeline = IncrementalRetrainingPipeline({
+            "schedule": "weekly",
+            "min_new_samples": 100,
+            "validation_split": 0.2,
+            "enable_ab_test": True
+        })
+
+        # Check if should retrain
+        if pipeline.should_retrain(last_retrain_time, num_new_samples):
+            result = await pipeline.retrain(
+                new_data=interactions,
+                old_model_path="models/v1",
+                output_path="models/v2"
+            )
+        # fmt: on
+        return result
+
+    result = asyncio.run(main())
+    assert result["status"] == "completed", result
+    assert result["steps"]["load_production"]["status"] == "not_found"  # the first model: no baseline
+    assert result["metrics"]["production"] is None and result["metrics"]["candidate"]["accuracy"] > 0.9
+    assert result["steps"]["ab_test"]["status"] == "skipped"
+    router = ModelSet.load(tmp_path / "models" / "v2").router
+    assert router.predict(["square root of 20 to 3 decimals"])[0] == "TRM"
+
+
+def test_the_ab_test_snippet(capsys: pytest.CaptureFixture[str]) -> None:
+    class Model:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, query: str) -> str:
+            return f"{self.name}: answer to {query}"
+
+    def calculate_success_metric(inp: dict[str, Any], out: str) -> float:
+        return 1.0 if inp["query"] in out else 0.0
+
+    old_model, new_model = Model("v1"), Model("v2")
+    request_id = "req-0001"
+    input_data = {"query": "what is the port of the billing service"}
+    output = None
+    metric = None  # computed by metric_fn from input_data and output
+    # fmt: off
+    from cl_plugin import ABTestFramework
+
+    framework = ABTestFramework({
+        "traffic_split": 0.1,  # 10% to new model
+        "min_samples": 1000,
+        "confidence_level": 0.95
+    })
+
+    # Create test
+    test_id = framework.create_test(
+        "model_v2_test",
+        model_a=old_model,
+        model_b=new_model,
+        metric_fn=lambda inp, out: calculate_success_metric(inp, out)
+    )
+
+    # Route traffic
+    group = framework.assign_group(test_id, request_id)
+    model = new_model if group == "B" else old_model
+    # fmt: on
+    output = model(input_data["query"])
+    # fmt: off
+
+    # Record result
+    framework.record_result(test_id, group, input_data, output, metric)
+
+    # Get recommendation
+    result = framework.end_test(test_id)
+    print(result["recommendation"])  # "Deploy B" or "Keep A"
+    # fmt: on
+    assert capsys.readouterr().out == "Continue\n"  # one result is no evidence either way
+    assert result["groups"][group]["n"] == 1
+    assert result["groups"][group]["mean"] == calculate_success_metric(input_data, output)
+    assert result["model_a"].startswith("v1 (") and result["status"] == "ended"
+
+
+def test_the_configuration_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The design's YAML, added to ``training/config.yaml`` as it says, loads and configures every component."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CL_PLUGIN_HASH_KEY", "config-test-key")
+    (tmp_path / "training").mkdir()
+    (tmp_path / "training" / "config.yaml").write_text("other_tool:\n  x: 1\n" + DESIGN_YAML)
+    config = load_config("training/config.yaml")
+    assert config.failure_analysis.similarity_threshold == 0.7
+    assert config.drift_detection.detection_method == "kolmogorov_smirnov"
+    assert config.privacy.retention_days == 90
+    assert FailurePatternAnalyzer(config).config == config.failure_analysis
+    assert DriftDetector(config.drift_detection).config == config.drift_detection
+    # a misspelt key in the file stays an error, with the nearest key suggested
+    (tmp_path / "training" / "config.yaml").write_text(
+        DESIGN_YAML.replace("similarity_threshold", "similarity_treshold")
+    )
+    with pytest.raises(ConfigError, match=r"similarity_treshold.*did you mean 'similarity_threshold'"):
+        load_config("training/config.yaml")
+
+
+def test_the_langsmith_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``use_langsmith`` the logger mirrors feedback to LangSmith (a local server here), redacted."""
+    import uuid
+
+    from tests.langsmith_server import LangSmithServer
+
+    for var in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGCHAIN_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    config = yaml.safe_load(DESIGN_YAML)["continual_learning"]
+    config["logging"]["storage"] = str(tmp_path)
+    with LangSmithServer() as server:
+        monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+        monkeypatch.setenv("LANGSMITH_API_KEY", "fake")
+        server._project("production-feedback")
+        # fmt: off
+        # Enable LangSmith tracing
+        config["logging"]["use_langsmith"] = True
+        config["logging"]["langsmith_project"] = "production-feedback"
+
+        # Interactions automatically logged to LangSmith
+        # fmt: on
+        logger = ProductionInteractionLogger(config["logging"])
+        run_id = str(uuid.uuid4())
+        logger.log_interaction_sync(
+            ProductionInteraction(run_id, time.time(), "s-1", "What is MCTS?", thumbs_up_down="none")
+        )
+        logger.record_feedback(run_id, score=2.0, comment="call me on 555-123-4567")
+        assert logger.feedback_mirror.flush(10)
+        assert server.wait_for(lambda: len(server.feedback) == 1)
+        [sent] = server.feedback.values()
+        assert sent["run_id"] == run_id and sent["score"] == 2.0
+        assert "555-123-4567" not in str(sent)
+        logger.close()
+
+
 def test_the_complete_workflow_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """The design's "Complete Workflow Example" with the design's YAML configuration."""
     monkeypatch.chdir(tmp_path)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -104,48 +102,6 @@ def test_a_misspelt_key_or_router_parameter_is_refused_by_name() -> None:
         IncrementalRetrainingPipeline(router_params={"temperature": 2.0})
     with pytest.raises(ValueError, match="replay_ratio"):
         IncrementalRetrainingPipeline(replay_ratio=-1)
-
-
-# -- the spec's snippet --------------------------------------------------------------------------------
-
-
-def test_the_spec_usage_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    last_retrain_time = time.time() - 8 * 86_400
-    interactions = rows(300, seed=1)
-    num_new_samples = len(interactions)
-
-    async def main() -> dict:
-        result: dict = {}
-        # --- from the spec ---
-        # fmt: off
-        pipeline = IncrementalRetrainingPipeline({
-            "schedule": "weekly",
-            "min_new_samples": 100,
-            "validation_split": 0.2,
-            "enable_ab_test": True
-        })
-
-        # Check if should retrain
-        if pipeline.should_retrain(last_retrain_time, num_new_samples):
-            result = await pipeline.retrain(
-                new_data=interactions,
-                old_model_path="models/v1",
-                output_path="models/v2"
-            )
-        # fmt: on
-        # --- end ---
-        return result
-
-    result = asyncio.run(main())
-    assert result["status"] == "completed", result
-    assert result["steps"]["load_production"]["status"] == "not_found"  # the first model: no baseline
-    assert result["metrics"]["production"] is None and result["metrics"]["candidate"]["accuracy"] > 0.9
-    assert result["steps"]["ab_test"]["status"] == "skipped"
-    assert (
-        ModelSet.load(tmp_path / "models" / "v2").router.predict(["square root of 20 to 3 decimals"])[0]
-        == "TRM"
-    )
 
 
 # -- every step reports numbers it computed ----------------------------------------------------------------
