@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cl_plugin.config import ContinualLearningConfig, LoggingConfig, load_config, parse_section
+from cl_plugin.config import SECTIONS, ContinualLearningConfig, LoggingConfig, load_config, parse_section
 from cl_plugin.errors import ConfigError
 
 SPEC_YAML = textwrap.dedent(
@@ -147,3 +150,98 @@ def test_sections_accept_dicts_models_and_keyword_overrides() -> None:
 def test_zero_and_false_values_are_kept_not_replaced_by_defaults() -> None:
     cfg = parse_section(LoggingConfig, {"use_compression": False, "sanitize_pii": False})
     assert cfg.use_compression is False and cfg.sanitize_pii is False
+
+
+# -- the shapes every classic constructor accepts ------------------------------------------------------------
+
+
+def _classic(tmp_path: Path) -> dict[str, tuple[Any, str, str, Any]]:
+    """Each classic class -> (constructor, its section, a key of that section, a value for it)."""
+    from cl_plugin import (
+        ABTestFramework,
+        ActiveLearningSelector,
+        DataQualityValidator,
+        DriftDetector,
+        FailurePatternAnalyzer,
+        IncrementalRetrainingPipeline,
+        ProductionInteractionLogger,
+    )
+
+    def logger(config: Any) -> Any:
+        made = ProductionInteractionLogger(config, storage=str(tmp_path / "logs"))
+        made.close()
+        return made
+
+    return {
+        "ProductionInteractionLogger": (logger, "logging", "buffer_size", 77),
+        "DataQualityValidator": (DataQualityValidator, "validation", "max_query_length", 777),
+        "FailurePatternAnalyzer": (FailurePatternAnalyzer, "failure_analysis", "min_cluster_size", 7),
+        "ActiveLearningSelector": (ActiveLearningSelector, "active_learning", "budget_per_cycle", 7),
+        "IncrementalRetrainingPipeline": (IncrementalRetrainingPipeline, "retraining", "min_new_samples", 7),
+        "DriftDetector": (DriftDetector, "drift_detection", "window_size", 77),
+        "ABTestFramework": (ABTestFramework, "ab_testing", "min_samples", 77),
+    }
+
+
+def _setting(obj: Any, section: str, key: str) -> Any:
+    settings = obj.validation if section == "validation" else obj.config
+    return getattr(settings, key)
+
+
+CLASSIC = [
+    "ProductionInteractionLogger",
+    "DataQualityValidator",
+    "FailurePatternAnalyzer",
+    "ActiveLearningSelector",
+    "IncrementalRetrainingPipeline",
+    "DriftDetector",
+    "ABTestFramework",
+]
+# Keys of several other sections, as one flat dict passed to every component holds them.
+OTHERS = {"storage": "./cache/x", "sanitize_pii": True, "similarity_threshold": 0.6, "traffic_split": 0.2}
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_every_classic_class_takes_every_config_shape(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make, section, key, value = _classic(tmp_path)[name]
+    flat = {**{k: v for k, v in OTHERS.items() if k not in SECTIONS[section].model_fields}, key: value}
+    shapes = {
+        "own section": {key: value},
+        "flat, mixing sections": flat,
+        "dict of sections": {section: {key: value}, "privacy": {"retention_days": 30}},
+        "continual_learning mapping": {"continual_learning": {section: {key: value}}, "other_tool": {"x": 1}},
+        "typed section": SECTIONS[section](**{key: value}),
+        "typed whole config": ContinualLearningConfig(**{section: {key: value}}),
+    }
+    for shape, config in shapes.items():
+        with caplog.at_level(logging.DEBUG, logger="cl_plugin"):
+            obj = make(config)
+        assert _setting(obj, section, key) == value, shape
+    # the keys of other sections in the flat dict were ignored, and said so at DEBUG
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="cl_plugin"):
+        make(flat)
+    ignored = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    other = "similarity_threshold" if section == "ab_testing" else "traffic_split"
+    assert "ignor" in ignored and other in ignored
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_every_classic_class_names_an_unknown_key_and_suggests_the_nearest(name: str, tmp_path: Path) -> None:
+    make, section, key, value = _classic(tmp_path)[name]
+    typo = key[:-2] + key[-1] + key[-2]  # two letters swapped
+    with pytest.raises(ConfigError, match=rf"{typo}.*did you mean '{key}'") as caught:
+        make({"storage": "./cache/x", typo: value})
+    assert caught.value.key is not None and typo in caught.value.key
+    with pytest.raises(ConfigError, match=rf"{typo}.*did you mean '{key}'"):
+        make({section: {typo: value}})
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_every_classic_class_names_a_bad_value_of_a_known_key(name: str, tmp_path: Path) -> None:
+    make, _, key, _ = _classic(tmp_path)[name]
+    with pytest.raises(ConfigError, match=rf"{key}.*-5") as caught:
+        make({**OTHERS, key: -5})
+    assert caught.value.key is not None and key in caught.value.key

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -131,6 +131,9 @@ def dumps(obj: Any) -> str:
         return orjson.dumps(_plain(obj)).decode()
 
 
+_CLEAN_SIZE, _CLEAN_MAX_CHARS = 8192, 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Sanitizer:
     """Makes a record safe to store.
@@ -155,6 +158,10 @@ class Sanitizer:
     hash_sessions: bool = False
     hash_users: bool = False
     hash_pii_id: Callable[[str], str] | None = None
+    # Texts the redactor left unchanged: metadata keys, agent and model names and retrieved passages repeat
+    # from record to record, and redacting each again was most of the cost of the reference record's fields.
+    # Only PII-free texts of at most _CLEAN_MAX_CHARS are kept, and at most _CLEAN_SIZE of them.
+    _clean: dict[str, None] = field(default_factory=dict, compare=False, repr=False)
 
     def text(self, value: str) -> str:
         """A safe copy of one text field."""
@@ -162,11 +169,17 @@ class Sanitizer:
         if len(value) <= limit and value.isascii() and "\x00" not in value:  # the common case, kept cheap
             if self.redact is None or len(value) < 6:  # the shortest PII ("a@b.co") has six characters
                 return value
+            if value in self._clean:
+                return value
             try:
                 out = self.redact(value)
             except Exception:
                 log.exception("redaction failed; the field is stored as %s", REDACTED)
                 return REDACTED
+            if out == value and len(value) <= _CLEAN_MAX_CHARS:
+                if len(self._clean) >= _CLEAN_SIZE:
+                    self._clean.clear()
+                self._clean[value] = None
             return out if len(out) <= limit else f"{out[:limit]}…[truncated {len(out) - limit} chars]"
         return self._text(value)
 
@@ -306,8 +319,8 @@ def _extras(item: ProductionInteraction) -> bool:
 def _chunk(chunk: Any, s: Sanitizer) -> Any:
     """One retrieved passage, redacted, its text cut to :data:`MAX_CHUNK_CHARS`."""
     if isinstance(chunk, str):
-        chunk = chunk[:MAX_CHUNK_CHARS]
-    elif isinstance(chunk, dict):
+        return s.text(chunk[:MAX_CHUNK_CHARS])
+    if isinstance(chunk, dict):
         chunk = {k: v[:MAX_CHUNK_CHARS] if isinstance(v, str) else v for k, v in chunk.items()}
     return s.value(chunk)
 
@@ -408,22 +421,27 @@ def row_from_interaction(item: ProductionInteraction, s: Sanitizer) -> dict[str,
     message are added to the metadata under those names, unless the metadata has a key of that name
     already; the best of the retrieval scores is the retrieval quality when none is given.
     """
-    meta = item.metadata
+    metadata = s.value(item.metadata) if item.metadata else None
     quality = item.retrieval_quality
     if _extras(item):
-        meta = dict(meta)
-        if item.retrieved_chunks:
-            meta.setdefault("retrieved_chunks", [_chunk(c, s) for c in item.retrieved_chunks[:MAX_CHUNKS]])
+        # Each extra is sanitized once, here; the names it is filed under are the module's own.
+        if not isinstance(metadata, dict):  # none, or cut whole ("<too large>"): the extras still go in
+            metadata = {} if metadata is None else {"metadata": metadata}
+        if item.retrieved_chunks and "retrieved_chunks" not in metadata:
+            metadata["retrieved_chunks"] = [_chunk(c, s) for c in item.retrieved_chunks[:MAX_CHUNKS]]
         if item.retrieval_scores:
-            meta.setdefault("retrieval_scores", [float(x) for x in item.retrieval_scores[:MAX_CHUNKS]])
+            metadata.setdefault("retrieval_scores", [float(x) for x in item.retrieval_scores[:MAX_CHUNKS]])
             if quality is None:
                 quality = _best_score(item.retrieval_scores)
-        if item.response_metadata:
-            meta.setdefault("response_metadata", item.response_metadata)
-        if item.error_message:
-            meta.setdefault("error_message", item.error_message)
-    metadata = s.value(meta) if meta else None
-    corrections = s.value(list(item.corrections)) if item.corrections else None
+        if item.response_metadata and "response_metadata" not in metadata:
+            metadata["response_metadata"] = s.value(item.response_metadata)
+        if item.error_message and "error_message" not in metadata:
+            metadata["error_message"] = s.text(item.error_message)
+        metadata = metadata or None
+    given = list(item.corrections)
+    if item.user_corrections is not None and item.user_corrections not in given:
+        given.append(item.user_corrections)  # also a feedback row: written here so it is not applied twice
+    corrections = s.value(given) if given else None
     return {
         "interaction_id": s.key(repair_text(str(item.interaction_id))),
         "timestamp": float(item.timestamp),

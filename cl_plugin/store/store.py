@@ -329,11 +329,14 @@ class Store:
                 history.setdefault(row[0], []).append(row)
             if not history:
                 continue
-            stored = dict(
-                conn.execute(
-                    select(c.interaction_id, c.corrections).where(c.interaction_id.in_(list(history)))
-                ).all()
-            )
+            stored = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    select(c.interaction_id, c.corrections, c.user_feedback_score, c.thumbs_up_down).where(
+                        c.interaction_id.in_(list(history))
+                    )
+                )
+            }
             for iid in sorted(history):  # one lock order for every writer (see add_ab_results)
                 rows = history[iid]
                 if iid not in stored:
@@ -341,16 +344,18 @@ class Store:
                 user = [r for r in rows if r.source == "user"]
                 score = next((r.score for r in reversed(user) if r.score is not None), None)
                 thumbs = next((r.thumbs_up_down for r in reversed(user) if r.thumbs_up_down), None)
-                corrections = orjson.loads(stored[iid]) if stored[iid] else []
-                corrections += [
-                    r.correction for r in rows if r.correction and r.correction not in corrections
-                ]
-                values: dict[str, Any] = {"corrections": dumps(corrections) if corrections else None}
-                if score is not None:
+                had, had_score, had_thumbs = stored[iid]
+                corrections = orjson.loads(had) if had else []
+                new = [r.correction for r in rows if r.correction and r.correction not in corrections]
+                values: dict[str, Any] = {}
+                if new:
+                    values["corrections"] = dumps(corrections + new)
+                if score is not None and score != had_score:
                     values["user_feedback_score"] = score
-                if thumbs is not None:
+                if thumbs is not None and thumbs != had_thumbs:
                     values["thumbs_up_down"] = thumbs
-                conn.execute(_INTERACTIONS.update().where(c.interaction_id == iid).values(**values))
+                if values:  # most rows have their feedback already (logged with it, or re-logged)
+                    conn.execute(_INTERACTIONS.update().where(c.interaction_id == iid).values(**values))
 
     def record_feedback(self, row: dict[str, Any], *, require_interaction: bool = True) -> dict[str, Any]:
         """Store one feedback row (see :func:`cl_plugin.store.rows.feedback_row`) and apply it.
