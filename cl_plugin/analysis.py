@@ -47,6 +47,7 @@ from scipy import stats
 
 from cl_plugin.clustering import FailureClusterer, QueryCluster
 from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, resolve_section
+from cl_plugin.privacy import default_redactor
 from cl_plugin.records import FailurePattern, ProductionInteraction
 
 if TYPE_CHECKING:
@@ -202,7 +203,9 @@ def _error_kind(message: Any) -> str | None:
     named = _ERROR_CLASS.search(message)
     if named:
         return named.group(1)
-    return _VARYING.sub("#", " ".join(message.split()))[:60]
+    # Records given straight to the analyzer were never sanitized: the kind is redacted before it is shown.
+    words = default_redactor().safe_redact(" ".join(message.split()[:12]))
+    return _VARYING.sub("#", words)[:60]
 
 
 def _vector(value: Any) -> np.ndarray | None:

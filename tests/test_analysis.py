@@ -313,3 +313,32 @@ def test_config_errors_name_the_key(config: dict | None, kwargs: dict, key: str)
     with pytest.raises(ConfigError) as info:
         FailurePatternAnalyzer(config, **kwargs)
     assert info.value.key == key and key in str(info.value)
+
+
+def test_error_messages_are_counted_by_kind_and_shown_redacted() -> None:
+    rows = [
+        {
+            "interaction_id": f"e{i}",
+            "timestamp": float(i),
+            "user_query": f"lookup order {i}",
+            "response": "",
+            "error_occurred": i % 3 != 2,
+            "metadata": {
+                **({"failed_node": "lookup"} if i % 3 != 2 else {}),
+                "error_message": (
+                    f"TimeoutError: inventory API gave no answer after {i}s"
+                    if i % 3 == 0
+                    else f"customer ana{i}@example.com not found in 'crm-{i}'"
+                ),
+            },
+        }
+        for i in range(60)
+    ]
+    [pattern] = [
+        p for p in FailurePatternAnalyzer().analyze_failures(rows) if p.pattern_type == "node_errors"
+    ]
+    assert pattern.details["error_types"] == {
+        "TimeoutError": 20,
+        "customer [EMAIL] not found in #": 20,
+    }
+    assert "@example.com" not in pattern.description + pattern.suggested_fix
