@@ -1,13 +1,15 @@
 """Capture overhead on a graph of 10 trivial nodes, and memory over many invocations.
 
-    python tests/bench/bench_capture.py [--invokes 2000] [--rounds 5] [--memory 100000]
+    python tests/bench/bench_capture.py [--invokes 2000] [--rounds 5] [--memory 100000] [--variants ...]
 
 Each (variant, round) runs in a fresh subprocess (LangSmith's background threads and the writer thread
 must not leak between variants), in shuffled order; a round's value is the median µs per invocation over
 ``--invokes`` timed invocations after 200 warm-up ones, and each variant's figure is the median over rounds.
 Variants, for ``invoke`` and ``ainvoke``: no callbacks; a handler that does nothing (what LangChain's
-callback machinery costs any handler); ``CaptureHandler`` into SQLite; LangSmith's ``LangChainTracer``
-sending to a local LangSmith-speaking server in its own process (for comparison).
+callback machinery costs any handler); ``CaptureHandler`` into SQLite (``capture``), and the same with
+``sample_rate=0.1`` (``capture10``: every run's interaction row, the node runs of a tenth of them);
+LangSmith's ``LangChainTracer`` sending to a local LangSmith-speaking server in its own process (for
+comparison). ``--variants`` runs a subset (``none`` is always run: the ratios are against it).
 
 ``--memory N`` then runs N invocations with the handler attached and prints, every N/10 invocations, the
 process's heap (anonymous resident memory) and its mapped file pages (SQLite's memory-mapped database,
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-VARIANTS = ("none", "noop", "capture", "langsmith")
+VARIANTS = ("none", "noop", "capture", "capture10", "langsmith")
 _SERVE = (
     "import sys\n"
     "from langsmith_server import LangSmithServer\n"
@@ -77,10 +79,11 @@ def child(variant: str, mode: str, invokes: int) -> None:
             run_inline = True
 
         callbacks = [Noop()]
-    elif variant == "capture":
+    elif variant in ("capture", "capture10"):
         from cl_plugin import CaptureHandler
 
-        handler = CaptureHandler(f"sqlite:///{tmp}/capture.db")
+        rate = 0.1 if variant == "capture10" else 1.0
+        handler = CaptureHandler(f"sqlite:///{tmp}/capture.db", sample_rate=rate)
         callbacks = [handler]
     elif variant == "langsmith":
         import langsmith
@@ -119,7 +122,11 @@ def child(variant: str, mode: str, invokes: int) -> None:
     extra = {}
     if handler is not None:
         handler.flush()
-        extra = {"rows": handler.store.count_interactions(), "dropped": handler.writer.stats.dropped}
+        extra = {
+            "rows": handler.store.count_interactions(),
+            "dropped": handler.writer.stats.dropped,
+            "written": handler.writer.stats.written,
+        }
         handler.close()
     print(json.dumps({"median_us": statistics.median(times) * 1e6, **extra}), flush=True)
     if server is not None:
@@ -164,14 +171,17 @@ def main() -> None:
     ap.add_argument("--invokes", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--memory", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--child", nargs=2, metavar=("VARIANT", "MODE"))
     args = ap.parse_args()
     if args.child:
         child(args.child[0], args.child[1], args.invokes)
         return
-    jobs = [(v, m, r) for v in VARIANTS for m in ("invoke", "ainvoke") for r in range(args.rounds)]
+    variants = [v for v in VARIANTS if v == "none" or v in args.variants]
+    jobs = [(v, m, r) for v in variants for m in ("invoke", "ainvoke") for r in range(args.rounds)]
     random.Random(0).shuffle(jobs)
     results: dict[tuple[str, str], list[float]] = {}
+    written: dict[str, list[int]] = {}
     for variant, mode, _ in jobs:
         out = subprocess.run(
             [sys.executable, __file__, "--child", variant, mode, "--invokes", str(args.invokes)],
@@ -180,8 +190,9 @@ def main() -> None:
             check=True,
         )
         line = json.loads(out.stdout.strip().splitlines()[-1])
-        if variant == "capture":
+        if variant.startswith("capture"):
             assert line["rows"] == 200 + args.invokes and line["dropped"] == 0, line
+            written.setdefault(variant, []).append(line["written"])
         results.setdefault((variant, mode), []).append(line["median_us"])
     print(
         f"10 trivial nodes, {args.invokes} timed invocations per round, {args.rounds} rounds (median of medians)"
@@ -189,12 +200,14 @@ def main() -> None:
     print(f"{'mode':<9}{'variant':<12}{'µs/invoke':>10}{'vs none':>9}   rounds")
     for mode in ("invoke", "ainvoke"):
         base = statistics.median(results[("none", mode)])
-        for variant in VARIANTS:
+        for variant in variants:
             vals = results[(variant, mode)]
             med = statistics.median(vals)
             print(
                 f"{mode:<9}{variant:<12}{med:>10.0f}{med / base:>8.2f}x   {', '.join(f'{v:.0f}' for v in vals)}"
             )
+    for variant, counts in written.items():
+        print(f"{variant}: {statistics.median(counts):.0f} rows written per {200 + args.invokes} invocations")
     if args.memory:
         print()
         memory(args.memory)
