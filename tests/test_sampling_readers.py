@@ -15,6 +15,7 @@ from langgraph.graph import START, StateGraph
 import cl_plugin.metrics.nodes
 import cl_plugin.sampling
 from cl_plugin import CaptureHandler, record_decision, router_metrics, store_metrics
+from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.metrics import node_figures, node_metrics
 from cl_plugin.sampling import DetailSample, detail_sample, is_sampled
 
@@ -159,3 +160,43 @@ def test_a_sample_is_counted_from_interaction_rows() -> None:
     assert got == DetailSample(5, 2, 1, 0.1)
     assert got.fraction == 0.4 and got.is_sample
     assert detail_sample([]).fraction is None
+
+
+def test_failure_analysis_counts_every_row_and_attributes_errors_from_the_sample(
+    captured: tuple[CaptureHandler, set[str], set[str]],
+) -> None:
+    h, sampled, failed = captured
+    rows = h.store.query_interactions(limit=None)
+    analyzer = FailurePatternAnalyzer({"min_cluster_size": 50})
+    plain = analyzer.analyze(rows)
+    assert (plain.counts["interactions"], plain.counts["error"]) == (N, len(failed))
+    assert plain.counts["detail_sample"] == len(sampled)
+    assert plain.counts["detail_kept_errors"] == len(failed - sampled)
+    [unnamed] = [p for p in plain.patterns if p.pattern_type == "node_errors"]
+    assert unnamed.frequency == len(failed) and "Record node runs" in unnamed.suggested_fix
+
+    nodes = node_metrics(h.store)
+    got = analyzer.analyze(rows, nodes=nodes)
+    [pattern] = [p for p in got.patterns if p.pattern_type == "node_errors"]
+    assert pattern.frequency == len(failed)  # the rate of errors is over every row
+    share = f"({len(sampled & failed)} of {len(sampled & failed)}) in node 'act'"
+    assert f"from a {len(sampled) / N:.0%} sample: {len(sampled)} of {N} interactions" in pattern.description
+    assert share in pattern.description
+    assert pattern.suggested_fix.startswith("Fix the failing call in node 'act'")
+    assert pattern.details["sampled_nodes"] == {"act": 1.0}
+    assert pattern.details["node_sample"] == {
+        "interactions": N,
+        "sampled": len(sampled),
+        "fraction": len(sampled) / N,
+        "sample_rate": RATE,
+    }
+    assert pattern.details["estimated"] is True
+
+
+def test_analysis_of_rows_captured_without_sampling_has_every_row_in_the_detail_sample() -> None:
+    rows = [
+        {"interaction_id": f"i{i}", "error_occurred": i % 2 == 0, "metadata": {"status": "ok"}}
+        for i in range(8)
+    ]
+    got = FailurePatternAnalyzer().analyze(rows)
+    assert (got.counts["detail_sample"], got.counts["detail_kept_errors"]) == (8, 0)
