@@ -18,6 +18,7 @@ from cl_plugin import CaptureHandler, record_decision, router_metrics, store_met
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.metrics import node_figures, node_metrics
 from cl_plugin.sampling import DetailSample, detail_sample, is_sampled
+from cl_plugin.selection import ActiveLearningSelector, probabilities_from_decisions
 
 N = 60
 RATE = 0.5
@@ -200,3 +201,19 @@ def test_analysis_of_rows_captured_without_sampling_has_every_row_in_the_detail_
     ]
     got = FailurePatternAnalyzer().analyze(rows)
     assert (got.counts["detail_sample"], got.counts["detail_kept_errors"]) == (8, 0)
+
+
+def test_selection_scores_runs_outside_the_sample_from_the_probabilities_in_their_row(
+    captured: tuple[CaptureHandler, set[str], set[str]],
+) -> None:
+    h, sampled, _ = captured
+    rows = h.store.query_interactions(limit=None)
+    probs = probabilities_from_decisions(h.store.decisions())
+    assert set(probs) < {r["interaction_id"] for r in rows}  # no decisions rows outside the sample
+    selector = ActiveLearningSelector({"selection_strategy": "uncertainty"}, duplicate_threshold=1.0)
+    picked = selector.select_for_annotation(rows, budget=N, probabilities=probs)
+    by_sample = {iid in sampled for iid in (c.interaction_id for c in picked)}
+    assert by_sample == {True, False}
+    # one router output everywhere ({search: 0.6, answer: 0.4}): one uncertainty, sampled or not
+    assert len({round(c.uncertainty, 12) for c in picked}) == 1
+    assert picked[0].uncertainty != pytest.approx(1 - 0.6)  # not least confidence alone
