@@ -17,6 +17,8 @@ import cl_plugin.sampling
 from cl_plugin import CaptureHandler, record_decision, router_metrics, store_metrics
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.metrics import node_figures, node_metrics
+from cl_plugin.report import build_report
+from cl_plugin.report_html import MIN_LABELED
 from cl_plugin.sampling import DetailSample, detail_sample, is_sampled
 from cl_plugin.selection import ActiveLearningSelector, probabilities_from_decisions
 
@@ -217,3 +219,13 @@ def test_selection_scores_runs_outside_the_sample_from_the_probabilities_in_thei
     # one router output everywhere ({search: 0.6, answer: 0.4}): one uncertainty, sampled or not
     assert len({round(c.uncertainty, 12) for c in picked}) == 1
     assert picked[0].uncertainty != pytest.approx(1 - 0.6)  # not least confidence alone
+
+
+def test_the_report_says_its_route_figures_come_from_the_capture_sample(
+    captured: tuple[CaptureHandler, set[str], set[str]], tmp_path: Path
+) -> None:
+    h, sampled, _ = captured
+    assert len(sampled) >= MIN_LABELED  # the calibration section is drawn, not left empty
+    html = build_report(h.store, tmp_path / "report.html").read_text()
+    sample = f"a {len(sampled) / N:.0%} sample: {len(sampled)} of {N} interactions with a known right agent"
+    assert f"Only runs in the capture sample keep their route decisions: these use {sample}" in html
