@@ -5,6 +5,9 @@
 Each (variant, round) runs in a fresh subprocess (LangSmith's background threads and the writer thread
 must not leak between variants), in shuffled order; a round's value is the median µs per invocation over
 ``--invokes`` timed invocations after 200 warm-up ones, and each variant's figure is the median over rounds.
+Beside the wall time on the caller's thread, each round reports the process's CPU time per invocation
+(every thread, from the first timed invocation to the end of the final flush): the writer's work, which
+the graph's thread does not wait for but which competes with it for the interpreter and the cores.
 Variants, for ``invoke`` and ``ainvoke``: no callbacks; a handler that does nothing (what LangChain's
 callback machinery costs any handler); ``CaptureHandler`` into SQLite (``capture``), and the same with
 ``sample_rate=0.1`` (``capture10``: every run's interaction row, the node runs of a tenth of them);
@@ -102,9 +105,12 @@ def child(variant: str, mode: str, invokes: int) -> None:
         callbacks = [LangChainTracer(project_name="bench", client=client)]
     config = {"callbacks": callbacks}
     times: list[float] = []
+    cpu = [0.0]
 
     if mode == "invoke":
         for i in range(200 + invokes):
+            if i == 200:
+                cpu[0] = time.process_time()
             t = time.perf_counter()
             graph.invoke({"query": "q"}, config=config)
             if i >= 200:
@@ -113,6 +119,8 @@ def child(variant: str, mode: str, invokes: int) -> None:
 
         async def main() -> None:
             for i in range(200 + invokes):
+                if i == 200:
+                    cpu[0] = time.process_time()
                 t = time.perf_counter()
                 await graph.ainvoke({"query": "q"}, config=config)
                 if i >= 200:
@@ -122,7 +130,9 @@ def child(variant: str, mode: str, invokes: int) -> None:
     extra = {}
     if handler is not None:
         handler.flush()
-        extra = {
+    extra["cpu_us"] = (time.process_time() - cpu[0]) / invokes * 1e6
+    if handler is not None:
+        extra |= {
             "rows": handler.store.count_interactions(),
             "dropped": handler.writer.stats.dropped,
             "written": handler.writer.stats.written,
@@ -181,6 +191,7 @@ def main() -> None:
     jobs = [(v, m, r) for v in variants for m in ("invoke", "ainvoke") for r in range(args.rounds)]
     random.Random(0).shuffle(jobs)
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     written: dict[str, list[int]] = {}
     for variant, mode, _ in jobs:
         out = subprocess.run(
@@ -194,17 +205,20 @@ def main() -> None:
             assert line["rows"] == 200 + args.invokes and line["dropped"] == 0, line
             written.setdefault(variant, []).append(line["written"])
         results.setdefault((variant, mode), []).append(line["median_us"])
+        cpu.setdefault((variant, mode), []).append(line["cpu_us"])
     print(
         f"10 trivial nodes, {args.invokes} timed invocations per round, {args.rounds} rounds (median of medians)"
     )
-    print(f"{'mode':<9}{'variant':<12}{'µs/invoke':>10}{'vs none':>9}   rounds")
+    print(f"{'mode':<9}{'variant':<12}{'µs/invoke':>10}{'vs none':>9}{'CPU µs':>8}{'vs none':>9}   rounds")
     for mode in ("invoke", "ainvoke"):
         base = statistics.median(results[("none", mode)])
+        cpu_base = statistics.median(cpu[("none", mode)])
         for variant in variants:
             vals = results[(variant, mode)]
-            med = statistics.median(vals)
+            med, cpu_med = statistics.median(vals), statistics.median(cpu[(variant, mode)])
             print(
-                f"{mode:<9}{variant:<12}{med:>10.0f}{med / base:>8.2f}x   {', '.join(f'{v:.0f}' for v in vals)}"
+                f"{mode:<9}{variant:<12}{med:>10.0f}{med / base:>8.2f}x{cpu_med:>8.0f}{cpu_med / cpu_base:>8.2f}x"
+                f"   {', '.join(f'{v:.0f}' for v in vals)}"
             )
     for variant, counts in written.items():
         print(f"{variant}: {statistics.median(counts):.0f} rows written per {200 + args.invokes} invocations")
