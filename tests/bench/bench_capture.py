@@ -1,6 +1,7 @@
 """Capture overhead on a graph of 10 trivial nodes, and memory over many invocations.
 
     python tests/bench/bench_capture.py [--invokes 2000] [--rounds 5] [--memory 100000] [--variants ...]
+                                        [--query-chars 0]
 
 Each (variant, round) runs in a fresh subprocess (LangSmith's background threads and the writer thread
 must not leak between variants), in shuffled order; a round's value is the median µs per invocation over
@@ -13,6 +14,8 @@ callback machinery costs any handler); ``CaptureHandler`` into SQLite (``capture
 ``sample_rate=0.1`` (``capture10``: every run's interaction row, the node runs of a tenth of them);
 LangSmith's ``LangChainTracer`` sending to a local LangSmith-speaking server in its own process (for
 comparison). ``--variants`` runs a subset (``none`` is always run: the ratios are against it).
+``--query-chars N`` makes the query N characters of prose instead of one letter: every node's inputs then
+carry it, and capture serialises and redacts it once per node run it keeps.
 
 ``--memory N`` then runs N invocations with the handler attached and prints, every N/10 invocations, the
 process's heap (anonymous resident memory) and its mapped file pages (SQLite's memory-mapped database,
@@ -67,7 +70,15 @@ def build_graph():
     return g.compile()
 
 
-def child(variant: str, mode: str, invokes: int) -> None:
+def query_text(chars: int) -> str:
+    """``chars`` characters of plain prose (no PII), or "q"."""
+    if chars <= 0:
+        return "q"
+    sentence = "the router sent this question to the search agent because the retrieved context was thin. "
+    return (sentence * (chars // len(sentence) + 1))[:chars]
+
+
+def child(variant: str, mode: str, invokes: int, query_chars: int = 0) -> None:
     """One measurement, in its own process: prints {"median_us": ...} as JSON."""
     import asyncio
 
@@ -104,6 +115,7 @@ def child(variant: str, mode: str, invokes: int) -> None:
         client = langsmith.Client(api_url=url, api_key="fake")
         callbacks = [LangChainTracer(project_name="bench", client=client)]
     config = {"callbacks": callbacks}
+    query = query_text(query_chars)
     times: list[float] = []
     cpu = [0.0]
 
@@ -112,7 +124,7 @@ def child(variant: str, mode: str, invokes: int) -> None:
             if i == 200:
                 cpu[0] = time.process_time()
             t = time.perf_counter()
-            graph.invoke({"query": "q"}, config=config)
+            graph.invoke({"query": query}, config=config)
             if i >= 200:
                 times.append(time.perf_counter() - t)
     else:
@@ -122,7 +134,7 @@ def child(variant: str, mode: str, invokes: int) -> None:
                 if i == 200:
                     cpu[0] = time.process_time()
                 t = time.perf_counter()
-                await graph.ainvoke({"query": "q"}, config=config)
+                await graph.ainvoke({"query": query}, config=config)
                 if i >= 200:
                     times.append(time.perf_counter() - t)
 
@@ -181,11 +193,12 @@ def main() -> None:
     ap.add_argument("--invokes", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--memory", type=int, default=0)
+    ap.add_argument("--query-chars", type=int, default=0)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--child", nargs=2, metavar=("VARIANT", "MODE"))
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.invokes)
+        child(args.child[0], args.child[1], args.invokes, args.query_chars)
         return
     variants = [v for v in VARIANTS if v == "none" or v in args.variants]
     jobs = [(v, m, r) for v in variants for m in ("invoke", "ainvoke") for r in range(args.rounds)]
@@ -195,7 +208,12 @@ def main() -> None:
     written: dict[str, list[int]] = {}
     for variant, mode, _ in jobs:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", variant, mode, "--invokes", str(args.invokes)],
+            [
+                sys.executable,
+                __file__,
+                *("--child", variant, mode),
+                *("--invokes", str(args.invokes), "--query-chars", str(args.query_chars)),
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -207,7 +225,8 @@ def main() -> None:
         results.setdefault((variant, mode), []).append(line["median_us"])
         cpu.setdefault((variant, mode), []).append(line["cpu_us"])
     print(
-        f"10 trivial nodes, {args.invokes} timed invocations per round, {args.rounds} rounds (median of medians)"
+        f"10 trivial nodes, {args.invokes} timed invocations per round, {args.rounds} rounds (median of medians), "
+        f"query of {len(query_text(args.query_chars))} characters"
     )
     print(f"{'mode':<9}{'variant':<12}{'µs/invoke':>10}{'vs none':>9}{'CPU µs':>8}{'vs none':>9}   rounds")
     for mode in ("invoke", "ainvoke"):
