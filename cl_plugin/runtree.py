@@ -160,7 +160,7 @@ class _Interaction:
         # Detail rows of a run outside the sample wait here, unbuilt, until the run ends: (table, build, args).
         self.detail: list[tuple[str, Callable[..., dict[str, Any]], tuple]] | None = None
         self.detail_dropped = 0
-        self.detail_kept = False
+        self.detail_kept: str | None = None  # why the detail of a run outside the sample was written
         self.route_probabilities: Any = None
 
 
@@ -352,19 +352,21 @@ class RunTree:
         else:
             inter.detail_dropped += 1
 
-    def _settle(self, inter: _Interaction, keep: bool, out: list) -> None:
-        """End of a run outside the sample: write its held detail if it is to be kept, else forget it."""
+    def _settle(self, inter: _Interaction, keep: str | None, out: list) -> None:
+        """End of a run outside the sample: write its held detail if there is a reason to ``keep`` it
+        (``"error"``, ``"unfinished"``), else forget it."""
         held = inter.detail
         if not held and not inter.detail_dropped:
             return
         if keep:
-            inter.detail_kept = True
+            inter.detail_kept = keep
             out.extend((table, build(*args)) for table, build, args in held or ())
             if inter.detail_dropped:
                 log.warning(
-                    "run %s raised outside the capture sample; %d of its detail rows were dropped beyond "
+                    "run %s (%s) was outside the capture sample; %d of its detail rows were dropped beyond "
                     "max_unsampled_detail=%d",
                     inter.id,
+                    keep,
                     inter.detail_dropped,
                     self.options.max_unsampled_detail,
                 )
@@ -584,7 +586,8 @@ class RunTree:
             inter.status = "error"
             inter.errors.append(type(payload).__name__)
         if inter.detail is not None:
-            self._settle(inter, self.options.always_keep_errors and bool(inter.errors), out)
+            keep = "error" if self.options.always_keep_errors and inter.errors else None
+            self._settle(inter, keep, out)
         if inter.interrupted:
             inter.status = "interrupted"
             if inter.thread is not None:
@@ -614,7 +617,7 @@ class RunTree:
             metadata["sample_rate"] = o.sample_rate
             metadata["sampled"] = inter.sampled
             if inter.detail_kept:
-                metadata["detail_kept"] = "error"
+                metadata["detail_kept"] = inter.detail_kept
                 if inter.detail_dropped:
                     metadata["detail_dropped"] = inter.detail_dropped
             if not inter.sampled and inter.route_probabilities is not None:
@@ -670,7 +673,8 @@ class RunTree:
                 run.interaction.status = "unfinished"
                 run.interaction.elapsed_ms += max(0.0, (now - run.start) * 1000.0)
                 if run.interaction.detail is not None:  # it never ended: as suspect as a run that raised
-                    self._settle(run.interaction, self.options.always_keep_errors, out)
+                    keep = "unfinished" if self.options.always_keep_errors else None
+                    self._settle(run.interaction, keep, out)
                 out.append(("interactions", self._interaction_row(run.interaction, run)))
 
     def pending(self) -> Iterator[str]:

@@ -10,7 +10,8 @@ The interaction row's ``metadata`` says what happened, under these keys (absent 
 
 - ``sample_rate``: the rate in force;
 - ``sampled``: whether the hash chose the run (the unbiased sample);
-- ``detail_kept``: ``"error"`` when the hash did not choose it but its detail was written because it raised;
+- ``detail_kept``: why the detail of a run the hash did not choose was written all the same: ``"error"``
+  (something in it raised) or ``"unfinished"`` (it never ended and was evicted);
 - ``detail_dropped``: detail rows lost to the per-run buffer cap (``max_unsampled_detail``).
 
 Figures computed from detail rows must use the runs of the unbiased sample only: the runs kept for their

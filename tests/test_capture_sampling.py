@@ -176,6 +176,29 @@ def test_an_unsampled_run_that_raises_is_kept_in_full(tmp_path: Path) -> None:
     assert row["metadata"]["sampled"] is False and row["metadata"]["detail_kept"] == "error"
 
 
+def test_an_unsampled_run_that_never_ends_keeps_what_it_did(sampled_handler: CaptureHandler) -> None:
+    h = sampled_handler
+    now = [1000.0]
+    h.tree.clock = lambda: now[0]
+    rid, done, stuck = next(ids(0.1, sampled=False)), uuid.uuid4(), uuid.uuid4()
+    h.on_chain_start(None, {"query": "stuck"}, run_id=rid, name="LangGraph")
+    for child in (done, stuck):
+        h.on_chain_start(
+            None, {}, run_id=child, parent_run_id=rid, name="a", metadata={"langgraph_node": "a"}
+        )
+    h.on_chain_end({"results": ["a"]}, run_id=done)
+    h.flush()
+    for run in h.tree.runs.values():
+        run.start = 1000.0
+    now[0] += h.options.run_ttl + 1
+    out: list = []
+    h.tree.evict(out)
+    assert [table for table, _ in out] == ["node_runs", "interactions"]
+    assert out[0][1]["run_id"] == str(done)
+    meta = out[1][1]["metadata"]
+    assert "unfinished" in meta and '"sampled":false' in meta and '"detail_kept":"unfinished"' in meta
+
+
 def test_without_always_keep_errors_an_unsampled_failure_keeps_only_its_row(tmp_path: Path) -> None:
     rid = next(ids(0.1, sampled=False))
     with CaptureHandler(f"sqlite:///{tmp_path / 'x.db'}", sample_rate=0.1, always_keep_errors=False) as h:
