@@ -28,6 +28,13 @@ level compares the interactions that ran the node with those that did not. Retri
 counts plus two bounded uniform samples (failures, for clustering; all traffic, for per-cluster failure rates
 by agent), so memory does not grow with the data. Counts are exact; cluster figures come from the samples
 and say so (``details["estimated"]``).
+
+**Capture sampling.** Every figure above comes from interaction rows, which a sampling
+:class:`~cl_plugin.CaptureHandler` writes for every run, so they stay exact; ``counts`` says how many of the
+rows also have node-level detail in the unbiased sample (``detail_sample``) and how many kept it only
+because they raised (``detail_kept_errors``). Errors the rows do not tie to a node (captured runs name
+none) can be attributed with the node runs: pass ``nodes=`` (from :func:`cl_plugin.metrics.node_metrics`),
+whose figures are computed over the sample, and the pattern quotes them with the sample's size.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ from cl_plugin.records import FailurePattern, ProductionInteraction
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
+
+    from cl_plugin.metrics.nodes import NodeMetrics
 
 __all__ = [
     "LOW_CONFIDENCE",
@@ -127,7 +136,9 @@ class FailureAnalysis:
         attribution: every level test, most significant over-represented levels first.
         clusters: clusters of similar failed queries, largest first.
         counts: ``interactions``, ``failures``, each signal's count and its ``observable_<signal>`` count,
-            ``routing_mistake``, and the sizes of the samples (``failure_sample``, ``traffic_sample``).
+            ``routing_mistake``, the sizes of the samples (``failure_sample``, ``traffic_sample``), and the
+            interactions whose node-level detail is in the capture sample (``detail_sample``: all of them
+            without sampling) or was kept only because they raised (``detail_kept_errors``).
         sampled: whether clustering used a sample of the failures.
     """
 
@@ -344,6 +355,7 @@ class _Tally:
     def __init__(self, config: FailureAnalysisConfig, sample_size: int) -> None:
         self.low, self.slow_ms = config.low_rating_threshold, config.slow_response_ms
         self.n = self.failures = 0
+        self.detail_sample = self.detail_kept_errors = 0
         self.signals = {name: _Tracked() for name in SIGNALS}
         self.routing = _Tracked()
         self.better: Counter[tuple[str, str]] = Counter()
@@ -378,6 +390,10 @@ class _Tally:
         failed = int(mask != 0)
         self.n += 1
         self.failures += failed
+        if meta.get("sampled") is False:
+            self.detail_kept_errors += meta.get("detail_kept") is not None
+        else:
+            self.detail_sample += 1
         iid = get("interaction_id")
         agent = get("agent_selected")
         agent = agent if isinstance(agent, str) and agent else None
@@ -506,20 +522,32 @@ class FailurePatternAnalyzer:
         """
         return self.analyze(interactions).attribution
 
-    def analyze(self, interactions: Iterable[Any], *, sample_size: int = 20_000) -> FailureAnalysis:
+    def analyze(
+        self,
+        interactions: Iterable[Any],
+        *,
+        sample_size: int = 20_000,
+        nodes: NodeMetrics | None = None,
+    ) -> FailureAnalysis:
         """Patterns, attribution, clusters and counts of ``interactions``.
 
         Args:
             interactions: dicts or records.
             sample_size: most failures kept for clustering (and traffic kept for per-cluster rates).
+            nodes: per-node figures of the same interactions (:func:`cl_plugin.metrics.node_metrics`), which
+                attribute the errors that the rows do not tie to a node.
 
         Returns:
             The :class:`FailureAnalysis`.
         """
-        return self.analyze_stream([interactions], sample_size=sample_size)
+        return self.analyze_stream([interactions], sample_size=sample_size, nodes=nodes)
 
     def analyze_stream(
-        self, chunks: Iterable[Iterable[Any]], *, sample_size: int = 20_000
+        self,
+        chunks: Iterable[Iterable[Any]],
+        *,
+        sample_size: int = 20_000,
+        nodes: NodeMetrics | None = None,
     ) -> FailureAnalysis:
         """Analyse interactions that arrive in chunks, such as ``Store.iter_interactions(chunk_size=...)``.
 
@@ -529,6 +557,7 @@ class FailurePatternAnalyzer:
         Args:
             chunks: iterables of dicts or records.
             sample_size: most failures kept for clustering (and traffic kept for per-cluster rates).
+            nodes: as in :meth:`analyze`.
 
         Returns:
             The :class:`FailureAnalysis`.
@@ -540,7 +569,7 @@ class FailurePatternAnalyzer:
         for chunk in chunks:
             for item in chunk:
                 add(item)
-        return _Report(tally, self.config, self.embeddings).build()
+        return _Report(tally, self.config, self.embeddings, nodes).build()
 
 
 _Z = float(stats.norm.ppf(0.975))
@@ -571,8 +600,14 @@ def _share(part: int, whole: int) -> float:
 class _Report:
     """Turns a :class:`_Tally` into a :class:`FailureAnalysis`."""
 
-    def __init__(self, tally: _Tally, config: FailureAnalysisConfig, embeddings: Embeddings | None) -> None:
-        self.t, self.config, self.embeddings = tally, config, embeddings
+    def __init__(
+        self,
+        tally: _Tally,
+        config: FailureAnalysisConfig,
+        embeddings: Embeddings | None,
+        nodes: NodeMetrics | None = None,
+    ) -> None:
+        self.t, self.config, self.embeddings, self.nodes = tally, config, embeddings, nodes
         self.clusters: list[QueryCluster] = []
         self.names: dict[int, str] = {}
 
@@ -587,6 +622,8 @@ class _Report:
             "observable_routing_mistake": t.routing.seen,
             "failure_sample": len(t.failed.items),
             "traffic_sample": len(t.traffic.items),
+            "detail_sample": t.detail_sample,
+            "detail_kept_errors": t.detail_kept_errors,
         }
         self._cluster()
         self.attribution = self._attribution()
@@ -881,6 +918,23 @@ class _Report:
                     "Record node runs (attach CaptureHandler) or put 'failed_node' in the metadata, so these errors "
                     "can be traced to a node"
                 )
+                blamed = self._blamed_nodes()
+                if blamed:
+                    top, sample = blamed[0], self.nodes.sample  # type: ignore[union-attr]
+                    text += (
+                        f" Node runs from {sample.describe()} place {top.failures.rate:.0%} of the failures "
+                        f"({top.failures.count} of {top.failures.n}) in node '{top.node}'."
+                    )
+                    fix = f"Fix the failing call in node '{top.node}'" + (f" ({kinds})" if kinds else "")
+                    fix += f" or wrap it in retries with a fallback{about}"
+                    details["sampled_nodes"] = {f.node: f.failures.rate for f in blamed}
+                    details["node_sample"] = {
+                        "interactions": sample.interactions,
+                        "sampled": sample.sampled,
+                        "fraction": sample.fraction,
+                        "sample_rate": sample.rate,
+                    }
+                    details["estimated"] = sample.is_sample
             else:
                 rate = s.count / visits if visits >= s.count else s.count / t.signals["error"].seen
                 text = f"Node '{node}' raised in {s.count} interactions ({rate:.1%} of its runs)" + (
@@ -890,6 +944,12 @@ class _Report:
                 fix += f" or wrap it in retries with a fallback{about}"
             out.append(self._pattern("node_errors", text, fix, details, s, rate, cluster))
         return out
+
+    def _blamed_nodes(self) -> list[Any]:
+        """Nodes that raised in failed interactions of the capture sample, most failures first."""
+        if self.nodes is None:
+            return []
+        return [f for f in self.nodes.nodes.values() if f.failures.count]
 
     def _routing_patterns(self) -> list[FailurePattern]:
         """One pattern for direct evidence (metadata, low confidence), one per agent failing a query cluster."""

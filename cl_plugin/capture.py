@@ -24,10 +24,11 @@ from langchain_core.callbacks import BaseCallbackHandler, adispatch_custom_event
 from langchain_core.runnables import RunnableConfig
 
 from cl_plugin.config import HASH_KEY_ENV
-from cl_plugin.errors import PrivacyConfigError, UnknownInteractionError
+from cl_plugin.errors import ConfigError, PrivacyConfigError, UnknownInteractionError
 from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
+from cl_plugin.sampling import check_sample_rate
 from cl_plugin.store import Store
 from cl_plugin.store.journal import Journal
 from cl_plugin.store.rows import Sanitizer, feedback_row, feedback_rows
@@ -159,6 +160,14 @@ class CaptureHandler(BaseCallbackHandler):
     The hooks only put a small tuple on a queue; a background writer thread assembles runs, redacts PII,
     and writes in batches. A hook never raises into the graph; problems are logged and counted.
 
+    With ``sample_rate`` below 1, every run still gets its ``interactions`` row (with tokens, cost, the
+    routed agent and the error flag, so rates over interactions stay exact), but only the runs chosen by a
+    hash of their id also get ``node_runs`` and ``decisions`` rows. The choice depends on the id alone, so
+    replicas agree. A run outside the sample is assembled as usual, but its detail rows are held, unbuilt,
+    until it ends: if anything in it raised (or it never ended) they are written (``always_keep_errors``),
+    otherwise they are dropped. The row's metadata says which (see :mod:`cl_plugin.sampling`). The hooks do
+    the same work either way; sampling saves the writer's work of building, redacting and storing detail.
+
     Args:
         store: a :class:`Store`, a database URL, or a :class:`ProductionInteractionLogger` whose writer,
             store and privacy settings are then shared. None means an in-memory SQLite store.
@@ -188,6 +197,14 @@ class CaptureHandler(BaseCallbackHandler):
         journal_dir: where rows wait while the database is unreachable.
         feedback_mirror: an object with ``submit(run_id, **feedback)`` (such as
             :class:`cl_plugin.langsmith.FeedbackMirror`) that receives every recorded feedback.
+        sample_rate: share of runs, in (0, 1], that keep their node runs and decisions (default: the
+            logger's ``sample_rate`` when ``store`` is a logger, else 1: every run).
+        always_keep_errors: keep the detail of a run outside the sample when something in it raised.
+        max_unsampled_detail: detail rows held per run outside the sample while it is in flight; beyond it
+            they are dropped, and if the run raised its metadata counts them (``detail_dropped``).
+
+    Raises:
+        ConfigError: ``sample_rate`` is not in (0, 1] or ``max_unsampled_detail`` is not a positive int.
 
     Example:
         >>> from typing import TypedDict
@@ -235,10 +252,34 @@ class CaptureHandler(BaseCallbackHandler):
         max_queue: int = 200_000,
         journal_dir: str | Path | None = None,
         feedback_mirror: Any = None,
+        sample_rate: float | None = None,
+        always_keep_errors: bool = True,
+        max_unsampled_detail: int = 1_000,
     ) -> None:
         from cl_plugin.logger import ProductionInteractionLogger  # the logger imports this module's peers
 
-        options = CaptureOptions(graph_name=graph_name, user_key=user_key, routing_key=routing_key)
+        if sample_rate is None:
+            logged = store.config.sample_rate if isinstance(store, ProductionInteractionLogger) else 1.0
+            sample_rate = check_sample_rate(logged, "logging.sample_rate")
+        else:
+            sample_rate = check_sample_rate(sample_rate)
+        if (
+            isinstance(max_unsampled_detail, bool)
+            or not isinstance(max_unsampled_detail, int)
+            or max_unsampled_detail < 1
+        ):
+            raise ConfigError(
+                f"max_unsampled_detail must be an int >= 1 (got {max_unsampled_detail!r})",
+                key="max_unsampled_detail",
+            )
+        options = CaptureOptions(
+            graph_name=graph_name,
+            user_key=user_key,
+            routing_key=routing_key,
+            sample_rate=sample_rate,
+            always_keep_errors=bool(always_keep_errors),
+            max_unsampled_detail=max_unsampled_detail,
+        )
         if query_keys is not None:
             options = _replace(options, query_keys=tuple(query_keys))
         if response_keys is not None:

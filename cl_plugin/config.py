@@ -66,6 +66,13 @@ class LoggingConfig(_Section):
     durability: Literal["batch", "sync"] = "batch"
     max_queue: int = Field(100_000, ge=1, description="records held in memory before callers wait")
     max_text_length: int = Field(100_000, ge=100, description="longer text fields are truncated")
+    sample_rate: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of runs whose node runs and decisions a CaptureHandler on this logger keeps "
+        "(every run keeps its interaction row; runs that raise keep everything); 0.1 keeps 10%",
+    )
     strict: bool = Field(
         False,
         description="log_interaction raises InvalidRecordError for a record it cannot store, instead of "

@@ -17,6 +17,7 @@ from cl_plugin import report_plots as plots
 
 if TYPE_CHECKING:
     from cl_plugin.report import _Report
+    from cl_plugin.sampling import DetailSample
 
 __all__ = ["MIN_LABELED", "SECTIONS", "document", "number", "stamp"]
 
@@ -268,8 +269,16 @@ def calibration(r: _Report) -> str:
             else ""
         )
         + "."
+        + _sample_note(r.router.sample)
     )
     return head + _figure(svg)
+
+
+def _sample_note(sample: DetailSample | None) -> str:
+    """Where decision-based figures come from, when capture kept decisions for a sample of the runs."""
+    if sample is None or not sample.is_sample:
+        return ""
+    return f" Only runs in the capture sample keep their route decisions: these use {sample.describe()} with a known right agent."
 
 
 def abtests(r: _Report) -> str:

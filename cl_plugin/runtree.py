@@ -21,6 +21,7 @@ from langgraph.errors import GraphBubbleUp, GraphInterrupt, ParentCommand
 from langgraph.types import Command, Send
 
 from cl_plugin.records import ProductionInteraction
+from cl_plugin.sampling import is_sampled
 from cl_plugin.store.rows import Sanitizer, dumps, row_from_interaction
 
 __all__ = ["DEFAULT_PRICES", "CaptureOptions", "RunTree"]
@@ -70,6 +71,9 @@ class CaptureOptions:
     max_in_flight: int = 10_000
     run_ttl: float = 3_600.0
     max_interrupted: int = 10_000
+    sample_rate: float = 1.0
+    always_keep_errors: bool = True
+    max_unsampled_detail: int = 1_000
 
 
 class _Run:
@@ -105,6 +109,9 @@ class _Interaction:
     __slots__ = (
         "cost",
         "decision_seq",
+        "detail",
+        "detail_dropped",
+        "detail_kept",
         "elapsed_ms",
         "errors",
         "graph_name",
@@ -117,8 +124,10 @@ class _Interaction:
         "outputs",
         "retrieval_failed",
         "retrieval_scores",
+        "route_probabilities",
         "routes",
         "run_ids",
+        "sampled",
         "session",
         "start",
         "status",
@@ -147,6 +156,12 @@ class _Interaction:
         self.status = "ok"
         self.decision_seq = 0
         self.handoffs: set[int] = set()
+        self.sampled = True
+        # Detail rows of a run outside the sample wait here, unbuilt, until the run ends: (table, build, args).
+        self.detail: list[tuple[str, Callable[..., dict[str, Any]], tuple]] | None = None
+        self.detail_dropped = 0
+        self.detail_kept: str | None = None  # why the detail of a run outside the sample was written
+        self.route_probabilities: Any = None
 
 
 class RunTree:
@@ -244,6 +259,9 @@ class RunTree:
             inter.session = session
             inter.thread = thread
             inter.graph_name = self.options.graph_name or run.name
+            if self.options.sample_rate < 1.0:
+                inter.sampled = is_sampled(run.run_id, self.options.sample_rate)
+                inter.detail = None if inter.sampled else []
         inter.run_ids.append(run.run_id)
         return inter
 
@@ -283,28 +301,80 @@ class RunTree:
         inter = run.interaction
         assert inter is not None
         inter.decision_seq += 1
-        s = self.sanitizer
         conf = _finite(confidence)
         if kind == "route" and isinstance(chosen, str):
             inter.routes.append((chosen, conf))
-        out.append(
-            (
-                "decisions",
-                {
-                    "decision_id": f"{inter.id}:{run.run_id}:{inter.decision_seq}",
-                    "interaction_id": inter.id,
-                    "run_id": run.run_id,
-                    "node": self._name(run.node),
-                    "kind": self._name(kind),
-                    "chosen": None if chosen is None else s.text(_text_of(chosen)),
-                    "confidence": conf,
-                    "alternatives": self._json(alternatives),
-                    "features": self._json(features),
-                    "statistics": self._json(statistics),
-                    "timestamp": t,
-                },
-            )
-        )
+        if kind == "route" and not inter.sampled and isinstance(alternatives, Mapping):
+            inter.route_probabilities = alternatives
+        args = (inter, run, inter.decision_seq, kind, chosen, conf, alternatives, features, statistics, t)
+        self._detail(out, inter, "decisions", self._decision_row, args)
+
+    def _decision_row(
+        self,
+        inter: _Interaction,
+        run: _Run,
+        seq: int,
+        kind: str,
+        chosen: Any,
+        conf: float | None,
+        alternatives: Any,
+        features: Any,
+        statistics: Any,
+        t: float,
+    ) -> dict[str, Any]:
+        return {
+            "decision_id": f"{inter.id}:{run.run_id}:{seq}",
+            "interaction_id": inter.id,
+            "run_id": run.run_id,
+            "node": self._name(run.node),
+            "kind": self._name(kind),
+            "chosen": None if chosen is None else self.sanitizer.text(_text_of(chosen)),
+            "confidence": conf,
+            "alternatives": self._json(alternatives),
+            "features": self._json(features),
+            "statistics": self._json(statistics),
+            "timestamp": t,
+        }
+
+    def _detail(
+        self,
+        out: list,
+        inter: _Interaction,
+        table: str,
+        build: Callable[..., dict[str, Any]],
+        args: tuple,
+    ) -> None:
+        """Emit a detail row, or hold it unbuilt while the run is outside the sample (see ``_settle``)."""
+        if inter.detail is None:
+            out.append((table, build(*args)))
+        elif len(inter.detail) < self.options.max_unsampled_detail:
+            inter.detail.append((table, build, args))
+        else:
+            inter.detail_dropped += 1
+
+    def _settle(self, inter: _Interaction, keep: str | None, out: list) -> None:
+        """End of a run outside the sample: write its held detail if there is a reason to ``keep`` it
+        (``"error"``, ``"unfinished"``), else forget it."""
+        held = inter.detail
+        if not held and not inter.detail_dropped:
+            return
+        if keep:
+            inter.detail_kept = keep
+            out.extend((table, build(*args)) for table, build, args in held or ())
+            if inter.detail_dropped:
+                log.warning(
+                    "run %s (%s) was outside the capture sample; %d of its detail rows were dropped beyond "
+                    "max_unsampled_detail=%d",
+                    inter.id,
+                    keep,
+                    inter.detail_dropped,
+                    self.options.max_unsampled_detail,
+                )
+        else:
+            inter.detail_dropped = 0
+        # Kept: whatever still ends (children of an evicted run) is written at once; else a resumed run's
+        # detail is held afresh.
+        inter.detail = None if keep else []
 
     def _decisions_from_output(self, run: _Run, outputs: Any, t: float, out: list) -> None:
         """Routing hidden in what a node or a router function returned."""
@@ -375,7 +445,7 @@ class RunTree:
             return
         inter = run.interaction
         assert inter is not None
-        status, error_type, error_message = "ok", None, None
+        status, error_type = "ok", None
         if kind == ERROR:
             error_type = type(payload).__name__
             if isinstance(payload, GraphBubbleUp):
@@ -389,7 +459,6 @@ class RunTree:
                     self._command_decisions(run, cmd, t, out)
             else:
                 status = "error"
-                error_message = self.sanitizer.text(str(payload))
                 inter.errors.append(error_type)
         tokens = cost = None
         outputs: Any = None if kind == ERROR else payload
@@ -407,31 +476,42 @@ class RunTree:
         if run.kind == "root":
             self._finish(run, inter, kind, payload, t, out)
             return
-        out.append(
-            (
-                "node_runs",
-                {
-                    "run_id": run.run_id,
-                    "parent_run_id": run.parent,
-                    "interaction_id": inter.id,
-                    "kind": run.kind,
-                    "name": self._name(run.name),
-                    "node": self._name(run.node),
-                    "step": _int(run.metadata.get("langgraph_step")),
-                    "triggers": self._triggers(run.metadata.get("langgraph_triggers")),
-                    "checkpoint_ns": _str(run.metadata.get("langgraph_checkpoint_ns")),
-                    "start_time": run.start,
-                    "duration_ms": max(0.0, (t - run.start) * 1000.0),
-                    "status": status,
-                    "error_type": error_type,
-                    "error_message": error_message,
-                    "inputs": self._json(run.inputs),
-                    "outputs": self._json(outputs),
-                    "tokens_used": tokens,
-                    "cost": cost,
-                },
-            )
-        )
+        error = payload if status == "error" else None
+        args = (inter, run, status, error_type, error, outputs, tokens, cost, t)
+        self._detail(out, inter, "node_runs", self._node_run_row, args)
+
+    def _node_run_row(
+        self,
+        inter: _Interaction,
+        run: _Run,
+        status: str,
+        error_type: str | None,
+        error: Any,
+        outputs: Any,
+        tokens: int | None,
+        cost: float | None,
+        t: float,
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run.run_id,
+            "parent_run_id": run.parent,
+            "interaction_id": inter.id,
+            "kind": run.kind,
+            "name": self._name(run.name),
+            "node": self._name(run.node),
+            "step": _int(run.metadata.get("langgraph_step")),
+            "triggers": self._triggers(run.metadata.get("langgraph_triggers")),
+            "checkpoint_ns": _str(run.metadata.get("langgraph_checkpoint_ns")),
+            "start_time": run.start,
+            "duration_ms": max(0.0, (t - run.start) * 1000.0),
+            "status": status,
+            "error_type": error_type,
+            "error_message": None if error is None else self.sanitizer.text(str(error)),
+            "inputs": self._json(run.inputs),
+            "outputs": self._json(outputs),
+            "tokens_used": tokens,
+            "cost": cost,
+        }
 
     def _llm_end(self, run: _Run, response: Any, t: float, out: list) -> tuple[int | None, float | None, Any]:
         inter = run.interaction
@@ -505,6 +585,9 @@ class RunTree:
         elif kind == ERROR and not isinstance(payload, GraphBubbleUp):
             inter.status = "error"
             inter.errors.append(type(payload).__name__)
+        if inter.detail is not None:
+            keep = "error" if self.options.always_keep_errors and inter.errors else None
+            self._settle(inter, keep, out)
         if inter.interrupted:
             inter.status = "interrupted"
             if inter.thread is not None:
@@ -530,6 +613,16 @@ class RunTree:
         metadata: dict[str, Any] = {"status": inter.status, "runs": list(inter.run_ids)}
         if inter.errors:
             metadata["node_errors"] = inter.errors
+        if o.sample_rate < 1.0:
+            metadata["sample_rate"] = o.sample_rate
+            metadata["sampled"] = inter.sampled
+            if inter.detail_kept:
+                metadata["detail_kept"] = inter.detail_kept
+                if inter.detail_dropped:
+                    metadata["detail_dropped"] = inter.detail_dropped
+            if not inter.sampled and inter.route_probabilities is not None:
+                # the route decisions are not all stored: the router's last probabilities ride in the row
+                metadata["router_probabilities"] = inter.route_probabilities
         answered_by = outputs.get("answered_by")
         if isinstance(answered_by, str):
             answered_by = [answered_by]
@@ -579,6 +672,9 @@ class RunTree:
             if run.kind == "root" and run.interaction is not None:
                 run.interaction.status = "unfinished"
                 run.interaction.elapsed_ms += max(0.0, (now - run.start) * 1000.0)
+                if run.interaction.detail is not None:  # it never ended: as suspect as a run that raised
+                    keep = "unfinished" if self.options.always_keep_errors else None
+                    self._settle(run.interaction, keep, out)
                 out.append(("interactions", self._interaction_row(run.interaction, run)))
 
     def pending(self) -> Iterator[str]:

@@ -6,7 +6,10 @@ Every interaction gets up to three scores, each in [0, 1]:
   (``1 - (p1 - p2)``) and normalised entropy of the router's probabilities over its ``K`` agents. The
   probabilities come from the ``probabilities`` argument, else from the ``router``, else from a routing
   decision kept in the interaction's metadata (``router_probabilities``, ``routing`` or the last entry of
-  ``routing_history``); without any of them, ``1 - agent_confidence`` (least confidence alone).
+  ``routing_history``); without any of them, ``1 - agent_confidence`` (least confidence alone). A
+  :class:`~cl_plugin.CaptureHandler` that samples (:mod:`cl_plugin.sampling`) stores no ``decisions`` rows
+  for runs outside its sample, but keeps their router's last probabilities in ``router_probabilities``, so
+  those runs are scored on the same scale as the ones :func:`probabilities_from_decisions` covers.
 - **failure**: a noisy-OR of severity-weighted signals (an error 1.0, a hallucination 0.9, a user correction
   0.8, thumbs down 0.7, failed or poor retrieval up to 0.6, a slow answer 0.3 to 0.6, a low star rating
   0.5 for 2 stars and 1.0 for 1 star), so several failures add up without passing 1.

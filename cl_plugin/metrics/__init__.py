@@ -11,7 +11,8 @@ fetch and 250 ms for one ``LIMIT 2 OFFSET k`` query per percentile (tests/bench/
 :func:`store_metrics` runs 6-8x faster, on SQLite and on PostgreSQL, than the same metrics computed
 over ``iter_interactions``).
 
-``measures`` holds the functions on arrays and records, ``queries`` the store layer.
+``measures`` holds the functions on arrays and records, ``queries`` the store layer, and ``nodes`` the
+per-node figures read from the captured node runs (over the capture sample, see :mod:`cl_plugin.sampling`).
 """
 
 from cl_plugin.metrics.measures import (
@@ -39,6 +40,7 @@ from cl_plugin.metrics.measures import (
     router_accuracy,
     satisfaction,
 )
+from cl_plugin.metrics.nodes import NodeFigures, NodeMetrics, node_figures, node_metrics
 from cl_plugin.metrics.queries import router_metrics, store_metrics, store_metrics_by_window
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "FailureRates",
     "Latency",
     "MetricOptions",
+    "NodeFigures",
+    "NodeMetrics",
     "Rate",
     "RetrievalMetrics",
     "RouterAccuracy",
@@ -60,6 +64,8 @@ __all__ = [
     "log_loss",
     "metrics_by_window",
     "ndcg_at_k",
+    "node_figures",
+    "node_metrics",
     "precision_at_k",
     "recall_at_k",
     "retrieval_metrics",

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from cl_plugin.sampling import DetailSample
+
 if TYPE_CHECKING:
     from cl_plugin.records import ProductionInteraction
 
@@ -159,6 +161,8 @@ class RouterMetrics:
             against the label.
         calibration: expected calibration error of the top probability.
         probabilistic: decisions that carried probabilities; ``brier`` and ``log_loss`` are over them.
+        sample: the labeled interactions, and how many of them the figures use: with capture sampling, only
+            those whose decisions are in the unbiased sample (see :mod:`cl_plugin.sampling`).
     """
 
     accuracy: RouterAccuracy
@@ -166,6 +170,7 @@ class RouterMetrics:
     probabilistic: int
     brier: float | None
     log_loss: float | None
+    sample: DetailSample | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from cl_plugin.metrics.measures import (
     _width,
     latency_summary,
 )
+from cl_plugin.sampling import DetailSample
 from cl_plugin.store.tables import Decision, Interaction
 
 if TYPE_CHECKING:
@@ -61,6 +62,38 @@ def _label(c: Any, key: str, dialect: str) -> tuple[Any, Any]:
         return field.astext, func.json_typeof(field) == "string"
     path = f'$."{key}"'
     return func.json_extract(c["metadata"], path), func.json_type(c["metadata"], path) == "text"
+
+
+def _meta(c: Any, key: str, dialect: str) -> Any:
+    """A metadata key's value as SQL: text on PostgreSQL, the JSON scalar on SQLite (false reads as 0)."""
+    if dialect == "postgresql":
+        return cast(c["metadata"], postgresql.JSON)[key].astext
+    return func.json_extract(c["metadata"], f'$."{key}"')
+
+
+def _in_detail_sample(c: Any, dialect: str) -> Any:
+    """Interactions whose detail rows belong to the unbiased sample: captured unsampled, or chosen."""
+    sampled = _meta(c, "sampled", dialect)
+    return or_(sampled.is_(None), sampled != ("false" if dialect == "postgresql" else 0))
+
+
+def _detail_sample(store: Store, conds: list[Any]) -> DetailSample:
+    """The :class:`DetailSample` of the interactions matching ``conds``, counted in the database."""
+    c, dialect = _INTERACTIONS.c, store.dialect
+    inside = _in_detail_sample(c, dialect)
+    kept = _meta(c, "detail_kept", dialect).is_not(None)
+    rate = _meta(c, "sample_rate", dialect)
+    stmt = select(
+        func.count(),
+        func.sum(case((inside, 1), else_=0)),
+        func.sum(case((kept, 1), else_=0)),
+        func.max(cast(rate, postgresql.DOUBLE_PRECISION) if dialect == "postgresql" else rate),
+    ).where(*conds)
+    with store._lock, store.engine.connect() as conn:
+        n, sampled, kept_n, max_rate = conn.execute(stmt).one()
+    return DetailSample(
+        int(n), int(sampled or 0), int(kept_n or 0), None if max_rate is None else float(max_rate)
+    )
 
 
 def _sql_rows(
@@ -261,14 +294,15 @@ def _probabilities(alternatives: Any) -> dict[str, float] | None:
 
 def _first_routes(store: Store, label_key: str, chunk_size: int, filters: dict[str, Any]) -> Iterator[tuple]:
     """``(label, chosen, probabilities)`` of the first route decision with probabilities of each labeled
-    interaction (or its first route decision, when none has any), read in keyset-paged chunks."""
+    interaction (or its first route decision, when none has any), read in keyset-paged chunks. Interactions
+    outside the capture sample are left out, even when their decisions were kept because they raised."""
     d, c = _DECISIONS.c, _INTERACTIONS.c
     label, is_label = _label(c, label_key, store.dialect)
     key = (d.interaction_id, d.timestamp, d.decision_id)
     base = (
         select(*key, d.chosen, d.alternatives, label)
         .select_from(_DECISIONS.join(_INTERACTIONS, c.interaction_id == d.interaction_id))
-        .where(d.kind == "route", is_label, *store._where(**filters))
+        .where(d.kind == "route", is_label, _in_detail_sample(c, store.dialect), *store._where(**filters))
         .order_by(*key)
         .limit(chunk_size)
     )
@@ -308,7 +342,9 @@ def router_metrics(
     Each labeled interaction counts once, through its first route decision with probabilities (the
     ``alternatives`` of the decision, normalized to sum to one), or its first route decision when none has
     any. The prediction is the top-probability agent (ties to the one listed first), else the chosen option.
-    Decisions are streamed in chunks; memory holds the bins and per-label counts only.
+    Decisions are streamed in chunks; memory holds the bins and per-label counts only. With capture
+    sampling (:mod:`cl_plugin.sampling`) only the interactions of the unbiased sample count (those kept
+    because they raised would favour the failures), and ``sample`` says how many of the labeled ones that is.
 
     Args:
         store: the store.
@@ -318,7 +354,8 @@ def router_metrics(
         **filters: the filters of :meth:`Store.query_interactions`, applied to the interactions.
 
     Returns:
-        Accuracy, calibration, and Brier score and log loss over the decisions with probabilities.
+        Accuracy, calibration, and Brier score and log loss over the decisions with probabilities, and
+        the labeled interactions they were drawn from.
     """
     MetricOptions(label_key=label_key, n_bins=n_bins)  # validates both
     if chunk_size < 1:
@@ -346,4 +383,7 @@ def router_metrics(
         probabilistic=m,
         brier=brier / m if m else None,
         log_loss=loss / m if m else None,
+        sample=_detail_sample(
+            store, [_label(_INTERACTIONS.c, label_key, store.dialect)[1], *store._where(**filters)]
+        ),
     )
