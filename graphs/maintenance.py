@@ -286,8 +286,13 @@ def build_maintenance_graph(
     def analyze_failures(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
         from cl_plugin.analysis import FailurePatternAnalyzer
+        from cl_plugin.metrics import node_metrics
 
-        patterns = FailurePatternAnalyzer(cfg.failure_analysis).analyze_failures(rows(state))
+        w = state["window"]
+        # Node runs of the capture sample tie errors to the nodes that raised them (see cl_plugin.sampling).
+        nodes = node_metrics(store, start_time=w["start"], end_time=w["end"])
+        analysis = FailurePatternAnalyzer(cfg.failure_analysis).analyze(rows(state), nodes=nodes)
+        patterns = analysis.patterns
         summary = [
             {"type": p.pattern_type, "count": p.frequency, "severity": p.severity, "fix": p.suggested_fix}
             for p in patterns[:20]

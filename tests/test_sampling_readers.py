@@ -229,3 +229,16 @@ def test_the_report_says_its_route_figures_come_from_the_capture_sample(
     html = build_report(h.store, tmp_path / "report.html").read_text()
     sample = f"a {len(sampled) / N:.0%} sample: {len(sampled)} of {N} interactions with a known right agent"
     assert f"Only runs in the capture sample keep their route decisions: these use {sample}" in html
+
+
+def test_the_maintenance_graph_attributes_errors_from_the_capture_sample(
+    captured: tuple[CaptureHandler, set[str], set[str]], tmp_path: Path
+) -> None:
+    from graphs.maintenance import run_maintenance
+
+    h, _, _ = captured  # last in this module: the cycle writes its own records into the shared store
+    config = {"maintenance": {"model_dir": str(tmp_path / "models"), "min_interactions": 10}}
+    state = run_maintenance(h.store, config=config)
+    top = state["steps"]["analyze_failures"]["top"]
+    [errors] = [p for p in top if p["type"] == "node_errors"]
+    assert "'act'" in errors["fix"]
