@@ -355,7 +355,6 @@ class Writer:
             return
         self._backoff = self.retry_interval
         self.stats.store_available = True
-        self._schema_error = None
         if self._check_journal:
             self._replay()
 
@@ -436,7 +435,7 @@ class Writer:
             return
         self._check_journal = False
         self.stats.store_available = True
-        self._schema_error = None  # the rows a missing table held back are written now
+        self._schema_error = None  # the rows a missing table or column held back are written now
 
     def _backup_lines(self, lines: dict[str, list[tuple[int, bytes]]]) -> None:
         assert self.backup is not None
