@@ -4,57 +4,18 @@ goes missing later is an error with the fix, never an outage."""
 from __future__ import annotations
 
 import logging
-import uuid
 from importlib import resources
-from typing import TypedDict
 
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from langgraph.graph import END, START, StateGraph
 from sqlalchemy import text
 
 from cl_plugin import CaptureHandler
 from cl_plugin.errors import StoreSchemaError
-from cl_plugin.store import Store
+from cl_plugin.store import Batch, Store
 from tests.conftest import SCHEMA_HEAD
-
-
-class Ticket(TypedDict, total=False):
-    question: str
-    category: str
-    answer: str
-
-
-def classify(state: Ticket) -> Ticket:
-    return {"category": "billing" if "invoice" in state["question"] else "other"}
-
-
-def reply(state: Ticket) -> Ticket:
-    return {"answer": f"[{state['category']}] thanks, we are on it"}
-
-
-def helpdesk_graph():
-    """A small two-node graph of a user's own, nothing like the bundled example graphs."""
-    builder = StateGraph(Ticket)
-    builder.add_node("classify", classify)
-    builder.add_node("reply", reply)
-    builder.add_edge(START, "classify")
-    builder.add_edge("classify", "reply")
-    builder.add_edge("reply", END)
-    return builder.compile()
-
-
-QUESTIONS = ("where is my invoice?", "how do I reset my password?", "is the invoice in euros?")
-
-
-def serve(handler: CaptureHandler, questions=QUESTIONS) -> list[str]:
-    graph, ids = helpdesk_graph(), []
-    for q in questions:
-        run_id = uuid.uuid4()
-        graph.invoke({"question": q}, config={"callbacks": [handler], "run_id": run_id})
-        ids.append(str(run_id))
-    return ids
+from tests.user_graph import QUESTIONS, serve
 
 
 def migrate_to(store: Store, revision: str) -> None:
@@ -102,8 +63,6 @@ def test_the_first_write_sets_up_a_store_nobody_set_up(store_url: str) -> None:
             "user_query": "q",
             "response": "r",
         }
-        from cl_plugin.store import Batch
-
         assert store.write(Batch({"interactions": [row]})).inserted == 1
         assert store.schema_version() == SCHEMA_HEAD
         assert store.get_interaction("w-1")["response"] == "r"
