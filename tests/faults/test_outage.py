@@ -3,9 +3,9 @@
 SQLite: the database lives on its own small volume (a tmpfs mounted for the test) that fills up, so every
 write fails with ``database or disk is full`` the way it does in production; chmod cannot be used, since
 root ignores it. PostgreSQL: the server itself is stopped and started again, or the network link to it is
-cut and restored. In both cases the graph must
-keep answering, the rows must wait in the spill journal (``flush()`` says False meanwhile), and once the database works again every
-interaction must be there exactly once, with the same node runs and decisions as a run without an outage.
+cut and restored. In every case the graph must keep answering, the rows must wait in the spill journal
+(``flush()`` says False meanwhile), and once the database works again every interaction must be there
+exactly once, with the same node runs and decisions as a run without an outage.
 """
 
 from __future__ import annotations
