@@ -212,6 +212,7 @@ class CaptureHandler(BaseCallbackHandler):
         >>> [(r["user_query"], r["response"]) for r in handler.store.query_interactions()]
         [('hi', 'HI')]
         >>> handler.close()
+        True
     """
 
     run_inline = True  # async graphs call the hooks on the loop thread instead of an executor per event

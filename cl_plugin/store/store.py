@@ -186,7 +186,7 @@ class Store:
 
     Example:
         >>> store = Store.from_url("sqlite://")
-        >>> store.count_interactions()
+        >>> store.count_interactions()  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         cl_plugin.errors.StoreSchemaError: the database at sqlite:// has no cl_plugin tables yet: ...

@@ -303,3 +303,11 @@ def test_feedback_for_an_id_that_does_not_exist_is_refused(store: Store) -> None
     with pytest.raises(UnknownInteractionError, match="no interaction with id 'nope'"):
         store.record_feedback("nope", score=3.0)
     assert store.feedback_history("nope") == []
+
+
+def test_the_store_docstring_examples_run() -> None:
+    import doctest
+
+    import cl_plugin.store.store
+
+    assert doctest.testmod(cl_plugin.store.store).failed == 0
