@@ -524,7 +524,12 @@ class _Worker:
 def _flush_at_exit() -> None:
     for writer in list(_live_writers):
         try:
-            writer.close(timeout=10.0)
+            if not writer.close(timeout=10.0) and writer.journal is not None:
+                log.warning(
+                    "cl_plugin exits with rows not yet in the database; they wait in the journal at %s and "
+                    "the next writer on it replays them",
+                    writer.journal.directory,
+                )
         except StoreSchemaError:  # logged when the writer first met it
             pass
         except Exception:  # exit must go on
