@@ -44,12 +44,7 @@ from sqlalchemy import Table as SATable
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cl_plugin.errors import (
-    InvalidRecordError,
-    RegistryError,
-    StoreError,
-    StoreSchemaError,
-)
+from cl_plugin.errors import InvalidRecordError, RegistryError, StoreError, StoreSchemaError
 from cl_plugin.records import ActiveLearningCandidate
 from cl_plugin.store.engine import WRITE, make_engine
 from cl_plugin.store.feedback import default_sanitizer, record_feedback
@@ -205,9 +200,8 @@ class Store:
         self._insert_sql = {name: self._insert_statement(t) for name, t in _TABLES.items()}
         self._multi_insert_sql: dict[tuple[str, int], str] = {}
         self._schema_ready = False  # set once the database is known to be at the newest migration
-        self._feedback_sanitizer: Sanitizer | None = (
-            None  # built on the first record_feedback (it loads the redactor)
-        )
+        # Built on the first record_feedback: it loads the PII redactor, which a store may never need.
+        self._feedback_sanitizer: Sanitizer | None = None
 
     @classmethod
     def from_url(cls, url: str, *, synchronous: str = "NORMAL", **engine_kwargs: Any) -> Store:
