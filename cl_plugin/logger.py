@@ -16,6 +16,7 @@ import time
 from functools import partial
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from cl_plugin.config import (
     ContinualLearningConfig,
@@ -257,7 +258,7 @@ class ProductionInteractionLogger:
 
     def record_feedback(
         self,
-        interaction_id: str,
+        interaction_id: str | UUID,
         *,
         score: float | None = None,
         thumbs: str | None = None,
@@ -310,7 +311,7 @@ class ProductionInteractionLogger:
                 mirror_feedback(self.feedback_mirror, row, run_id=stored.get("run_id"))
 
         return record_feedback(
-            str(interaction_id),
+            interaction_id,
             self.sanitizer,
             exists=exists,
             deliver=deliver,

@@ -88,6 +88,20 @@ BAD_FEEDBACK: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.parametrize("bad_id", [42, None, "", "a\x00b"])
+def test_store_handler_and_logger_refuse_an_id_that_is_no_usable_string_alike(
+    three_ways, bad_id: Any
+) -> None:
+    _, record = three_ways
+    errors = set()
+    for fn in record.values():
+        with pytest.raises(InvalidRecordError) as err:
+            fn(bad_id, score=3)
+        errors.add((err.value.field, str(err.value)))
+    [(field, _)] = errors
+    assert field == "interaction_id"
+
+
 @pytest.fixture
 def three_ways(tmp_path: Path):
     """``record_feedback`` of a store, a capture handler and a logger; the handler and the logger know one
