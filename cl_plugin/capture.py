@@ -24,14 +24,15 @@ from langchain_core.callbacks import BaseCallbackHandler, adispatch_custom_event
 from langchain_core.runnables import RunnableConfig
 
 from cl_plugin.config import HASH_KEY_ENV
-from cl_plugin.errors import ConfigError, PrivacyConfigError, UnknownInteractionError
+from cl_plugin.errors import ConfigError, PrivacyConfigError
 from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
 from cl_plugin.sampling import check_sample_rate
 from cl_plugin.store import Store
+from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import Sanitizer, feedback_row, feedback_rows
+from cl_plugin.store.rows import Sanitizer, feedback_rows
 from cl_plugin.store.writer import Writer
 
 __all__ = ["DECISION_EVENT", "CaptureHandler", "arecord_decision", "record_decision"]
@@ -168,6 +169,10 @@ class CaptureHandler(BaseCallbackHandler):
     otherwise they are dropped. The row's metadata says which (see :mod:`cl_plugin.sampling`). The hooks do
     the same work either way; sampling saves the writer's work of building, redacting and storing detail.
 
+    Nothing needs setting up first: a store (or URL) whose database is empty or behind is brought to the
+    newest migration when the handler takes it. ``flush()`` says whether everything captured is in the
+    database, and :meth:`stats` what was submitted, written, spilled to the journal, replayed or dropped.
+
     Args:
         store: a :class:`Store`, a database URL, or a :class:`ProductionInteractionLogger` whose writer,
             store and privacy settings are then shared. None means an in-memory SQLite store.
@@ -224,6 +229,7 @@ class CaptureHandler(BaseCallbackHandler):
         >>> [(r["user_query"], r["response"]) for r in handler.store.query_interactions()]
         [('hi', 'HI')]
         >>> handler.close()
+        True
     """
 
     run_inline = True  # async graphs call the hooks on the loop thread instead of an executor per event
@@ -304,7 +310,7 @@ class CaptureHandler(BaseCallbackHandler):
             self.writer = store.writer
         else:
             if store is None or isinstance(store, str):
-                store = Store.from_url(store or "sqlite://").setup()
+                store = Store.from_url(store or "sqlite://")
             elif not isinstance(store, Store):
                 raise TypeError(
                     "CaptureHandler(store=...) takes a Store, a database URL or a ProductionInteractionLogger, "
@@ -525,18 +531,29 @@ class CaptureHandler(BaseCallbackHandler):
         source: str = "user",
         key: str = "user_feedback",
     ) -> dict[str, Any]:
-        """Attach feedback to a captured interaction (see :meth:`Store.record_feedback`).
+        """Attach feedback to a captured interaction, as :meth:`Store.record_feedback` does.
 
         Feedback for a run still in flight or not yet written is queued behind it, so it is never lost.
 
+        Returns:
+            The feedback row as it will be stored.
+
         Raises:
-            InvalidRecordError: a field cannot be stored as given.
+            InvalidRecordError: a field cannot be stored as given (the error names it).
             UnknownInteractionError: no run with this id went through this handler or is in the store.
         """
         iid = str(interaction_id)
-        row = feedback_row(
-            iid,
+
+        def deliver(row: dict[str, Any]) -> None:
+            self.writer.submit(feedback_rows, row)
+            if self.feedback_mirror is not None:
+                mirror_feedback(self.feedback_mirror, row)
+
+        return record_feedback(
+            interaction_id,
             self.sanitizer,
+            exists=lambda stored_id: iid in self._roots or self.store.has_interaction(stored_id),
+            deliver=deliver,
             score=score,
             thumbs=thumbs,
             correction=correction,
@@ -545,24 +562,45 @@ class CaptureHandler(BaseCallbackHandler):
             source=source,
             key=key,
         )
-        if iid not in self._roots and not self.store.has_interaction(row["interaction_id"]):
-            raise UnknownInteractionError(row["interaction_id"])
-        self.writer.submit(feedback_rows, row)
-        if self.feedback_mirror is not None:
-            mirror_feedback(self.feedback_mirror, row)
-        return row
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write everything captured so far (runs still in flight are written when they end)."""
+        """Write everything captured so far (runs still in flight are written when they end).
+
+        Returns:
+            True when it is all in the database; False if ``timeout`` passed first, or while rows wait in
+            the spill journal because the database cannot be reached (:meth:`stats` counts them).
+
+        Raises:
+            StoreSchemaError: the database lacks a table or column (the message has the fix; the rows wait
+                in the journal).
+        """
         return self.writer.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the background writer (a shared logger's writer is left to the logger)."""
+        """Flush and stop the background writer (a shared logger's writer is left to the logger).
+
+        Returns and raises as :meth:`flush`; the handler is closed either way.
+        """
         if not self._owns_writer:
             return self.writer.flush(timeout)
-        ok = self.writer.close(timeout)
-        self.store.close()
-        return ok
+        try:
+            return self.writer.close(timeout)
+        finally:
+            self.store.close()
+
+    def stats(self) -> dict[str, Any]:
+        """What the capture did so far, so that a user can tell where the rows are.
+
+        Returns:
+            ``submitted`` (events and feedback queued), ``written`` (rows inserted), ``unchanged``,
+            ``updated``, ``spilled`` (rows put in the journal while the database could not take them),
+            ``replayed`` (journaled rows written since), ``waiting_in_journal`` (whether some still wait),
+            ``dropped`` (events not queued because the queue was full), ``rejected`` (rows the database
+            refused, kept in the journal's rejected file), ``invalid``, ``lost``, ``store_available``,
+            ``last_error``, ``queue_size`` and ``hook_errors``. A handler sharing a logger's writer reports
+            that writer's counts.
+        """
+        return {**self.writer.counts(), "hook_errors": self.hook_errors}
 
     def __enter__(self) -> CaptureHandler:
         return self

@@ -3,6 +3,8 @@
 Every subcommand takes ``--store URL`` (default: the ``CL_PLUGIN_STORE`` environment variable):
 
 * ``demo``: the whole loop on simulated traffic, in embedded SQLite (:func:`graphs.demo.run_demo`);
+* ``migrate``: create the store's tables, or bring them to the newest migration (the commands that write
+  do it themselves; those that only read, ``stats``, ``report`` and ``export``, ask for it);
 * ``maintain``: one maintenance cycle, or the resumption of a paused or crashed one;
 * ``annotate``: label the pending annotation queue in the terminal;
 * ``stats``: quality metrics of a time window;
@@ -24,12 +26,29 @@ from typing import Any, TextIO
 STORE_ENV = "CL_PLUGIN_STORE"
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace, *, write: bool = True) -> Any:
+    """The store of ``--store``; a command that writes brings its schema up to date, one that reads does not
+    (its reads then raise, naming ``cl-plugin migrate``)."""
     from cl_plugin.store import Store
 
     if not args.store:
         raise SystemExit(f"cl-plugin {args.command}: pass --store URL or set {STORE_ENV}")
-    return Store.from_url(args.store).setup()
+    store = Store.from_url(args.store)
+    if write:
+        store.ensure_schema()
+    return store
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    store = _open_store(args, write=False)
+    before = store.schema_version()
+    after = store.setup().schema_version()
+    if before == after:
+        print(f"{store.safe_url} is at schema version {after} already")
+    else:
+        print(f"migrated {store.safe_url} from schema version {before or '(empty)'} to {after}")
+    store.close()
+    return 0
 
 
 def _bar(total: int, desc: str) -> Any:
@@ -280,7 +299,7 @@ def _ask(prompt: str, stdin: TextIO, keys: dict[str, str]) -> str | None:
 def _stats(args: argparse.Namespace) -> int:
     from cl_plugin.metrics import store_metrics
 
-    store = _open_store(args)
+    store = _open_store(args, write=False)
     metrics = store_metrics(store, window=args.window)
     print(_format_metrics(metrics))
     return 0
@@ -309,7 +328,7 @@ def _format_metrics(metrics: dict[str, Any], indent: str = "") -> str:
 def _report(args: argparse.Namespace) -> int:
     from cl_plugin.report import build_report
 
-    store = _open_store(args)
+    store = _open_store(args, write=False)
     print(f"wrote {build_report(store, args.out, window=args.window)}")
     return 0
 
@@ -327,7 +346,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    store = _open_store(args)
+    store = _open_store(args, write=False)
     if args.format == "langsmith":
         from cl_plugin.langsmith import export_to_dataset, sanitizing_client
 
@@ -391,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
 
+    command("migrate", _migrate, "create the store's tables or bring them to the newest migration")
+
     maintain = command("maintain", _maintain, "run (or resume) one maintenance cycle")
     maintain.add_argument("--config", help="YAML file with a continual_learning: section")
     maintain.add_argument("--annotation", choices=("human", "llm", "feedback", "none"))
@@ -429,8 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cl_plugin.errors import StoreSchemaError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except StoreSchemaError as exc:
+        print(f"cl-plugin {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

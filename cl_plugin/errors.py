@@ -14,6 +14,7 @@ __all__ = [
     "PrivacyConfigError",
     "RegistryError",
     "StoreError",
+    "StoreSchemaError",
     "StoreUnavailableError",
     "UnknownABTestError",
     "UnknownInteractionError",
@@ -57,6 +58,14 @@ class PrivacyConfigError(ConfigError):
 
 class StoreError(ClPluginError):
     """The store could not do what was asked."""
+
+
+class StoreSchemaError(StoreError):
+    """The database's tables are missing, incomplete or older than this cl_plugin; the message has the fix.
+
+    Not an outage: waiting does not help, running the migrations (``Store.setup()`` or ``cl-plugin migrate``)
+    does.
+    """
 
 
 class StoreUnavailableError(StoreError):

@@ -13,10 +13,10 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from cl_plugin.config import (
     ContinualLearningConfig,
@@ -27,16 +27,16 @@ from cl_plugin.config import (
     resolve_section,
     split_config,
 )
-from cl_plugin.errors import ClPluginError, InvalidRecordError, StoreError, UnknownInteractionError
+from cl_plugin.errors import ClPluginError, InvalidRecordError, StoreError
 from cl_plugin.langsmith import mirror_feedback
 from cl_plugin.privacy import default_redactor, hash_identifier
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
 from cl_plugin.store.backup import BackupWriter, iter_backup, purge_backups
+from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
 from cl_plugin.store.rows import (
     Sanitizer,
-    feedback_row,
     feedback_rows,
     interaction_from_row,
     interaction_rows,
@@ -60,7 +60,8 @@ class ProductionInteractionLogger:
             then used). Keys: ``enabled``, ``storage``, ``use_sqlite``, ``use_compression``, ``buffer_size``,
             ``sanitize_pii``, ``use_langsmith``, ``langsmith_project``, and the plugin's ``database_url``,
             ``flush_interval``, ``durability``, ``max_queue``, ``max_text_length``.
-        store: an open :class:`Store` to write to instead of the one ``config`` describes.
+        store: an open :class:`Store` to write to instead of the one ``config`` describes (set up when the
+            logger takes it, if nobody did).
         privacy: privacy settings (id hashing); by default ids are stored as given.
         validation: the accepted feedback score range and other checks.
         feedback_mirror: where recorded feedback is also sent, such as
@@ -128,7 +129,7 @@ class ProductionInteractionLogger:
         elif cfg.use_sqlite or cfg.database_url:
             url = cfg.database_url or f"sqlite:///{(self.storage / 'interactions.db').resolve()}"
             sync = "FULL" if cfg.durability == "sync" else "NORMAL"
-            self.store = Store.from_url(url, synchronous=sync).setup()
+            self.store = Store.from_url(url, synchronous=sync)  # the writer sets it up
         backup = BackupWriter(self.storage / "backups") if cfg.use_compression else None
         self.writer = Writer(
             self.store,
@@ -257,7 +258,7 @@ class ProductionInteractionLogger:
 
     def record_feedback(
         self,
-        interaction_id: str,
+        interaction_id: str | UUID,
         *,
         score: float | None = None,
         thumbs: str | None = None,
@@ -290,9 +291,30 @@ class ProductionInteractionLogger:
             InvalidRecordError: a field cannot be stored as given (the error names it).
             UnknownInteractionError: no interaction with this id was ever logged here or stored.
         """
-        row = feedback_row(
-            str(interaction_id),
+        store, writer = self.store, self.writer
+
+        def exists(stored_id: str) -> bool:
+            if store is None or writer is None:
+                return False
+            if store.has_interaction(stored_id):
+                return True
+            self.flush()  # it may be waiting in the queue
+            return store.has_interaction(stored_id)
+
+        def deliver(row: dict[str, Any]) -> None:
+            assert store is not None and writer is not None
+            fut = writer.submit(feedback_rows, row)
+            if fut is not None:
+                fut.result()
+            if self.feedback_mirror is not None:
+                stored = store.get_interaction(row["interaction_id"]) or {}
+                mirror_feedback(self.feedback_mirror, row, run_id=stored.get("run_id"))
+
+        return record_feedback(
+            interaction_id,
             self.sanitizer,
+            exists=exists,
+            deliver=deliver,
             score=score,
             thumbs=thumbs,
             correction=correction,
@@ -303,32 +325,46 @@ class ProductionInteractionLogger:
             min_score=self.validation.min_feedback_score,
             max_score=self.validation.max_feedback_score,
         )
-        if self.store is None or self.writer is None:
-            raise UnknownInteractionError(row["interaction_id"])
-        if not self.store.has_interaction(row["interaction_id"]):
-            self.flush()  # it may be waiting in the queue
-            if not self.store.has_interaction(row["interaction_id"]):
-                raise UnknownInteractionError(row["interaction_id"])
-        fut = self.writer.submit(feedback_rows, row)
-        if fut is not None:
-            fut.result()
-        if self.feedback_mirror is not None:
-            stored = self.store.get_interaction(row["interaction_id"]) or {}
-            mirror_feedback(self.feedback_mirror, row, run_id=stored.get("run_id"))
-        return row
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write everything logged so far; returns False if ``timeout`` seconds passed first."""
+        """Write everything logged so far.
+
+        Returns:
+            True when it is all stored; False if ``timeout`` seconds passed first, or while rows wait in the
+            spill journal because the database cannot be reached (:meth:`stats` counts them).
+
+        Raises:
+            StoreSchemaError: the database lacks a table or column (the message has the fix; the rows wait
+                in the journal).
+        """
         return True if self.writer is None else self.writer.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the background writer (also done at interpreter exit)."""
-        ok = True if self.writer is None else self.writer.close(timeout)
-        if self._owns_mirror:
-            self.feedback_mirror.close(10.0 if timeout is None else timeout)
-        if self.store is not None:
-            self.store.close()
-        return ok
+        """Flush and stop the background writer (also done at interpreter exit).
+
+        Returns and raises as :meth:`flush`; the logger is closed either way.
+        """
+        try:
+            return True if self.writer is None else self.writer.close(timeout)
+        finally:
+            if self._owns_mirror:
+                self.feedback_mirror.close(10.0 if timeout is None else timeout)
+            if self.store is not None:
+                self.store.close()
+
+    def stats(self) -> dict[str, Any]:
+        """The writer's counters, without reading the database: where the logged records are.
+
+        Returns:
+            ``submitted``, ``written``, ``unchanged``, ``updated``, ``spilled`` (rows put in the journal
+            while the database could not take them), ``replayed`` (journaled rows written since),
+            ``waiting_in_journal``, ``dropped``, ``rejected``, ``invalid``, ``lost``, ``store_available``,
+            ``last_error`` and ``queue_size`` (see :meth:`CaptureHandler.stats`), plus ``logged`` and
+            ``refused`` (records :meth:`log_interaction` accepted and refused). Without a writer (logging
+            disabled) only the last two.
+        """
+        counts = {} if self.writer is None else self.writer.counts()
+        return {**counts, "logged": self.logged, "refused": self.refused}
 
     def purge_expired(self, retention_days: float | None = None) -> dict[str, int]:
         """Delete what is older than the retention period: store rows (see :meth:`Store.purge`) and backups.
@@ -408,10 +444,9 @@ class ProductionInteractionLogger:
         if self.store is not None:
             stats.update(self.store.statistics())
         if self.writer is not None:
-            w = asdict(self.writer.stats)
-            w.pop("errors")
+            w = self.writer.counts()
+            stats["queue_size"] = w.pop("queue_size")
             stats["writer"] = w
-            stats["queue_size"] = self.writer.queue_size
         stats["logged"] = self.logged
         stats["refused"] = self.refused
         # The names code written for the original design's reference implementation reads.

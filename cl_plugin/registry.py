@@ -135,13 +135,14 @@ class ModelRegistry:
     """Versions and aliases of named models, with artifacts on disk and records in the store.
 
     Args:
-        store: a set-up :class:`~cl_plugin.store.Store` (schema 0003 or newer).
+        store: a :class:`~cl_plugin.store.Store`; one that is empty or behind is set up when the registry
+            takes it.
         artifact_dir: where artifacts are written; several registries may share it and the store.
 
     Example:
         >>> from cl_plugin.router import MetaRouter
         >>> import tempfile
-        >>> registry = ModelRegistry(Store.from_url("sqlite://").setup(), tempfile.mkdtemp())
+        >>> registry = ModelRegistry(Store.from_url("sqlite://"), tempfile.mkdtemp())
         >>> router = MetaRouter().fit(["square root of 2", "order jobs B and C"], ["TRM", "HRM"])
         >>> registry.register("router", router, metrics={"accuracy": 1.0}).version
         1
@@ -152,6 +153,7 @@ class ModelRegistry:
     """
 
     def __init__(self, store: Store, artifact_dir: str | os.PathLike[str]) -> None:
+        store.ensure_schema()
         self.store = store
         self.artifact_dir = Path(artifact_dir)
 

@@ -40,7 +40,8 @@ def main(url: str | None = None) -> None:
 
     handler.record_feedback(run_ids[0], score=5, thumbs="up")
     handler.record_feedback(run_ids[1], score=2, comment="too slow; mail me at ana.lima@example.com")
-    handler.flush()
+    if not handler.flush(timeout=30):  # False while rows wait in the journal for the database
+        print(f"not everything is stored yet: {handler.stats()}")
 
     store = handler.store
     for row in store.query_interactions(order="oldest"):

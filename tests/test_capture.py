@@ -609,3 +609,11 @@ def test_a_closed_handler_does_not_break_the_graph(tmp_path: Path) -> None:
     h.close()
     out = linear("a").compile().invoke({"query": "q"}, config={"callbacks": [h]})
     assert out["results"] == ["a"] and h.hook_errors == 4
+
+
+def test_the_handler_docstring_example_runs() -> None:
+    import doctest
+
+    import cl_plugin.capture
+
+    assert doctest.testmod(cl_plugin.capture).failed == 0

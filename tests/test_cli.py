@@ -18,6 +18,7 @@ from langsmith import utils as ls_utils
 from cl_plugin import cli
 from cl_plugin.cli import main
 from cl_plugin.store import Store
+from tests.conftest import SCHEMA_HEAD
 from tests.langsmith_server import LangSmithServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +167,30 @@ def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: py
     store = Store.from_url(captured)
     old = store.query_interactions(limit=1)[0]
     assert store.purge(time.time() + 1)["interactions"] == 200 and old  # purge removes what is older
+
+
+@pytest.mark.parametrize("command", ["stats", "report", "export"])
+def test_a_command_that_only_reads_a_database_nobody_set_up_says_how_and_migrates_nothing(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    extra = ["--out", str(tmp_path / "out")] if command != "stats" else []
+    assert main([command, "--store", url, *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"cl-plugin {command}: " in err and "no cl_plugin tables yet" in err
+    assert f"cl-plugin migrate --store '{url}'" in err
+    assert Store.from_url(url).schema_version() is None
+
+
+def test_migrate_sets_up_a_database_once_and_then_says_it_is_current(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert main(["migrate", "--store", url]) == 0
+    assert f"migrated {url} from schema version (empty) to {SCHEMA_HEAD}" in capsys.readouterr().out
+    assert main(["migrate", "--store", url]) == 0
+    assert f"is at schema version {SCHEMA_HEAD} already" in capsys.readouterr().out
+    assert main(["stats", "--store", url]) == 0
 
 
 def test_a_missing_store_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,6 +148,20 @@ def test_the_original_usage_snippet_runs_as_written(tmp_path) -> None:
         logger.close()
 
 
+def test_stats_say_where_the_logged_records_are_without_reading_the_database(make_logger) -> None:
+    logger = make_logger({"buffer_size": 10})
+    for i in range(25):
+        logger.log_interaction_sync(item(i))
+    with pytest.raises(InvalidRecordError):
+        logger.log_interaction_sync(item(99, latency_ms=-1.0))  # strict: refused, and counted
+    assert logger.flush(timeout=30) is True
+    stats = logger.stats()
+    assert (stats["submitted"], stats["written"], stats["logged"], stats["refused"]) == (25, 25, 25, 1)
+    assert stats["spilled"] == stats["replayed"] == stats["dropped"] == stats["rejected"] == 0
+    assert stats["waiting_in_journal"] is False and stats["last_error"] is None
+    assert stats["queue_size"] == 0 and stats["store_available"] is True
+
+
 def test_statistics_are_computed_from_what_was_logged(make_logger) -> None:
     items = list(synthetic_interactions(600, seed=11, start_time=T0))
     logger = make_logger({"buffer_size": 128})
@@ -791,7 +805,7 @@ def test_no_raw_pii_reaches_the_database_the_backups_or_the_journal(make_logger,
     # During an outage everything goes to the spill journal.
     for it in hand + synthetic[:500]:
         logger.log_interaction_sync(it)
-    assert logger.flush(timeout=30)
+    assert logger.flush(timeout=30) is False  # the rows wait in the journal
     journal = _disk_contents(storage / "journal")
     spilled = b"".join(data for name, data in journal.items() if "spill-" in name)
     assert spilled.count(b"\n") == len(hand) + 500
@@ -801,7 +815,7 @@ def test_no_raw_pii_reaches_the_database_the_backups_or_the_journal(make_logger,
     fake.down = False
     for it in synthetic[500:]:
         logger.log_interaction_sync(it)
-    assert logger.flush(timeout=30)
+    assert wait_until(lambda: logger.flush(timeout=5), timeout=30)  # True once the journal is replayed
     expected = len(synthetic) + len(hand) - 1
     assert wait_until(lambda: logger.store.count_interactions() == expected, timeout=15)
     assert logger.store.get_interaction(REJECTED_ID) is None

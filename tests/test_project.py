@@ -56,6 +56,7 @@ def test_public_names_are_pinned() -> None:
         "RoutingLabel",
         "Store",
         "StoreError",
+        "StoreSchemaError",
         "StoreUnavailableError",
         "UnknownABTestError",
         "UnknownInteractionError",

@@ -15,12 +15,13 @@ import pytest
 import skops.io as sio
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy import text
 
 from cl_plugin.errors import ArtifactIntegrityError, RegistryError, StoreError, UntrustedArtifactError
 from cl_plugin.rag import RagIndex
 from cl_plugin.registry import DataWindow, ModelRegistry
 from cl_plugin.router import MetaRouter
-from cl_plugin.store import Batch, Store
+from cl_plugin.store import Store
 from graphs.tasks import sample_tasks
 from tests.conftest import SCHEMA_HEAD
 
@@ -301,10 +302,21 @@ def test_migrating_from_0002_keeps_the_data_and_adds_the_registry(store_url: str
     with old.engine.connect() as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0002")
+        # Rows written under 0002 (through SQL: a store's own writes would migrate the database first).
+        conn.execute(
+            text(
+                "INSERT INTO interactions (interaction_id, timestamp, session_id, user_query, response) "
+                "VALUES ('i-1', 1.0, 's', 'q', 'r')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO annotation_queue (item_id, interaction_id, status, priority, strategy, "
+                "selection_reason, created_at, updated_at) "
+                "VALUES ('q-1', 'i-1', 'pending', 0.5, 'uncertainty', '', 1.0, 1.0)"
+            )
+        )
     assert old.schema_version() == "0002"
-    row = {"interaction_id": "i-1", "timestamp": 1.0, "session_id": "s", "user_query": "q", "response": "r"}
-    old.write(Batch({"interactions": [row]}))
-    old.enqueue_for_annotation([{"interaction_id": "i-1", "priority": 0.5, "strategy": "uncertainty"}])
     upgraded = old.setup()
     try:
         assert upgraded.schema_version() == SCHEMA_HEAD

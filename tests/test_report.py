@@ -19,7 +19,7 @@ from cl_plugin import CaptureHandler, store_metrics
 from cl_plugin.abtest import ABTestFramework
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.drift import DriftDetector
-from cl_plugin.errors import ConfigError
+from cl_plugin.errors import ConfigError, StoreSchemaError
 from cl_plugin.privacy import default_redactor
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.registry import ModelRegistry
@@ -209,8 +209,19 @@ def test_a_window_covers_only_its_interactions(tmp_path: Path) -> None:
 
 def test_a_store_url_is_opened_for_the_report(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    Store.from_url(url).setup().close()
     path = build_report(url, tmp_path / "r.html")
-    assert "No data" in path.read_text() and (tmp_path / "fresh.db").exists()
+    assert "No data" in path.read_text()
+
+
+def test_a_report_on_a_database_nobody_set_up_says_how_to_set_it_up_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(StoreSchemaError, match=r"cl-plugin migrate .*setup\(\)"):
+        build_report(url, tmp_path / "r.html")
+    assert Store.from_url(url).schema_version() is None  # a report only reads: nothing was migrated
+    assert not (tmp_path / "r.html").exists()
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,8 @@ class ABTestFramework:
     Args:
         config: the ``ab_testing`` section as a dict or :class:`~cl_plugin.config.ABTestingConfig` (or the
             whole :class:`~cl_plugin.config.ContinualLearningConfig`); None for defaults.
-        store: where tests and results persist (set up with ``store.setup()``); None keeps them in memory.
+        store: where tests and results persist (set up when the framework takes it, if nobody did); None
+            keeps them in memory.
         **kwargs: config keys, overriding those in ``config``.
 
     Raises:
@@ -126,6 +127,8 @@ class ABTestFramework:
         **kwargs: Any,
     ) -> None:
         self.config = resolve_section(ABTestingConfig, config, component="ABTestFramework", **kwargs)
+        if store is not None:
+            store.ensure_schema()
         self.store = store
         self._tests: dict[str, _Test] = {}
         self._assigners: dict[str, tuple[Any, int]] = {}

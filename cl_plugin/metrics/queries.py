@@ -154,7 +154,7 @@ def _sql_rows(
     t = routed.c
     by_label = select(t.b, t.label, t.bin, func.count(), func.sum(t.ok), func.sum(t.agent_confidence))
     out: dict[int, dict[str, Any]] = {}
-    with store._lock, store.engine.connect() as conn:
+    with store.read_connection() as conn:
         if dialect == "postgresql":  # one snapshot for every statement
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         for row in conn.execute(grouped):
@@ -311,7 +311,7 @@ def _first_routes(store: Store, label_key: str, chunk_size: int, filters: dict[s
     after: tuple | None = None
     while True:
         stmt = base if after is None else base.where(tuple_(*key) > tuple_(*after))
-        with store._lock, store.engine.connect() as conn:
+        with store.read_connection() as conn:
             chunk = conn.execute(stmt).all()
         for iid, _, _, chosen, alternatives, y in chunk:
             if iid != current:

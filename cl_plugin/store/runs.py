@@ -96,7 +96,7 @@ def lease_holder(
     died or stalled): None then means that the lease was never taken or was given back.
     """
     now = time.time() if now is None else now
-    with store.engine.connect() as conn:
+    with store.read_connection() as conn:
         row = conn.execute(select(_LEASES).where(_LEASES.c.name == name)).mappings().first()
     return dict(row) if row is not None and (expired or row["expires_at"] > now) else None
 
@@ -152,7 +152,7 @@ def maintenance_run(store: Store, run_id: str) -> dict[str, Any] | None:
 
 
 def _decoded(store: Store, stmt: Any) -> list[dict[str, Any]]:
-    with store.engine.connect() as conn:
+    with store.read_connection() as conn:
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     for row in rows:
         for column in _JSON_COLUMNS:

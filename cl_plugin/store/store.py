@@ -3,7 +3,9 @@
 Writes come in batches, one transaction per batch, through SQLAlchemy Core with the driver's
 ``executemany`` (building one ORM object per row is an order of magnitude slower). Reads are typed queries
 with every filter the classic API uses, plus chunked iteration for scans that must not hold everything in
-memory. ``setup()`` runs the migrations, idempotently and under a lock, so several processes may call it.
+memory. ``setup()`` runs the migrations, idempotently and under a lock, so several processes may call it;
+the first write runs it too, so a store is ready to write as soon as it is built. Reads never migrate: on a
+database behind the newest migration they raise :class:`~cl_plugin.errors.StoreSchemaError` with the fix.
 """
 
 from __future__ import annotations
@@ -16,16 +18,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
 import orjson
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -46,15 +44,24 @@ from sqlalchemy import Table as SATable
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cl_plugin.errors import InvalidRecordError, RegistryError, StoreError, UnknownInteractionError
+from cl_plugin.errors import InvalidRecordError, RegistryError, StoreError, StoreSchemaError
 from cl_plugin.records import ActiveLearningCandidate
 from cl_plugin.store.engine import WRITE, make_engine
+from cl_plugin.store.feedback import default_sanitizer, record_feedback
 from cl_plugin.store.rows import (
     INTERACTION_COLUMNS,
+    Sanitizer,
     dumps,
     interaction_from_row,
     repair_text,
     rows_to_interactions,
+)
+from cl_plugin.store.schema import (
+    current_revision,
+    head_revision,
+    is_known_revision,
+    reader_message,
+    upgrade,
 )
 from cl_plugin.store.tables import (
     ABTestGroup,
@@ -167,11 +174,18 @@ class WriteResult:
 class Store:
     """A database of interactions, node runs, decisions and feedback.
 
-    Build one with :meth:`from_url`, then call :meth:`setup` once (it is idempotent).
+    Build one with :meth:`from_url`. The first write (or a handler, logger, registry or A/B framework
+    taking the store) brings the schema to the newest migration; reads on a database that is behind raise
+    :class:`~cl_plugin.errors.StoreSchemaError` naming :meth:`setup` and ``cl-plugin migrate`` instead of
+    migrating behind the user's back.
 
     Example:
-        >>> store = Store.from_url("sqlite://").setup()
-        >>> store.count_interactions()
+        >>> store = Store.from_url("sqlite://")
+        >>> store.count_interactions()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        cl_plugin.errors.StoreSchemaError: the database at sqlite:// has no cl_plugin tables yet: ...
+        >>> store.setup().count_interactions()
         0
     """
 
@@ -185,6 +199,9 @@ class Store:
         }
         self._insert_sql = {name: self._insert_statement(t) for name, t in _TABLES.items()}
         self._multi_insert_sql: dict[tuple[str, int], str] = {}
+        self._schema_ready = False  # set once the database is known to be at the newest migration
+        # Built on the first record_feedback: it loads the PII redactor, which a store may never need.
+        self._feedback_sanitizer: Sanitizer | None = None
 
     @classmethod
     def from_url(cls, url: str, *, synchronous: str = "NORMAL", **engine_kwargs: Any) -> Store:
@@ -197,7 +214,7 @@ class Store:
             **engine_kwargs: passed to :func:`sqlalchemy.create_engine`.
 
         Returns:
-            The store (call :meth:`setup` before first use).
+            The store, ready to write: the first write runs :meth:`setup`.
 
         Raises:
             ConfigError: the URL is not a supported database.
@@ -212,29 +229,80 @@ class Store:
         return self.engine.dialect.name
 
     def __repr__(self) -> str:
-        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+        return f"Store({self.safe_url!r})"
 
     # -- schema ---------------------------------------------------------------------------------------
 
     def setup(self) -> Store:
         """Create or upgrade the schema to the newest migration. Safe to call from many processes at once.
 
+        Idempotent: the migrations run in one transaction holding a lock (SQLite: ``BEGIN IMMEDIATE``, the
+        database write lock; PostgreSQL: an advisory lock), and read the applied version under it, so of
+        several processes racing on an empty database one migrates and the others find it done. Writes call
+        it on first use; call it yourself (or run ``cl-plugin migrate``) before reading a new database.
+
         Returns:
             The store itself, for chaining.
+
+        Raises:
+            StoreSchemaError: the database was migrated by a newer cl_plugin.
         """
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(resources.files("cl_plugin.store") / "migrations"))
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            current = current_revision(conn)
+            if current is not None and not is_known_revision(current):
+                raise StoreSchemaError(reader_message(self.safe_url, current))
+            if current != head_revision():
+                upgrade(conn)
+        self._schema_ready = True
         return self
 
     def schema_version(self) -> str | None:
         """The id of the newest migration applied, or None for an empty database."""
         with self._lock, self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return current_revision(conn)
+
+    @property
+    def safe_url(self) -> str:
+        """The database URL with its password hidden, for messages and logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def ensure_schema(self, *, write: bool = True) -> None:
+        """Make sure the schema is at the newest migration: for a writer, migrate; for a reader, raise.
+
+        Checked once per store (a flag afterwards), so it costs the hot path nothing. Writes call it, and so
+        do the handler, the logger, the registry and the A/B framework when they take a store.
+
+        Args:
+            write: run :meth:`setup` when the database is behind (True), or raise (False, for reads).
+
+        Raises:
+            StoreSchemaError: a read on a database that is behind, or a write on one a newer cl_plugin made.
+        """
+        if self._schema_ready:
+            return
+        current = self.schema_version()
+        if current == head_revision():
+            self._schema_ready = True
+        elif write:
+            self.setup()
+        else:
+            raise StoreSchemaError(reader_message(self.safe_url, current))
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A connection for reads, for modules that keep their own queries in the store.
+
+        Yields:
+            The connection (no transaction is begun; begin one for a consistent multi-statement read).
+
+        Raises:
+            StoreSchemaError: the database is behind the newest migration (run :meth:`setup` first).
+        """
+        self.ensure_schema(write=False)
+        with self._lock, self.engine.connect() as conn:
+            yield conn
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
@@ -357,30 +425,68 @@ class Store:
                 if values:  # most rows have their feedback already (logged with it, or re-logged)
                     conn.execute(_INTERACTIONS.update().where(c.interaction_id == iid).values(**values))
 
-    def record_feedback(self, row: dict[str, Any], *, require_interaction: bool = True) -> dict[str, Any]:
-        """Store one feedback row (see :func:`cl_plugin.store.rows.feedback_row`) and apply it.
+    def record_feedback(
+        self,
+        interaction_id: str | uuid.UUID,
+        *,
+        score: float | None = None,
+        thumbs: str | None = None,
+        correction: str | None = None,
+        comment: str | None = None,
+        value: Any = None,
+        source: str = "user",
+        key: str = "user_feedback",
+    ) -> dict[str, Any]:
+        """Attach feedback to a stored interaction, as :meth:`CaptureHandler.record_feedback` does.
+
+        For a process that holds a store but no handler, such as a feedback web endpoint. The feedback is
+        checked, redacted and its interaction id hashed when it holds PII exactly as a handler or logger with
+        default privacy settings does (``CL_PLUGIN_HASH_KEY``, else the generated key file), and written
+        at once. Feedback is append-only history; the latest user score and thumbs are copied to the
+        interaction and corrections are added to its ``corrections``.
 
         Args:
-            row: a checked, sanitized feedback row.
-            require_interaction: raise when the interaction does not exist (yet). Writers pass False for
-                feedback that is known to be waiting for its interaction.
+            interaction_id: the interaction's id (a captured run's root run id, or the id you logged).
+            score: a rating (for ``source="user"``, in [1, 5]).
+            thumbs: ``"up"`` or ``"down"``.
+            correction: the answer the user expected.
+            comment: free text.
+            value: any JSON-like value (for annotators and judges).
+            source: who gave it: ``"user"``, ``"annotator"``, ``"llm_judge"``, ...
+            key: what was rated.
 
         Returns:
-            The row as stored.
+            The feedback row as stored.
 
         Raises:
-            UnknownInteractionError: ``require_interaction`` and no interaction has this id.
+            InvalidRecordError: a field cannot be stored as given (the error names it).
+            UnknownInteractionError: no interaction with this id is stored.
         """
-        iid = row["interaction_id"]
-        if require_interaction and not self.has_interaction(iid):
-            raise UnknownInteractionError(iid)
+        if self._feedback_sanitizer is None:
+            self._feedback_sanitizer = default_sanitizer()
+        return record_feedback(
+            interaction_id,
+            self._feedback_sanitizer,
+            exists=self.has_interaction,
+            deliver=self._record_feedback_row,
+            score=score,
+            thumbs=thumbs,
+            correction=correction,
+            comment=comment,
+            value=value,
+            source=source,
+            key=key,
+        )
+
+    def _record_feedback_row(self, row: dict[str, Any]) -> None:
+        """Write one checked, sanitized feedback row (see :func:`cl_plugin.store.rows.feedback_row`) and
+        apply it to its interaction; the row may come before its interaction, which it then waits for."""
         self.write(Batch({"feedback": [row]}))
-        return row
 
     def has_interaction(self, interaction_id: str) -> bool:
         """Whether an interaction with this id is stored."""
         stmt = select(_INTERACTIONS.c.interaction_id).where(_INTERACTIONS.c.interaction_id == interaction_id)
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return conn.execute(stmt).first() is not None
 
     def feedback_history(self, interaction_id: str) -> list[dict[str, Any]]:
@@ -389,7 +495,7 @@ class Store:
         stmt = (
             select(_FEEDBACK).where(f.interaction_id == interaction_id).order_by(f.created_at, f.feedback_id)
         )
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             res = conn.execute(stmt)
             out = [dict(zip(res.keys(), r, strict=True)) for r in res]
         for row in out:
@@ -423,7 +529,7 @@ class Store:
         return self._decode(stmt, json_cols)
 
     def _decode(self, stmt: Select, json_cols: tuple[str, ...]) -> list[dict[str, Any]]:
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             res = conn.execute(stmt)
             out = [dict(zip(res.keys(), r, strict=True)) for r in res]
         for row in out:
@@ -593,7 +699,7 @@ class Store:
         ids = list(dict.fromkeys(interaction_ids))
         e = _EMBEDDINGS.c
         out: dict[str, np.ndarray] = {}
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             for start in range(0, len(ids), 500):
                 stmt = select(e.interaction_id, e.vector).where(
                     e.interaction_id.in_(ids[start : start + 500])
@@ -616,7 +722,7 @@ class Store:
         dicts in one tight loop: SQLAlchemy's row objects and a per-row helper call would cost more than the
         database does on a 1,000-row read.
         """
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             res = conn.execute(stmt)
             try:
                 keys = tuple(res.keys())
@@ -664,13 +770,13 @@ class Store:
     def count_interactions(self, **filters: Any) -> int:
         """How many interactions match the filters of :meth:`query_interactions`."""
         stmt = select(func.count()).select_from(_INTERACTIONS).where(*self._where(**filters))
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
         """One interaction by id, or None."""
         stmt = select(_INTERACTIONS).where(_INTERACTIONS.c.interaction_id == interaction_id)
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             res = conn.execute(stmt)
             row = res.first()
             return None if row is None else interaction_from_row(dict(zip(res.keys(), row, strict=True)))
@@ -682,7 +788,7 @@ class Store:
             .where(_REVISIONS.c.interaction_id == interaction_id)
             .order_by(_REVISIONS.c.id)
         )
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return [
                 {"revised_at": at, "previous": interaction_from_row(orjson.loads(prev))}
                 for at, prev in conn.execute(stmt)
@@ -727,7 +833,7 @@ class Store:
             .group_by(c.agent_selected)
             .order_by(c.agent_selected)
         )
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             row = conn.execute(stmt).one()
             dist = {a: int(n) for a, n in conn.execute(agents)}
         up, down = int(row[3] or 0), int(row[4] or 0)
@@ -880,7 +986,7 @@ class Store:
 
     def queued_interaction_ids(self) -> set[str]:
         """Ids of every interaction in the annotation queue, in any status (for ``exclude_ids``)."""
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return set(conn.execute(select(_ANNOTATION_QUEUE.c.interaction_id)).scalars())
 
     # -- model registry -------------------------------------------------------------------------------
@@ -902,7 +1008,11 @@ class Store:
 
         Yields:
             The connection; the transaction commits when the block exits normally.
+
+        Raises:
+            StoreSchemaError: the database was migrated by a newer cl_plugin (an older one is migrated first).
         """
+        self.ensure_schema(write=True)
         with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             if lock is not None and self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
@@ -928,7 +1038,7 @@ class Store:
     def model_names(self) -> list[str]:
         """Every model with at least one registered version, sorted."""
         t = _MODEL_VERSIONS
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return list(conn.execute(select(t.c.model_name).distinct().order_by(t.c.model_name)).scalars())
 
     def model_versions(self, model_name: str) -> list[dict[str, Any]]:
@@ -947,7 +1057,7 @@ class Store:
         """The version an alias of a model points to, or None when the alias is not set (one indexed read)."""
         t = _MODEL_ALIASES
         stmt = select(t.c.version).where(t.c.model_name == model_name, t.c.alias == alias)
-        with self._lock, self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return conn.execute(stmt).scalar()
 
     def model_alias_history(self, model_name: str, alias: str | None = None) -> list[dict[str, Any]]:
@@ -1255,7 +1365,7 @@ class Store:
             The ``ab_tests`` row (``settings`` and ``result`` decoded) with ``groups``: ``{"A": {...},
             "B": {...}}``, each holding ``n``, ``mean``, ``m2`` and ``non_binary``.
         """
-        with self._lock, self.engine.connect() as conn, conn.begin():
+        with self.read_connection() as conn, conn.begin():
             return self._ab_test(conn, test_id)
 
     def _ab_test(self, conn: Connection, test_id: str, *, lock: bool = False) -> dict[str, Any] | None:

@@ -4,8 +4,10 @@
 queued, when ``flush_interval`` has passed, or when someone flushes or waits for durability; it converts
 and sanitizes each item, writes each batch in one transaction, appends it to the gz JSONL backup, and only
 then acknowledges it. When the database cannot be reached, batches go to the spill journal (already
-sanitized, forced to disk) and are replayed once it answers again. A row the database refuses is isolated
-by halving its batch, kept in the journal's dead-letter file, and reported; the rest of the batch is stored.
+sanitized, forced to disk) and are replayed once it answers again; until then :meth:`Writer.flush` returns
+False. A row the database refuses is isolated by halving its batch, kept in the journal's dead-letter file,
+and reported; the rest of the batch is stored. A table or column the database lacks is no outage: the rows
+wait in the journal too, the error (with the fix) is logged once and raised from ``flush()`` and ``close()``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from cl_plugin.errors import InvalidRecordError, StoreError, StoreUnavailableError
+from cl_plugin.errors import InvalidRecordError, StoreError, StoreSchemaError, StoreUnavailableError
 from cl_plugin.store.backup import BackupWriter, encode_line
 from cl_plugin.store.journal import Journal
+from cl_plugin.store.schema import is_missing_schema, missing_schema_message
 from cl_plugin.store.store import Batch, Store
 
 __all__ = ["Convert", "Writer", "WriterStats"]
@@ -77,6 +80,9 @@ class WriterStats:
 class Writer:
     """Batches rows into a store (and/or gz backups) on a background thread.
 
+    A store nobody set up is brought to the newest migration when the writer starts (or, when the database
+    cannot be reached then, on the first write).
+
     Args:
         store: where rows go; None to keep backups only.
         backup: gz JSONL backup writer, or None.
@@ -104,6 +110,8 @@ class Writer:
     ) -> None:
         if store is not None and journal is None:
             raise ValueError("a writer with a store needs a journal for outages; pass journal=Journal(dir)")
+        if store is not None:
+            _prepare(store)
         self.store = store
         self.backup = backup
         self.journal = journal
@@ -119,6 +127,7 @@ class Writer:
         self._down_until = 0.0
         self._backoff = retry_interval
         self._check_journal = journal is not None and journal.has_pending()
+        self._schema_error: StoreSchemaError | None = None  # set while writes find the schema incomplete
         self._row_owner: dict[int, Future] = {}  # id(row) -> future of the item that made it, per batch
         self._backup_worker = _Worker(f"{name}-backup")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -160,10 +169,18 @@ class Writer:
         return fut
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write everything submitted so far. Returns False if ``timeout`` seconds passed first.
+        """Write everything submitted so far.
 
         A marker goes through the queue behind every earlier item; items are handled in order, so when the
         marker's batch is committed, so is everything submitted before the call, from any thread.
+
+        Returns:
+            True when everything submitted is in the database. False if ``timeout`` seconds passed first,
+            or while rows wait in the spill journal for the database to come back (``stats`` counts them).
+
+        Raises:
+            StoreSchemaError: the database lacks a table or column the rows need (they wait in the journal);
+                the message says how to fix it.
         """
         if not self._thread.is_alive():
             return not self._queue
@@ -178,29 +195,51 @@ class Writer:
                 return False
             try:
                 marker.exception(0.05 if remaining is None else min(0.05, remaining))
-                return True
             except FutureTimeout:
                 if not self._thread.is_alive():
                     return False
+                continue
+            if self._schema_error is not None:
+                raise self._schema_error
+            return not self._check_journal
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the thread. Returns False if pending items could not be written in time."""
+        """Flush and stop the thread.
+
+        Returns:
+            False if pending items could not be written in time, or rows wait in the spill journal (a later
+            writer on the same journal replays them).
+
+        Raises:
+            StoreSchemaError: as :meth:`flush`; the writer is closed all the same.
+        """
         if self._closed:
             return True
-        ok = self.flush(timeout)
-        self._closed = True
-        self._wake.set()
-        self._thread.join(timeout)
-        self._backup_worker.stop()
-        if self.journal is not None:
-            self.journal.release()
-        _live_writers.discard(self)
+        try:
+            ok = self.flush(timeout)
+        finally:
+            self._closed = True
+            self._wake.set()
+            self._thread.join(timeout)
+            self._backup_worker.stop()
+            if self.journal is not None:
+                self.journal.release()
+            _live_writers.discard(self)
         return ok
 
     @property
     def queue_size(self) -> int:
         """Items waiting to be written."""
         return len(self._queue)
+
+    def counts(self) -> dict[str, Any]:
+        """The counters of :class:`WriterStats` (without the error history), ``waiting_in_journal``: whether
+        spilled rows still wait for the database, and ``queue_size``."""
+        counts = asdict(self.stats)
+        counts.pop("errors")
+        counts["waiting_in_journal"] = self._check_journal
+        counts["queue_size"] = len(self._queue)
+        return counts
 
     # -- writer thread --------------------------------------------------------------------------------
 
@@ -308,8 +347,9 @@ class Writer:
         try:
             self._write(rows)
         except Exception as exc:
-            # An outage, or a failure we do not understand: either way the rows are safe in the journal.
-            self._mark_down(exc)
+            # An outage, a schema problem, or a failure we do not understand: the rows are safe in the journal.
+            if not self._schema_failed(exc):
+                self._mark_down(exc)
             self.stats.spilled += self.journal.spill(rows)
             self._check_journal = True
             return
@@ -317,6 +357,22 @@ class Writer:
         self.stats.store_available = True
         if self._check_journal:
             self._replay()
+
+    def _schema_failed(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the schema is incomplete; if so, keep the error for flush() and log it once."""
+        if not (isinstance(exc, StoreSchemaError) or is_missing_schema(exc)):
+            return False
+        self._note_error(exc)
+        if self._schema_error is None:
+            assert self.store is not None and self.journal is not None
+            message = (
+                str(exc)
+                if isinstance(exc, StoreSchemaError)
+                else missing_schema_message(self.store.safe_url, exc, str(self.journal.directory))
+            )
+            self._schema_error = StoreSchemaError(message)
+            log.error("cl_plugin cannot write: %s", message)
+        return True
 
     def _mark_down(self, exc: BaseException) -> None:
         self._note_error(exc)
@@ -339,7 +395,7 @@ class Writer:
             res = self.store.write(batch)
         except (DBAPIError, UnicodeError, ValueError, TypeError, OverflowError) as exc:
             # Driver errors about values (not DBAPIError) are the row's fault too: isolate it.
-            if isinstance(exc, DBAPIError) and _is_outage(exc):
+            if isinstance(exc, DBAPIError) and (_is_outage(exc) or is_missing_schema(exc)):
                 raise
             if len(rows) == 1:
                 self.journal.reject(rows[0][0], rows[0][1], exc)
@@ -374,10 +430,12 @@ class Writer:
         try:
             self.stats.replayed += self.journal.replay(self._write)
         except Exception as exc:
-            self._mark_down(exc)
+            if not self._schema_failed(exc):
+                self._mark_down(exc)
             return
         self._check_journal = False
         self.stats.store_available = True
+        self._schema_error = None  # the rows a missing table or column held back are written now
 
     def _backup_lines(self, lines: dict[str, list[tuple[int, bytes]]]) -> None:
         assert self.backup is not None
@@ -393,6 +451,21 @@ class Writer:
         msg = f"{type(exc).__name__}: {exc}"[:500]
         self.stats.last_error = msg
         self.stats.errors = [*self.stats.errors[-9:], msg]
+
+
+def _prepare(store: Store) -> None:
+    """Migrate a store that is behind before the first row comes; an unreachable database is left to the
+    first write (the rows wait in the journal meanwhile), a schema this cl_plugin cannot write is raised."""
+    try:
+        store.ensure_schema(write=True)
+    except DBAPIError as exc:
+        if not _is_outage(exc):
+            raise
+        log.warning(
+            "cl_plugin could not reach the database at %s to set it up (%s); the first write will",
+            store.safe_url,
+            type(exc).__name__,
+        )
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -451,6 +524,13 @@ class _Worker:
 def _flush_at_exit() -> None:
     for writer in list(_live_writers):
         try:
-            writer.close(timeout=10.0)
+            if not writer.close(timeout=10.0) and writer.journal is not None:
+                log.warning(
+                    "cl_plugin exits with rows not yet in the database; they wait in the journal at %s and "
+                    "the next writer on it replays them",
+                    writer.journal.directory,
+                )
+        except StoreSchemaError:  # logged when the writer first met it
+            pass
         except Exception:  # exit must go on
             log.exception("cl_plugin writer could not flush at exit")

@@ -345,6 +345,8 @@ def store_at(url: str, revision: str) -> Store:
     with store.engine.connect() as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+    # It writes as the cl_plugin of that revision did, whose newest migration it was: without migrating first.
+    store._schema_ready = True
     return store
 
 
@@ -370,7 +372,8 @@ def test_sigkill_mid_migration_leaves_the_old_schema_and_its_data_and_setup_comp
     store = Store.from_url(url)
     try:
         assert store.schema_version() == "0001"  # the migrations run in one transaction: all or nothing
-        assert store.count_interactions() == 50
+        with store.engine.connect() as conn:  # (the store's own reads refuse a schema that is behind)
+            assert conn.execute(text("SELECT count(*) FROM interactions")).scalar_one() == 50
     finally:
         store.close()
     assert completed(run_child(phase="migration", url=url)) == {"version": SCHEMA_HEAD}

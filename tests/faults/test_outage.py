@@ -1,17 +1,21 @@
-"""The store goes away while the example graph answers with capture attached, then comes back.
+"""The store goes away while a graph answers with capture attached, then comes back.
 
 SQLite: the database lives on its own small volume (a tmpfs mounted for the test) that fills up, so every
 write fails with ``database or disk is full`` the way it does in production; chmod cannot be used, since
-root ignores it. PostgreSQL: the server itself is stopped and started again. In both cases the graph must
-keep answering, the rows must wait in the spill journal, and once the database works again every
-interaction must be there exactly once, with the same node runs and decisions as a run without an outage.
+root ignores it. PostgreSQL: the server itself is stopped and started again, or the network link to it is
+cut and restored. In every case the graph must keep answering, the rows must wait in the spill journal
+(``flush()`` says False meanwhile), and once the database works again every interaction must be there
+exactly once, with the same node runs and decisions as a run without an outage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,12 +24,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from cl_plugin import CaptureHandler
 from cl_plugin.store import Store
 from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.traffic import production_queries
 from tests.conftest import PG_URL
+from tests.user_graph import serve
 
 N_BEFORE, N_DURING, N_AFTER = 20, 30, 20
 
@@ -150,7 +156,7 @@ def test_sqlite_disk_full_mid_traffic_spills_and_replays_every_interaction_once(
         assert store.count_interactions() == N_BEFORE
         filler = fill(small_volume)
         traffic.serve(N_DURING)
-        assert handler.flush(timeout=30)
+        assert handler.flush(timeout=30) is False  # the rows wait in the journal
         assert handler.writer.stats.spilled > 0, handler.writer.stats
         assert "database or disk is full" in (handler.writer.stats.last_error or "")
         assert store.count_interactions() == N_BEFORE
@@ -212,7 +218,7 @@ def test_postgres_restart_mid_traffic_spills_and_replays_every_interaction_once(
         try:
             subprocess.run(["pg_ctlcluster", version, cluster, "stop", "-m", "fast"], check=True, timeout=60)
             traffic.serve(N_DURING)
-            assert handler.flush(timeout=30)
+            assert handler.flush(timeout=30) is False  # the rows wait in the journal
             assert handler.writer.stats.spilled > 0, handler.writer.stats
         finally:
             subprocess.run(["pg_ctlcluster", version, cluster, "start"], check=False, timeout=60)
@@ -222,3 +228,107 @@ def test_postgres_restart_mid_traffic_spills_and_replays_every_interaction_once(
     finally:
         handler.close(timeout=10)
         store.close()
+
+
+# -- the network to PostgreSQL is cut and restored -------------------------------------------------------
+
+
+class CuttableLink:
+    """A TCP forwarder to the PostgreSQL test server whose link can be cut and restored: a real network
+    outage for the clients that connect through it, while the server (shared with other tests) runs on."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Close the listener and every forwarded connection: new connections are refused, open ones die."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            if self._listener is not None:
+                sockets.append(self._listener)
+                self._listener = None
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.postgres
+def test_flush_is_false_while_rows_wait_in_the_journal_and_true_once_they_are_replayed(
+    pg_url: str, tmp_path: Path
+) -> None:
+    target = make_url(pg_url)
+    link = CuttableLink(target.host or "127.0.0.1", target.port or 5432)
+    link.up()
+    store = Store.from_url(
+        target.set(port=link.port).render_as_string(hide_password=False)
+    )  # nobody set it up
+    handler = CaptureHandler(store, journal_dir=tmp_path / "journal", flush_interval=0.05)
+    handler.writer.retry_interval = handler.writer._backoff = 0.1
+    try:
+        before = serve(handler)
+        assert handler.flush(timeout=30) is True
+        assert handler.stats()["spilled"] == 0
+
+        link.cut()
+        during = serve(handler)  # the graph answers all the same
+        assert handler.flush(timeout=30) is False
+        stats = handler.stats()
+        assert stats["spilled"] > 0 and stats["replayed"] == 0, stats
+        assert stats["waiting_in_journal"] is True and stats["store_available"] is False
+        assert stats["last_error"] and stats["dropped"] == 0
+        assert list((tmp_path / "journal").glob("spill-*.jsonl"))
+        assert handler.flush(timeout=1) is False  # still down: still not written
+
+        link.up()
+        assert wait_until(lambda: handler.flush(timeout=5), timeout=30)
+        stats = handler.stats()
+        assert stats["replayed"] == stats["spilled"] > 0 and stats["waiting_in_journal"] is False, stats
+        ids = {r["interaction_id"] for r in store.query_interactions(limit=None)}
+        assert ids == set(before + during)
+    finally:
+        link.cut()
+        handler.close(timeout=10)

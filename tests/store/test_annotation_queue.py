@@ -156,6 +156,7 @@ def test_setup_upgrades_a_0001_database_without_losing_data(store_url: str) -> N
             command.upgrade(cfg, "0001")
         assert store.schema_version() == "0001"
         assert "annotation_queue" not in inspect(store.engine).get_table_names()
+        store._schema_ready = True  # write as the cl_plugin of 0001 did: without migrating first
         rows = [_interaction(i) for i in range(25)]
         feedback = {
             "feedback_id": "f1",

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 
-# One child process: logs ``n`` interactions through ProductionInteractionLogger (or only runs setup), and
+# One child process: logs ``n`` interactions through ProductionInteractionLogger into a store nobody set up
+# (or only runs setup), and
 # after each acknowledged call appends "id<TAB>unix time" to the ack file when one is given.
 CHILD = r"""
 import json, os, sys, time
@@ -43,12 +44,15 @@ if args["mode"] == "setup":
     sys.exit(0)
 
 prefix = args["prefix"]
-logger = ProductionInteractionLogger({
-    "storage": args["storage"],
-    "database_url": args["url"],
-    "durability": args["durability"],
-    "flush_interval": args["flush_interval"],
-})
+# A store nobody set up: the logger takes it and sets it up, racing with the other processes.
+logger = ProductionInteractionLogger(
+    {
+        "storage": args["storage"],
+        "durability": args["durability"],
+        "flush_interval": args["flush_interval"],
+    },
+    store=Store.from_url(args["url"], synchronous="FULL" if args["durability"] == "sync" else "NORMAL"),
+)
 ack = open(args["ack"], "a") if args.get("ack") else None
 rate = args.get("rate")
 start = time.monotonic()
@@ -186,6 +190,8 @@ def test_four_processes_log_into_one_sqlite_file_and_every_row_arrives(tmp_path)
     ids = sqlite_ids(db)
     assert ids == {f"{prefix}-{i:06d}" for prefix in prefixes for i in range(n)}
     assert integrity(db) == [("ok",)]
+    with sqlite3.connect(db) as conn:  # the processes' first-use setups left the newest schema, once
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
     for prefix in prefixes:  # each process kept its own backups, complete
         backed_up = Counter(
             r["interaction_id"] for r in iter_backup(tmp_path / prefix / "backups", "interactions")
@@ -198,7 +204,7 @@ def test_eight_processes_log_into_postgresql_racing_on_setup_and_every_row_arriv
     pg_url: str, tmp_path
 ) -> None:
     n, prefixes = 10_000, [f"q{k}" for k in range(8)]
-    start_at = time.time() + 2.0  # every child's logger calls Store.setup() on the empty schema at once
+    start_at = time.time() + 2.0  # every child's logger sets up the empty schema on first use, at once
     procs = [
         spawn(
             mode="log",

@@ -272,9 +272,9 @@ def test_row_columns_match_the_table_in_order() -> None:
 def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Store) -> None:
     write(store, [make(1, interaction_id="f1", user_feedback_score=None)])
     s = Sanitizer()
-    store.record_feedback(feedback_row("f1", s, score=2.0, created_at=1.0))
-    store.record_feedback(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
-    store.record_feedback(
+    store._record_feedback_row(feedback_row("f1", s, score=2.0, created_at=1.0))
+    store._record_feedback_row(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
+    store._record_feedback_row(
         feedback_row("f1", s, score=0.2, source="llm_judge", key="faithfulness", created_at=3.0)
     )
     got = store.get_interaction("f1")
@@ -293,7 +293,7 @@ def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Stor
 
 def test_feedback_that_comes_before_its_interaction_is_applied_when_it_arrives(store: Store) -> None:
     early = feedback_row("late", Sanitizer(), score=5.0, correction="fixed")
-    store.record_feedback(early, require_interaction=False)
+    store._record_feedback_row(early)
     write(store, [make(2, interaction_id="late", user_feedback_score=None)])
     got = store.get_interaction("late")
     assert got is not None and got["user_feedback_score"] == 5.0 and got["corrections"] == ["fixed"]
@@ -301,5 +301,13 @@ def test_feedback_that_comes_before_its_interaction_is_applied_when_it_arrives(s
 
 def test_feedback_for_an_id_that_does_not_exist_is_refused(store: Store) -> None:
     with pytest.raises(UnknownInteractionError, match="no interaction with id 'nope'"):
-        store.record_feedback(feedback_row("nope", Sanitizer(), score=3.0))
+        store.record_feedback("nope", score=3.0)
     assert store.feedback_history("nope") == []
+
+
+def test_the_store_docstring_examples_run() -> None:
+    import doctest
+
+    import cl_plugin.store.store
+
+    assert doctest.testmod(cl_plugin.store.store).failed == 0

@@ -244,7 +244,7 @@ def test_outage_spills_sanitized_rows_and_replays_them_when_the_store_is_back(
     during = [interaction(i, "down") for i in range(200)]
     for item in during:
         w.submit(to_rows, item)
-    assert w.flush(timeout=10)
+    assert w.flush(timeout=10) is False  # not written: the rows wait in the journal
 
     assert flaky.failures >= 1
     assert store.count_interactions() == 0
@@ -261,7 +261,7 @@ def test_outage_spills_sanitized_rows_and_replays_them_when_the_store_is_back(
     after = [interaction(i, "up") for i in range(20)]
     for item in after:
         w.submit(to_rows, item)
-    assert w.flush(timeout=10)
+    assert wait_until(lambda: w.flush(timeout=1), timeout=10)  # True once the journal is replayed
     expected = {i.interaction_id for i in during + after}
     assert wait_until(lambda: stored_ids(store) == expected, timeout=10), expected - stored_ids(store)
     assert wait_until(lambda: not spill_files(tmp_path / "journal"), timeout=5)
@@ -317,13 +317,13 @@ def test_postgres_permission_loss_is_an_outage_and_rows_come_back_when_it_ends(
     during = [interaction(i, "revoked") for i in range(20)]
     for item in during:
         w.submit(to_rows, item)
-    assert w.flush(timeout=10)
+    assert w.flush(timeout=10) is False  # not written: the rows wait in the journal
     assert store.count_interactions() == 0
     as_admin("GRANT INSERT ON ALL TABLES IN SCHEMA {schema} TO {role}")
     after = [interaction(i, "granted") for i in range(5)]
     for item in after:
         w.submit(to_rows, item)
-    assert w.flush(timeout=10)
+    assert wait_until(lambda: w.flush(timeout=1), timeout=10)  # True once the journal is replayed
     expected = {i.interaction_id for i in during + after}
     # Every row refused for a reason that has nothing to do with the row must come back once the cause is gone,
     # not sit in the dead-letter file.
@@ -503,7 +503,7 @@ def test_rows_spilled_by_a_closed_writer_of_this_process_are_replayed_by_the_nex
     spilled = [interaction(i, "first") for i in range(15)]
     for item in spilled:
         first.submit(to_rows, item)
-    assert first.close(timeout=10)  # closed during the outage: its rows wait in the journal
+    assert first.close(timeout=10) is False  # closed during the outage: its rows wait in the journal
     assert len(spill_files(tmp_path / "journal")) == 1
 
     flaky.down = False  # the database is back; the app opens a new writer on the same journal
