@@ -32,8 +32,9 @@ import numpy as np
 from cl_plugin import report_html as page
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.errors import ConfigError
-from cl_plugin.metrics import router_metrics, store_metrics, store_metrics_by_window
+from cl_plugin.metrics import node_metrics, router_metrics, store_metrics, store_metrics_by_window
 from cl_plugin.metrics.measures import Calibration, Window, _calibration, _width
+from cl_plugin.metrics.nodes import has_node_runs
 from cl_plugin.metrics.queries import _probabilities
 from cl_plugin.privacy import default_redactor
 from cl_plugin.report_html import MIN_LABELED, SECTIONS
@@ -206,7 +207,10 @@ class _Report:
         )
         self.scan = _Scan(self.width, shift, max_points)
         chunks = self.scan.chunks(store.iter_interactions(chunk_size=chunk_size, **span))
-        self.analysis = analyzer.analyze_stream(chunks)
+        # Node runs of the capture sample tie captured errors to the nodes that raised them; a store
+        # without node runs (interactions logged, not captured) is not scanned for them.
+        nodes = node_metrics(store, chunk_size=chunk_size, **span) if has_node_runs(store) else None
+        self.analysis = analyzer.analyze_stream(chunks, nodes=nodes)
         self.router = router_metrics(store, **span)
         self.calibration = self._calibration()
         self.drift = [e for e in store.drift_events(since=start) if end is None or e["detected_at"] < end]

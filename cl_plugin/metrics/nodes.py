@@ -150,6 +150,12 @@ def node_figures(interactions: Iterable[Any], node_runs: Iterable[Mapping[str, A
     return tally.result()
 
 
+def has_node_runs(store: Store) -> bool:
+    """Whether the store holds any captured node run (a store fed by the logger alone has none)."""
+    with store.read_connection() as conn:
+        return conn.execute(select(_NODE_RUNS.c.interaction_id).limit(1)).first() is not None
+
+
 def node_metrics(store: Store, *, chunk_size: int = 5000, **filters: Any) -> NodeMetrics:
     """Per-node figures of the stored interactions matching ``filters``, over the capture sample.
 
