@@ -230,7 +230,9 @@ def test_the_report_says_its_route_figures_come_from_the_capture_sample(
     sample = f"a {len(sampled) / N:.0%} sample: {len(sampled)} of {N} interactions with a known right agent"
     assert f"Only runs in the capture sample keep their route decisions: these use {sample}" in html
     # captured errors are tied to the node that raised them, from the sample's node runs
-    assert "Fix the failing call in node &#x27;act&#x27;" in html or "Fix the failing call in node 'act'" in html
+    assert (
+        "Fix the failing call in node &#x27;act&#x27;" in html or "Fix the failing call in node 'act'" in html
+    )
     assert "(unknown node)" not in html
 
 
