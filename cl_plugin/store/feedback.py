@@ -9,6 +9,7 @@ behind the interaction it rates.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -72,10 +73,14 @@ def record_feedback(
     return row
 
 
-def default_sanitizer(max_text_length: int = 10_000) -> Sanitizer:
+def default_sanitizer(max_text_length: int = 10_000, *, hash_key: str | None = None) -> Sanitizer:
     """The sanitizer of a handler or logger with default privacy settings: PII redacted, an id holding PII
-    stored as its keyed hash (``CL_PLUGIN_HASH_KEY``, else the generated key of
+    stored as its keyed hash (``hash_key``, else ``CL_PLUGIN_HASH_KEY``, else the generated key of
     :func:`cl_plugin.privacy.id_hash_key`), so feedback finds the interaction those stored."""
-    from cl_plugin.privacy import default_redactor  # privacy sits above the store; imported when used
+    from cl_plugin.privacy import default_redactor, hash_identifier  # privacy sits above the store
 
-    return Sanitizer(redact=default_redactor().redact, max_text_length=max_text_length)
+    return Sanitizer(
+        redact=default_redactor().redact,
+        max_text_length=max_text_length,
+        hash_pii_id=None if hash_key is None else partial(hash_identifier, key=hash_key),
+    )

@@ -436,6 +436,7 @@ class Store:
         value: Any = None,
         source: str = "user",
         key: str = "user_feedback",
+        hash_key: str | None = None,
     ) -> dict[str, Any]:
         """Attach feedback to a stored interaction, as :meth:`CaptureHandler.record_feedback` does.
 
@@ -454,6 +455,9 @@ class Store:
             value: any JSON-like value (for annotators and judges).
             source: who gave it: ``"user"``, ``"annotator"``, ``"llm_judge"``, ...
             key: what was rated.
+            hash_key: the privacy key the handler or logger was given explicitly (``privacy.hash_key``),
+                when the environment of this process does not hold it: an id holding PII is then found
+                under the hash that handler stored it as.
 
         Returns:
             The feedback row as stored.
@@ -462,11 +466,15 @@ class Store:
             InvalidRecordError: a field cannot be stored as given (the error names it).
             UnknownInteractionError: no interaction with this id is stored.
         """
-        if self._feedback_sanitizer is None:
-            self._feedback_sanitizer = default_sanitizer()
+        if hash_key is not None:
+            sanitizer = default_sanitizer(hash_key=hash_key)
+        else:
+            if self._feedback_sanitizer is None:
+                self._feedback_sanitizer = default_sanitizer()
+            sanitizer = self._feedback_sanitizer
         return record_feedback(
             interaction_id,
-            self._feedback_sanitizer,
+            sanitizer,
             exists=self.has_interaction,
             deliver=self._record_feedback_row,
             score=score,

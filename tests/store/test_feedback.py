@@ -77,6 +77,25 @@ def test_an_id_holding_pii_finds_the_interaction_a_logger_stored_under_its_hash(
     assert EMAIL.encode() not in raw
 
 
+def test_a_store_finds_an_id_hashed_with_a_key_given_to_the_logger_not_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
+    config = {"storage": str(tmp_path / "logs"), "strict": True, "hash_key": "endpoint-secret"}
+    logger = ProductionInteractionLogger(config)
+    raw_id = f"{EMAIL}-order-8"
+    logger.log_interaction_sync(ProductionInteraction(raw_id, time.time(), "s-1", "where is it?"))
+    assert logger.close(timeout=30)
+    store = Store.from_url(f"sqlite:///{tmp_path / 'logs' / 'interactions.db'}")
+    try:
+        with pytest.raises(UnknownInteractionError):  # the default key hashes the id differently
+            store.record_feedback(raw_id, score=2)
+        row = store.record_feedback(raw_id, score=2, hash_key="endpoint-secret")
+        assert store.get_interaction(row["interaction_id"])["user_feedback_score"] == 2.0
+    finally:
+        store.close()
+
+
 BAD_FEEDBACK: list[tuple[str, dict[str, Any]]] = [
     ("score", {"score": 9}),
     ("score", {"score": float("nan")}),
