@@ -3,50 +3,18 @@
 from __future__ import annotations
 
 import math
-import operator
 import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import pytest
-from langgraph.graph import START, StateGraph
 
-from cl_plugin import CaptureHandler, ProductionInteractionLogger, record_decision
+from cl_plugin import CaptureHandler, ProductionInteractionLogger
 from cl_plugin.errors import ConfigError
 from cl_plugin.sampling import is_sampled
-
-
-class State(TypedDict, total=False):
-    query: str
-    response: str
-    fail: bool
-    results: Annotated[list, operator.add]
-
-
-def three_step_graph() -> Any:
-    """plan -> act -> answer; ``act`` records a routing decision and raises when the input asks it to."""
-
-    def plan(s: State) -> dict:
-        return {"results": ["plan"]}
-
-    def act(s: State) -> dict:
-        record_decision("route", "search", confidence=0.6, alternatives={"search": 0.6, "answer": 0.4})
-        if s.get("fail"):
-            raise RuntimeError("upstream timed out")
-        return {"results": ["act"]}
-
-    def answer(s: State) -> dict:
-        return {"response": "done"}
-
-    g = StateGraph(State)
-    for name, fn in (("plan", plan), ("act", act), ("answer", answer)):
-        g.add_node(name, fn)
-    g.add_edge(START, "plan")
-    g.add_edge("plan", "act")
-    g.add_edge("act", "answer")
-    return g.compile()
+from tests.user_graph import three_step_graph
 
 
 def ids(rate: float, *, sampled: bool) -> Iterator[uuid.UUID]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -11,50 +10,9 @@ import pytest
 
 from cl_plugin.config import SECTIONS, ContinualLearningConfig, LoggingConfig, load_config, parse_section
 from cl_plugin.errors import ConfigError
+from tests.test_design import DESIGN_YAML
 
-SPEC_YAML = textwrap.dedent(
-    """
-    continual_learning:
-      logging:
-        enabled: true
-        storage: "./cache/production_logs"
-        use_sqlite: true
-        use_compression: true
-        buffer_size: 1000
-        sanitize_pii: true
-        use_langsmith: false
-        langsmith_project: "production-feedback"
-      failure_analysis:
-        enabled: true
-        min_cluster_size: 5
-        similarity_threshold: 0.7
-        analyze_frequency: "daily"
-      active_learning:
-        enabled: true
-        budget_per_cycle: 50
-        selection_strategy: "hybrid"  # uncertainty, diversity, hybrid, failure
-      retraining:
-        schedule: "weekly"  # daily, weekly, monthly
-        min_new_samples: 100
-        validation_split: 0.2
-        enable_ab_test: true
-      drift_detection:
-        enabled: true
-        window_size: 1000
-        threshold: 0.1
-        detection_method: "kolmogorov_smirnov"
-      ab_testing:
-        enabled: false
-        traffic_split: 0.1
-        min_samples: 1000
-        confidence_level: 0.95
-      privacy:
-        anonymize_user_ids: true
-        hash_session_ids: true
-        redact_sensitive_fields: true
-        retention_days: 90
-    """
-)
+SPEC_YAML = DESIGN_YAML  # the design's YAML, as tests/test_design.py holds it verbatim
 
 
 def test_the_spec_yaml_loads_and_equals_the_defaults(tmp_path) -> None:

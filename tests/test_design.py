@@ -8,6 +8,7 @@ Each block between ``# fmt: off`` and ``# fmt: on`` is the design's text; only i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import textwrap
 import time
@@ -141,13 +142,20 @@ def test_the_logger_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             limit=100
         )
         # fmt: on
-        everything = logger.query_interactions(limit=None)
-        logger.close()
         assert recent_failures == []  # the only interaction was rated 4.5
+        everything = logger.query_interactions(limit=None)
+        failed = dataclasses.replace(interaction, interaction_id="failed_id", user_feedback_score=2.0)
+        assert await logger.log_interaction(failed) is True
+        failures = logger.query_interactions(max_feedback_score=3.0, limit=100)
+        assert [r["interaction_id"] for r in failures] == ["failed_id"]
+        logger.close()
+        for name in ("session_id", "user_query", "agent_selected", "response", "latency_ms"):
+            assert everything[0][name] == getattr(interaction, name), name
         return everything
 
     [row] = asyncio.run(main())
     assert (row["interaction_id"], row["user_feedback_score"]) == ("unique_id", 4.5)
+    assert row["agent_confidence"] == pytest.approx(0.85)
     assert (tmp_path / "cache" / "production_logs" / "interactions.db").exists()
 
 
@@ -216,6 +224,7 @@ def test_the_analyzer_and_selector_snippets(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "low_rating:" in out and "Suggested fix:" in out
     assert len(candidates) == 50 and len({c.interaction_id for c in candidates}) == 50
+    assert all(len(c.selection_reason) > 20 for c in candidates)  # each says why it was picked
 
 
 def test_the_drift_snippet(capsys: pytest.CaptureFixture[str]) -> None:

@@ -87,67 +87,6 @@ def make_logger(tmp_path) -> Iterator[Callable[..., ProductionInteractionLogger]
         logger.close(timeout=10)
 
 
-# -- the original design ------------------------------------------------------------------------------
-
-
-def test_the_original_usage_snippet_runs_as_written(tmp_path) -> None:
-    storage = tmp_path / "cache" / "production_logs"
-
-    async def snippet() -> tuple[ProductionInteractionLogger, ProductionInteraction, list]:
-        # Initialize logger
-        config = {
-            "enabled": True,
-            "storage": str(storage),
-            "use_sqlite": True,
-            "sanitize_pii": True,
-        }
-        logger = ProductionInteractionLogger(config)
-
-        # Log interaction
-        interaction = ProductionInteraction(
-            interaction_id="unique_id",
-            timestamp=time.time(),
-            session_id="session_123",
-            user_query="What is MCTS?",
-            agent_selected="HRM",
-            agent_confidence=0.85,
-            response="MCTS is...",
-            user_feedback_score=4.5,
-            latency_ms=1200.0,
-        )
-
-        await logger.log_interaction(interaction)
-
-        # Query interactions
-        recent_failures = logger.query_interactions(max_feedback_score=3.0, limit=100)
-        return logger, interaction, recent_failures
-
-    logger, interaction, recent_failures = asyncio.run(snippet())
-    try:
-        assert recent_failures == []  # a 4.5-star answer is not a failure
-        [stored] = logger.query_interactions(limit=100)
-        for name in (
-            "interaction_id",
-            "session_id",
-            "user_query",
-            "agent_selected",
-            "response",
-            "latency_ms",
-        ):
-            assert stored[name] == getattr(interaction, name), name
-        assert stored["agent_confidence"] == pytest.approx(0.85)
-        assert stored["user_feedback_score"] == 4.5
-        assert (storage / "interactions.db").is_file()
-
-        failed = dataclasses.replace(interaction, interaction_id="failed_id", user_feedback_score=2.0)
-        asyncio.run(logger.log_interaction(failed))
-        assert [
-            r["interaction_id"] for r in logger.query_interactions(max_feedback_score=3.0, limit=100)
-        ] == ["failed_id"]
-    finally:
-        logger.close()
-
-
 def test_stats_say_where_the_logged_records_are_without_reading_the_database(make_logger) -> None:
     logger = make_logger({"buffer_size": 10})
     for i in range(25):

@@ -7,53 +7,22 @@ import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, TypedDict
 
 import pytest
-from langgraph.graph import START, StateGraph
 
 import cl_plugin.metrics.nodes
 import cl_plugin.sampling
-from cl_plugin import CaptureHandler, record_decision, router_metrics, store_metrics
+from cl_plugin import CaptureHandler, router_metrics, store_metrics
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.metrics import node_figures, node_metrics
 from cl_plugin.report import build_report
 from cl_plugin.report_html import MIN_LABELED
 from cl_plugin.sampling import DetailSample, detail_sample, is_sampled
 from cl_plugin.selection import ActiveLearningSelector, probabilities_from_decisions
+from tests.user_graph import three_step_graph
 
 N = 60
 RATE = 0.5
-
-
-class State(TypedDict, total=False):
-    query: str
-    response: str
-    fail: bool
-
-
-def graph() -> Any:
-    """plan -> act -> answer; ``act`` routes (to "search", 60%) and raises when asked to."""
-
-    def plan(s: State) -> dict:
-        return {}
-
-    def act(s: State) -> dict:
-        record_decision("route", "search", confidence=0.6, alternatives={"search": 0.6, "answer": 0.4})
-        if s.get("fail"):
-            raise RuntimeError("tool down")
-        return {}
-
-    def answer(s: State) -> dict:
-        return {"response": "ok"}
-
-    g = StateGraph(State)
-    for name, fn in (("plan", plan), ("act", act), ("answer", answer)):
-        g.add_node(name, fn)
-    g.add_edge(START, "plan")
-    g.add_edge("plan", "act")
-    g.add_edge("act", "answer")
-    return g.compile()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +30,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Capture
     """N runs at RATE; every third one fails and is labeled "answer" (the router chose "search": wrong)."""
     path: Path = tmp_path_factory.mktemp("sampled") / "s.db"
     h = CaptureHandler(f"sqlite:///{path}", sample_rate=RATE)
-    g = graph()
+    g = three_step_graph()
     sampled, failed = set(), set()
     for i in range(N):
         rid = uuid.UUID(int=i * 6007 + 11)
@@ -133,7 +102,7 @@ def test_without_sampling_node_figures_cover_every_interaction(tmp_path: Path) -
     with CaptureHandler(f"sqlite:///{tmp_path / 'full.db'}") as h:
         for i in range(6):
             with pytest.raises(RuntimeError) if i % 2 else nullcontext():
-                graph().invoke({"query": "q", "fail": bool(i % 2)}, config={"callbacks": [h]})
+                three_step_graph().invoke({"query": "q", "fail": bool(i % 2)}, config={"callbacks": [h]})
         h.flush()
         got = node_metrics(h.store)
     assert got.sample == DetailSample(6, 6, 0, None) and not got.sample.is_sample

@@ -382,30 +382,6 @@ def test_config_errors_name_the_key(kwargs: dict, key: str, text: str) -> None:
     assert key.split(".")[-1] in str(info.value)
 
 
-def test_the_spec_snippet_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
-    interactions, _ = planted_failures(2000, seed=3)
-
-    # fmt: off
-    selector = ActiveLearningSelector({
-        "selection_strategy": "hybrid",
-        "diversity_weight": 0.3
-    })
-
-    # Select top candidates for annotation
-    candidates = selector.select_for_annotation(
-        interactions,
-        budget=50
-    )
-
-    for candidate in candidates:
-        print(f"{candidate.interaction_id}: {candidate.selection_reason}")
-    # fmt: on
-
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 50 == len({line.split(":")[0] for line in lines})
-    assert all(len(line.split(": ", 1)[1]) > 20 for line in lines)
-
-
 def test_selection_from_the_store_then_queue_then_the_next_cycle_skips_the_queued() -> None:
     rows, labels = planted_failures(600, seed=4)
     store = Store.from_url("sqlite://").setup()
