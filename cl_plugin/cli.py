@@ -302,7 +302,24 @@ def _stats(args: argparse.Namespace) -> int:
     store = _open_store(args, write=False)
     metrics = store_metrics(store, window=args.window)
     print(_format_metrics(metrics))
+    print(_format_points(store.decision_points()))
     return 0
+
+
+def _format_points(points: list[Any], most_options: int = 6) -> str:
+    """One line per decision point: where, how often, how much of it is labeled, and its options."""
+    if not points:
+        return "decision points: none captured"
+    lines = ["decision points (graph / node / kind):"]
+    for p in points:
+        where = " / ".join(str(x) if x is not None else "-" for x in p.key)
+        shown = ", ".join(f"{option} {n}" for option, n in list(p.options.items())[:most_options])
+        more = f", +{len(p.options) - most_options} more" if len(p.options) > most_options else ""
+        lines.append(
+            f"  {where:<40} {p.decisions} decisions in {p.interactions} interactions, {p.rated} rated, "
+            f"{p.annotated} annotated; options: {shown or '-'}{more}"
+        )
+    return "\n".join(lines)
 
 
 def _format_metrics(metrics: dict[str, Any], indent: str = "") -> str:

@@ -155,6 +155,9 @@ def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: py
     assert main(["stats", "--store", captured, "--window", "week"]) == 0
     stats = capsys.readouterr().out
     assert "interactions                 200" in stats and "CalibrationBin" not in stats
+    points = stats[stats.index("decision points (graph / node / kind):") :].splitlines()
+    [route] = [line for line in points if "/ route_decision / route " in line]
+    assert "in 200 interactions" in route and "options: HRM 98" in route
     report = tmp_path / "r.html"
     assert main(["report", "--store", captured, "--out", str(report)]) == 0
     assert report.read_text().startswith("<!DOCTYPE html>")

@@ -491,6 +491,15 @@ class Store:
         apply it to its interaction; the row may come before its interaction, which it then waits for."""
         self.write(Batch({"feedback": [row]}))
 
+    def decision_points(self, **filters: Any) -> list[Any]:
+        """Every decision point (graph, node, decision kind) with its options and label coverage.
+
+        See :func:`cl_plugin.store.points.decision_points`.
+        """
+        from cl_plugin.store.points import decision_points
+
+        return decision_points(self, **filters)
+
     def has_interaction(self, interaction_id: str) -> bool:
         """Whether an interaction with this id is stored."""
         stmt = select(_INTERACTIONS.c.interaction_id).where(_INTERACTIONS.c.interaction_id == interaction_id)

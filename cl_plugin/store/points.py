@@ -1,0 +1,131 @@
+"""Decision points: where a captured graph decides, what it chose among, and how much of it is labeled.
+
+A decision point is one ``(graph_name, node, kind)``: the node of a graph where decisions of one kind are
+made (a conditional edge's route, a ``Command(goto=...)``, a ``Send`` fan-out, a tool choice, a decision
+recorded with :func:`cl_plugin.record_decision`). :func:`decision_points` lists every point the store has
+seen, with the options observed there and the label coverage of its interactions, computed in the database
+(two grouped queries, whatever the number of decisions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, case, distinct, func, or_, select
+
+from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
+
+if TYPE_CHECKING:
+    from cl_plugin.store.store import Store
+
+__all__ = ["DecisionPoint", "decision_points"]
+
+_D = Decision.__table__.c  # type: ignore[attr-defined]
+_I = Interaction.__table__.c  # type: ignore[attr-defined]
+_A = AnnotationItem.__table__.c  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DecisionPoint:
+    """One place where a graph decides, as the store has seen it.
+
+    Attributes:
+        graph_name: the graph (the interactions' ``graph_name``; None when it was not recorded).
+        node: the node that decided (None for decisions logged without one).
+        kind: ``"route"``, ``"send"``, ``"tool"``, or a kind given to ``record_decision``.
+        decisions: how many decisions were made there.
+        interactions: how many interactions made at least one.
+        options: each option chosen there -> how often, most chosen first.
+        rated: interactions with a user rating (score or thumbs).
+        annotated: interactions with a label from the annotation queue.
+        first_seen, last_seen: unix times of the first and the last decision.
+    """
+
+    graph_name: str | None
+    node: str | None
+    kind: str
+    decisions: int
+    interactions: int
+    options: dict[str, int] = field(default_factory=dict)
+    rated: int = 0
+    annotated: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str | None, str]:
+        """``(graph_name, node, kind)``."""
+        return (self.graph_name, self.node, self.kind)
+
+    @property
+    def learnable(self) -> bool:
+        """At least two options were chosen here: there is a choice to learn."""
+        return len(self.options) >= 2
+
+
+def decision_points(store: Store, **filters: Any) -> list[DecisionPoint]:
+    """Every decision point of the interactions matching ``filters``, most decisions first.
+
+    Args:
+        store: the store.
+        **filters: the filters of :meth:`Store.query_interactions` (``start_time``, ``graph_name``, ...).
+
+    Returns:
+        The :class:`DecisionPoint` list.
+
+    Raises:
+        StoreSchemaError: the database is behind the newest migration.
+    """
+    joined = Decision.__table__.join(Interaction.__table__, _D.interaction_id == _I.interaction_id)
+    where = store._where(**filters)
+    point = (_I.graph_name, _D.node, _D.kind)
+    rated = or_(_I.user_feedback_score.is_not(None), _I.thumbs_up_down.is_not(None))
+    totals = (
+        select(
+            *point,
+            func.count(),
+            func.count(distinct(_D.interaction_id)),
+            func.count(distinct(case((rated, _D.interaction_id)))),
+            func.count(distinct(_A.interaction_id)),
+            func.min(_D.timestamp),
+            func.max(_D.timestamp),
+        )
+        .select_from(
+            joined.outerjoin(
+                AnnotationItem.__table__,
+                and_(_A.interaction_id == _D.interaction_id, _A.status == "labeled"),
+            )
+        )
+        .where(*where)
+        .group_by(*point)
+    )
+    chosen = (
+        select(*point, _D.chosen, func.count())
+        .select_from(joined)
+        .where(_D.chosen.is_not(None), *where)
+        .group_by(*point, _D.chosen)
+    )
+    with store.read_connection() as conn:
+        counts = conn.execute(totals).all()
+        options: dict[tuple[Any, ...], dict[str, int]] = {}
+        for graph, node, kind, option, n in conn.execute(chosen):
+            options.setdefault((graph, node, kind), {})[option] = n
+    points = [
+        DecisionPoint(
+            graph_name=graph,
+            node=node,
+            kind=kind,
+            decisions=n,
+            interactions=runs,
+            options=dict(
+                sorted(options.get((graph, node, kind), {}).items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+            rated=rated_runs,
+            annotated=labeled,
+            first_seen=first,
+            last_seen=last,
+        )
+        for graph, node, kind, n, runs, rated_runs, labeled, first, last in counts
+    ]
+    return sorted(points, key=lambda p: (-p.decisions, p.graph_name or "", p.node or "", p.kind))
