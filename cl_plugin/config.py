@@ -513,12 +513,15 @@ def resolve_section(
         return parse_section(model, config, prefix=section, **overrides)
     if parts is None:
         parts = split_config(config, component=component, section=section)
-    others = sorted(
-        k for name, keys in parts.items() if name != section for k in keys if k not in model.model_fields
-    )
+    note_ignored_keys(parts, component=component, used=model.model_fields)
+    return parse_section(model, parts.get(section), prefix=section, **overrides)
+
+
+def note_ignored_keys(parts: Mapping[str, Mapping[str, Any]], *, component: str, used: Any) -> None:
+    """Log at DEBUG the keys of ``parts`` (from :func:`split_config`) that ``component`` does not use."""
+    others = sorted({key for keys in parts.values() for key in keys if key not in used})
     if others:
         log.debug("%s ignores keys of other config sections: %s", component, ", ".join(others))
-    return parse_section(model, parts.get(section), prefix=section, **overrides)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> ContinualLearningConfig:

@@ -54,6 +54,7 @@ from cl_plugin.config import (
     PrivacyConfig,
     ValidationConfig,
     did_you_mean,
+    note_ignored_keys,
     parse_section,
     split_config,
 )
@@ -718,15 +719,7 @@ def _split_config(config: Any, overrides: Mapping[str, Any]) -> tuple[Validation
                 key=key,
             )
         parts.setdefault(section, {})[key] = value
-    others = sorted(
-        key
-        for name, keys in parts.items()
-        if name not in ("validation", "privacy")
-        for key in keys
-        if key not in _VALIDATION_KEYS and key not in _PRIVACY_KEYS and key != "sanitize_pii"
-    )
-    if others:
-        log.debug("%s ignores keys of other config sections: %s", _VALIDATOR, ", ".join(others))
+    note_ignored_keys(parts, component=_VALIDATOR, used=_VALIDATION_KEYS | _PRIVACY_KEYS | {"sanitize_pii"})
     privacy = dict(parts.get("privacy", {}))
     if "sanitize_pii" in parts.get("logging", {}) and "redact_sensitive_fields" not in privacy:
         sanitize = parse_section(
