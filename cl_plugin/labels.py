@@ -12,6 +12,14 @@
    which agent was wrong, so the interaction is labeled with another agent only when a similar query
    answered by that agent was rated well (weight 0.5), and is left unlabeled otherwise.
 
+With ``complement=True`` (the decision points of any graph), a bad rating that no similar query relabels
+still counts, as evidence *against* the option chosen: a ``"complement"`` label for each other option,
+sharing the weight (0.5) between them. A rating only says how the chosen option did (bandit feedback), so
+labels derived from ratings are weighted by the inverse of the propensity with which the serving policy
+chose that option (a row's ``propensity``, clipped at ``max_ips_weight``): an option explored with
+probability 0.05 and rated well says more about what the policy does not yet know than one it picks every
+time.
+
 A correction says the answer was wrong, not who should have answered: it counts as a bad rating (and
 contradicts a good one), so a corrected interaction is relabeled only through similar, well-rated queries.
 A label carries the query and its routing context (what retrieval found before routing, see
@@ -40,15 +48,16 @@ from cl_plugin.records import ProductionInteraction, is_finite_number
 
 __all__ = ["ReplayBuffer", "RoutingLabel", "routing_context", "routing_labels"]
 
-LabelSource = Literal["annotation", "metadata", "feedback"]
+LabelSource = Literal["annotation", "metadata", "feedback", "complement"]
 
 ANNOTATION_WEIGHT = 1.0
 METADATA_WEIGHT = 1.0
 GOOD_RATING_WEIGHT = 0.7
 NEIGHBOUR_WEIGHT = 0.5
+COMPLEMENT_WEIGHT = 0.5
 
 _METADATA_KEYS = ("best_agent", "correct_agent", "expected_agent")
-_ANNOTATION_KEYS = ("agent", "best_agent")
+_ANNOTATION_KEYS = ("option", "agent", "best_agent")
 _N_NEIGHBOURS = 5
 _MIN_SIMILARITY = 0.5
 _DIGITS = re.compile(r"\d")
@@ -65,7 +74,8 @@ class RoutingLabel:
         query: the user's query.
         agent: the agent that should answer it.
         weight: how much to trust the label, in (0, 1].
-        source: the evidence: ``"annotation"``, ``"metadata"`` or ``"feedback"``.
+        source: the evidence: ``"annotation"``, ``"metadata"``, ``"feedback"``, or ``"complement"`` (a bad
+            rating of another option: "not that one").
         context: what was known when the query was routed (``retrieval_quality``, ``retrieved``), the
             router's only input besides the query.
     """
@@ -130,6 +140,8 @@ def routing_labels(
     min_score: float = 4.0,
     max_score: float = 2.0,
     neighbours: Mapping[str, Sequence[str]] | None = None,
+    complement: bool = False,
+    max_ips_weight: float = 10.0,
 ) -> list[RoutingLabel]:
     """One routing label per interaction that has evidence for one, strongest source first.
 
@@ -144,6 +156,9 @@ def routing_labels(
         max_score: a feedback score at or below this is a bad rating.
         neighbours: interaction id -> ids of similar interactions, to relabel badly rated ones. None
             computes them: the top 5 by TF-IDF cosine over this batch's queries, above 0.5 similarity.
+        complement: label a badly rated interaction that no neighbour relabels with every other option of
+            ``agents`` (``"complement"`` labels); needs ``agents``.
+        max_ips_weight: the largest inverse-propensity factor a rating-derived label gets.
 
     Returns:
         The labels, in the order of ``interactions``.
@@ -152,6 +167,10 @@ def routing_labels(
         ValueError: if ``agents`` is empty or ``max_score`` is not below ``min_score``.
     """
     allowed = allowed_agents(agents)
+    if complement and (agents is None or len(set(agents)) < 2):
+        raise ValueError("complement=True needs agents=[...]: the options a bad rating's label spreads over")
+    if not (is_finite_number(max_ips_weight) and max_ips_weight >= 1.0):
+        raise ValueError(f"max_ips_weight must be a number >= 1 (got {max_ips_weight!r})")
     if not max_score < min_score:
         raise ValueError(
             f"max_score (bad ratings) must be below min_score (good ratings); got {max_score} and {min_score}"
@@ -174,9 +193,8 @@ def routing_labels(
         elif (agent := _metadata_agent(row, allowed)) is not None:
             labels.append(RoutingLabel(iid, query, agent, METADATA_WEIGHT, "metadata", routing_context(row)))
         elif rating[iid] == "good" and routed in allowed:
-            labels.append(
-                RoutingLabel(iid, query, routed, GOOD_RATING_WEIGHT, "feedback", routing_context(row))
-            )
+            weight = GOOD_RATING_WEIGHT * _ips(row, max_ips_weight)
+            labels.append(RoutingLabel(iid, query, routed, weight, "feedback", routing_context(row)))
         elif rating[iid] == "bad" and routed in allowed:
             pending_bad.append(iid)
     if not pending_bad:
@@ -193,10 +211,17 @@ def routing_labels(
         } - {wrong, None}
         better = {agent for agent in better if agent in allowed}
         # Neighbours that disagree on the better agent are no evidence for either.
+        query = _get(rows[iid], "user_query")
         if len(better) == 1:
-            query = _get(rows[iid], "user_query")
             relabeled[iid] = RoutingLabel(
                 iid, query, better.pop(), NEIGHBOUR_WEIGHT, "feedback", routing_context(rows[iid])
+            )
+        elif complement and wrong is not None:
+            others = [o for o in dict.fromkeys(agents or ()) if o != wrong]
+            weight = COMPLEMENT_WEIGHT * _ips(rows[iid], max_ips_weight) / len(others)
+            labels.extend(
+                RoutingLabel(iid, query, other, weight, "complement", routing_context(rows[iid]))
+                for other in others
             )
     labels.extend(relabeled.values())
     order = {iid: i for i, iid in enumerate(rows)}
@@ -207,6 +232,14 @@ def _get(row: Row, name: str) -> Any:
     if isinstance(row, Mapping):
         return row.get(name)
     return getattr(row, name, None)
+
+
+def _ips(row: Row, cap: float) -> float:
+    """The clipped inverse propensity of the option a row's policy chose (1.0 when it was not served)."""
+    propensity = _get(row, "propensity")
+    if not is_finite_number(propensity) or propensity <= 0:
+        return 1.0
+    return min(1.0 / float(propensity), cap)
 
 
 def _credited_agent(row: Row, allowed: Container[str]) -> str | None:

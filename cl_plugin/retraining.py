@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -85,6 +85,15 @@ class IncrementalRetrainingPipeline:
         redactor: the PII redactor for training text; the default one otherwise.
         seed: seed of the split, the replay and the router.
         clock: the time source of :meth:`should_retrain` (unix seconds).
+        retrieval: update and evaluate the retrieval index from corrections (False for a decision point's
+            router, which has no index).
+        complement: learn from bad ratings no similar query relabels, as evidence against the chosen
+            option (see :func:`cl_plugin.labels.routing_labels`; needs ``agents``).
+        max_ips_weight: the largest inverse-propensity factor of a rating-derived label, in training and in
+            the held-out evaluation.
+        incumbent: with no production model, ``"recorded"`` scores the graph's own policy as recorded (the
+            share of held-out labels equal to the option it chose) and gates the candidate against it;
+            None evaluates the candidate without a baseline.
         **kwargs: ``retraining`` keys that override ``config``.
 
     Raises:
@@ -113,6 +122,10 @@ class IncrementalRetrainingPipeline:
         redactor: PIIRedactor | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.time,
+        retrieval: bool = True,
+        complement: bool = False,
+        max_ips_weight: float = 10.0,
+        incumbent: Literal["recorded"] | None = None,
         **kwargs: Any,
     ) -> None:
         self.config = resolve_section(
@@ -137,6 +150,16 @@ class IncrementalRetrainingPipeline:
         self.redactor = redactor
         self.seed = seed
         self.clock = clock
+        if complement and self.agents is None:
+            raise ValueError("complement=True needs agents=[...]: the options a bad rating's label spreads over")
+        if not (is_finite_number(max_ips_weight) and max_ips_weight >= 1.0):
+            raise ValueError(f"max_ips_weight must be a number >= 1 (got {max_ips_weight!r})")
+        if incumbent not in (None, "recorded"):
+            raise ValueError(f"incumbent must be None or 'recorded' (got {incumbent!r})")
+        self.retrieval = retrieval
+        self.complement = complement
+        self.max_ips_weight = float(max_ips_weight)
+        self.incumbent = incumbent
         MetaRouter(**self.router_params)  # a misspelt router parameter fails here, not mid-retrain
 
     # -- scheduling ---------------------------------------------------------------------------------
@@ -264,9 +287,12 @@ class IncrementalRetrainingPipeline:
             validation_split=self.config.validation_split,
             seed=self.seed,
             redactor=self.redactor,
+            complement=self.complement,
+            max_ips_weight=self.max_ips_weight,
         )
         result["steps"]["data_preparation"] = {"status": "completed", **prepared.report}
-        usable = prepared.report["labels"]
+        complemented = {label.interaction_id for label in prepared.train if label.source == "complement"}
+        usable = prepared.report["labels"] + len(complemented)
         if usable < self.config.min_new_samples:
             raise _Skip(
                 f"only {usable} usable labeled samples after preparation; min_new_samples is "
@@ -349,6 +375,9 @@ class IncrementalRetrainingPipeline:
     def _update_rag(
         self, prepared: PreparedData, production: ModelSet | None, result: dict[str, Any]
     ) -> RagIndex | None:
+        if not self.retrieval:
+            result["steps"]["rag_update"] = {"status": "skipped", "reason": "retrieval is off for this model"}
+            return None
         base = production.rag if production is not None else None
         train = [c for c in prepared.corrections if not c.validation]
         if base is None and not train:
@@ -379,16 +408,42 @@ class IncrementalRetrainingPipeline:
         result: dict[str, Any],
     ) -> dict[str, Any]:
         held_out = prepared.validation
+        weights = self._evaluation_weights(prepared, held_out)
         metrics: dict[str, Any] = {"validation_samples": len(held_out)}
-        metrics["candidate"] = _routing_metrics(router, held_out)
-        metrics["production"] = _routing_metrics(production.router, held_out) if production else None
-        metrics["retrieval"] = _retrieval_comparison(
-            [c for c in prepared.corrections if c.validation], rag, production.rag if production else None
-        )
+        if weights is not None:
+            metrics["ips_weighted"] = True
+        metrics["candidate"] = _routing_metrics(router, held_out, weights)
+        if production is not None:
+            metrics["production"] = _routing_metrics(production.router, held_out, weights)
+        elif self.incumbent == "recorded":
+            metrics["production"] = _recorded_policy_metrics(prepared.recorded, held_out, weights)
+        else:
+            metrics["production"] = None
+        if self.retrieval:
+            metrics["retrieval"] = _retrieval_comparison(
+                [c for c in prepared.corrections if c.validation], rag, production.rag if production else None
+            )
+        else:
+            metrics["retrieval"] = {"status": "not_run", "reason": "retrieval is off for this model"}
         gate = _gate(metrics["candidate"], metrics["production"], self.min_improvement)
         result["steps"]["evaluation"] = {"status": "completed", **metrics, "gate": gate}
         result["metrics"] = metrics
         return gate
+
+    def _evaluation_weights(self, prepared: PreparedData, held_out: Sequence[RoutingLabel]) -> np.ndarray | None:
+        """Inverse-propensity weights of the held-out labels that came from ratings of served decisions, so
+        the evaluation estimates accuracy on all traffic rather than on what the policy chose to show; None
+        when no held-out label came from a served decision."""
+        if not any(label.interaction_id in prepared.propensity for label in held_out):
+            return None
+        return np.asarray(
+            [
+                min(1.0 / prepared.propensity[label.interaction_id], self.max_ips_weight)
+                if label.source == "feedback" and label.interaction_id in prepared.propensity
+                else 1.0
+                for label in held_out
+            ]
+        )
 
     def _save(
         self,
@@ -449,17 +504,44 @@ class IncrementalRetrainingPipeline:
 # -- evaluation helpers ---------------------------------------------------------------------------------
 
 
-def _routing_metrics(router: MetaRouter, labels: Sequence[RoutingLabel]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and calibration error of a router on labeled queries."""
+def _routing_metrics(
+    router: MetaRouter, labels: Sequence[RoutingLabel], weights: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and calibration error of a router on labeled queries (weighted when given)."""
     truth = np.asarray([label.agent for label in labels])
     proba = router.predict_proba([label.query for label in labels], contexts=label_contexts(labels))
     predicted = np.asarray(router.classes_)[proba.argmax(axis=1)]
     correct = predicted == truth
     return {
         "n": len(labels),
-        "accuracy": float(correct.mean()),
-        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "accuracy": float(np.average(correct, weights=weights)),
+        "macro_f1": float(
+            f1_score(truth, predicted, average="macro", zero_division=0, sample_weight=weights)
+        ),
         "ece": expected_calibration_error(proba.max(axis=1), correct).ece,
+    }
+
+
+def _recorded_policy_metrics(
+    recorded: Mapping[str, str], labels: Sequence[RoutingLabel], weights: np.ndarray | None
+) -> dict[str, Any]:
+    """The graph's own policy as the incumbent: how often the option it chose equals the held-out label.
+
+    It gives no probabilities, so it has no calibration error to compare (``ece`` is None).
+    """
+    truth = np.asarray([label.agent for label in labels])
+    chosen = np.asarray([recorded.get(label.interaction_id, "") for label in labels])
+    correct = chosen == truth
+    return {
+        "n": len(labels),
+        "policy": "recorded",
+        "accuracy": float(np.average(correct, weights=weights)) if len(labels) else 0.0,
+        "macro_f1": float(
+            f1_score(truth, chosen, average="macro", zero_division=0, sample_weight=weights)
+        )
+        if len(labels)
+        else 0.0,
+        "ece": None,
     }
 
 

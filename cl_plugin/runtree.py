@@ -88,6 +88,7 @@ class _Run:
         "node",
         "parent",
         "parent_kind",
+        "pending_routes",
         "run_id",
         "start",
     )
@@ -101,6 +102,9 @@ class _Run:
         self.node: str | None = None
         self.parent_kind: str | None = None
         self.custom_kinds: set[str] = set()
+        # A conditional edge's route, held on its node until the node ends: the node's own account of
+        # the decision (its routing history, a recorded decision) replaces it.
+        self.pending_routes: list[tuple] | None = None
 
 
 class _Interaction:
@@ -395,12 +399,16 @@ class RunTree:
             sends = _sends(outputs)
             if sends:
                 self._emit_send(run, sends, t, out)
-            elif isinstance(outputs, str) or (
-                isinstance(outputs, list | tuple) and outputs and all(isinstance(x, str) for x in outputs)
+            elif "route" not in run.custom_kinds and (
+                isinstance(outputs, str)
+                or (isinstance(outputs, list | tuple) and outputs and all(isinstance(x, str) for x in outputs))
             ):
-                self._emit_decision(
-                    out, run, "route", _text_of(outputs), None, None, None, {"via": "edge"}, t
-                )
+                args = (run, "route", _text_of(outputs), None, None, None, {"via": "edge"}, t)
+                node = self.runs.get(_key(run.parent)) if run.parent is not None else None
+                if node is not None and node.kind == "node":
+                    node.pending_routes = [*(node.pending_routes or ()), args]
+                else:
+                    self._emit_decision(out, *args)
 
     def _routing_history(self, run: _Run, history: Any, t: float, out: list) -> None:
         """Route decisions from the entries a node appended to the routing history."""
@@ -408,6 +416,7 @@ class RunTree:
             return
         for entry in history:
             if isinstance(entry, Mapping):
+                run.custom_kinds.add("route")
                 agent = entry.get("agent", entry.get("chosen"))
                 probs = entry.get("probabilities", entry.get("alternatives"))
                 stats = {k: v for k, v in entry.items() if k not in _ROUTE_ENTRY_KEYS} or None
@@ -471,6 +480,9 @@ class RunTree:
                 self._decisions_from_output(run, payload, t, out)
         elif run.kind == "retriever":
             inter.retrieval_failed = True
+        if run.pending_routes is not None and "route" not in run.custom_kinds:
+            for args in run.pending_routes:
+                self._emit_decision(out, *args)
         if run.kind == "node" and run.node:
             inter.nodes.add(run.node)
         if run.kind == "root":

@@ -75,6 +75,10 @@ class PreparedData:
         corrections: every usable correction, each marked with its side of the split.
         report: the counts of every step (JSON-serializable).
         window: ``(start, end)`` unix times of the labeled interactions (None when unknown).
+        recorded: interaction id -> the option the graph's own policy chose (its ``agent_selected``), to
+            score that policy as the incumbent when there is no model yet.
+        propensity: interaction id -> the probability the serving policy gave the option it chose (only for
+            interactions served with one; see :func:`cl_plugin.labels.routing_labels`).
     """
 
     train: list[RoutingLabel]
@@ -82,6 +86,8 @@ class PreparedData:
     corrections: list[Correction]
     report: dict[str, Any]
     window: tuple[float | None, float | None]
+    recorded: dict[str, str] = dataclasses.field(default_factory=dict)
+    propensity: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def prepare_training_data(
@@ -92,6 +98,8 @@ def prepare_training_data(
     seed: int = 0,
     max_query_length: int = 4000,
     redactor: PIIRedactor | None = None,
+    complement: bool = False,
+    max_ips_weight: float = 10.0,
 ) -> PreparedData:
     """Turn raw production data into labels and corrections, split by session.
 
@@ -104,6 +112,10 @@ def prepare_training_data(
         seed: seed of the split.
         max_query_length: longer queries are rejected.
         redactor: the PII redactor; :func:`~cl_plugin.privacy.default_redactor` by default.
+        complement: also learn from bad ratings no neighbour relabels, as ``"complement"`` labels (see
+            :func:`~cl_plugin.labels.routing_labels`; needs ``agents``). They go to training only: a
+            complement says what the answer was not, so it cannot grade a model on the validation side.
+        max_ips_weight: the largest inverse-propensity factor of a rating-derived label.
 
     Returns:
         The prepared data.
@@ -121,8 +133,16 @@ def prepare_training_data(
     redact = (redactor or default_redactor()).safe_redact
     rows, annotations, direct, rejected, received = _sort_items(new_data, max_query_length, redact)
 
-    labels = routing_labels(rows.values(), annotations=annotations, agents=agents)
+    labels = routing_labels(
+        rows.values(),
+        annotations=annotations,
+        agents=agents,
+        complement=complement,
+        max_ips_weight=max_ips_weight,
+    )
     by_source = Counter(label.source for label in labels)
+    complements = [label for label in labels if label.source == "complement"]
+    labels = [label for label in labels if label.source != "complement"]
     allowed = allowed_agents(agents)
     direct_ok = [label for label in direct if label.agent in allowed]
     rejected["label_agent_unknown"] += len(direct) - len(direct_ok)
@@ -145,6 +165,7 @@ def prepare_training_data(
     )
     held_out = _held_out_groups(groups, validation_split, seed)
     train = [label for label in labels if session_of(label.interaction_id) not in held_out]
+    train += [label for label in complements if session_of(label.interaction_id) not in held_out]
     validation = [label for label in labels if session_of(label.interaction_id) in held_out]
     prepared_corrections = [Correction(iid, q, a, session_of(iid) in held_out) for iid, q, a in corrections]
 
@@ -172,7 +193,15 @@ def prepare_training_data(
         "validation_corrections": sum(c.validation for c in prepared_corrections),
     }
     window = (min(stamps), max(stamps)) if stamps else (None, None)
-    return PreparedData(train, validation, prepared_corrections, report, window)
+    recorded = {
+        iid: row["agent_selected"] for iid, row in rows.items() if isinstance(row.get("agent_selected"), str)
+    }
+    propensity = {
+        iid: float(row["propensity"])
+        for iid, row in rows.items()
+        if is_finite_number(row.get("propensity")) and row["propensity"] > 0
+    }
+    return PreparedData(train, validation, prepared_corrections, report, window, recorded, propensity)
 
 
 def _sort_items(

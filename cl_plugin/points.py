@@ -1,0 +1,194 @@
+"""Decision points as units of learning: naming one, reading its labeled traffic, finding its declared options.
+
+A decision point is one ``(graph_name, node, kind)`` of a captured graph (see
+:mod:`cl_plugin.store.points`, which lists them). This module is what the learning half needs on top:
+
+* :class:`PointRef` names a point (``"support/triage/route"``) and derives its registry names, so the
+  maintenance graph that trains a point's model and the :class:`~cl_plugin.serving.LearnedRouter` that
+  serves it agree without configuration;
+* :func:`point_rows` turns the interactions that decided at a point into rows the label and training code
+  reads (:func:`cl_plugin.training_data.prepare_training_data`): the option chosen there stands where the
+  interaction's routed agent stands for the classic router, with the decision's propensity;
+* :func:`declared_options` reads a compiled LangGraph graph for what each conditional edge may return (its
+  path map, or its path function's ``Literal`` return annotation) and the docstrings of the nodes the
+  options lead to, for annotators and the LLM judge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cl_plugin.records import is_finite_number
+
+if TYPE_CHECKING:
+    from cl_plugin.store import Store
+    from cl_plugin.store.points import DecisionPoint
+
+__all__ = ["PointRef", "declared_options", "point_rows"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Decision kinds that pick one option among a few, the kinds learned when no point is named.
+LEARNABLE_KINDS = frozenset({"route", "tool"})
+#: A point with more options than this is not a choice a classifier learns (e.g. search moves).
+MAX_OPTIONS = 20
+
+
+@dataclass(frozen=True)
+class PointRef:
+    """The name of one decision point: ``(graph_name, node, kind)``.
+
+    Args:
+        graph_name: the graph, as capture records it (the root run's name: ``LangGraph`` unless the graph
+            was compiled with ``name=`` or the handler was given ``graph_name=``).
+        node: the node that decides (for a conditional edge, the node the edge leaves).
+        kind: the decision kind (``"route"`` for conditional edges and routing).
+
+    Example:
+        >>> PointRef.parse("support/triage").model_names()
+        {'router': 'support.triage.route', 'replay': 'support.triage.route-replay'}
+    """
+
+    graph_name: str | None
+    node: str | None
+    kind: str = "route"
+
+    @classmethod
+    def parse(cls, spec: str | Sequence[Any] | PointRef | DecisionPoint) -> PointRef:
+        """A point from ``"graph/node/kind"``, ``"graph/node"`` (kind ``route``), a 2- or 3-tuple, or a
+        :class:`~cl_plugin.store.points.DecisionPoint`.
+
+        Raises:
+            ValueError: the spec is none of these; the message shows the forms it takes.
+        """
+        if isinstance(spec, PointRef):
+            return spec
+        if hasattr(spec, "key") and hasattr(spec, "options"):
+            return cls(*spec.key)
+        parts: Sequence[Any]
+        if isinstance(spec, str):
+            parts = spec.split("/")
+        elif isinstance(spec, Sequence):
+            parts = spec
+        else:
+            parts = ()
+        if len(parts) not in (2, 3) or not all(isinstance(p, str) and p for p in parts[1:]):
+            raise ValueError(
+                f"a decision point is 'graph/node/kind' or 'graph/node' (kind 'route'), e.g. "
+                f"'support/triage/route'; got {spec!r}. `cl-plugin stats` lists the store's points"
+            )
+        graph = parts[0] or None
+        return cls(graph, parts[1], parts[2] if len(parts) == 3 else "route")
+
+    def __str__(self) -> str:
+        return f"{self.graph_name or ''}/{self.node or ''}/{self.kind}"
+
+    @property
+    def key(self) -> tuple[str | None, str | None, str]:
+        return (self.graph_name, self.node, self.kind)
+
+    @property
+    def model_name(self) -> str:
+        """The registry name of the point's router: ``graph.node.kind`` with unsafe characters as ``-``."""
+        parts = [p for p in (self.graph_name, self.node, self.kind) if p]
+        name = ".".join(_UNSAFE.sub("-", p) for p in parts).strip(".-")
+        return name[:120] or "point"
+
+    def model_names(self) -> dict[str, str]:
+        """Registry names of the point's model set: the router and its replay sample."""
+        return {"router": self.model_name, "replay": f"{self.model_name}-replay"}
+
+
+def point_rows(
+    store: Store,
+    point: PointRef,
+    rows: Iterable[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The rows of the interactions that decided at ``point``, shaped for the label code.
+
+    Each row is a copy of its interaction with ``agent_selected`` set to the option chosen at the point (the
+    label code credits or blames the chosen option as it does the routed agent), ``answered_by`` dropped
+    from its metadata (it names the classic router's agents), and two more keys: ``propensity`` (the
+    probability the serving policy gave the chosen option, 1.0 when the decision was not served by a
+    :class:`~cl_plugin.serving.LearnedRouter`) and ``point_decision`` (the decision's statistics: model
+    version, A/B group, whether it fell back or explored).
+
+    Args:
+        store: the store holding the decisions.
+        point: the point.
+        rows: interaction rows (``store.query_interactions(...)``); the decisions are read for their window.
+
+    Returns:
+        One row per interaction of ``rows`` with a decision at the point, in the order of ``rows``.
+    """
+    from cl_plugin.store.points import point_decisions
+
+    rows = list(rows)
+    stamps = [r["timestamp"] for r in rows if is_finite_number(r.get("timestamp"))]
+    if not stamps:
+        return []
+    decided = point_decisions(
+        store, point.graph_name, point.node, point.kind, start_time=min(stamps), end_time=max(stamps)
+    )
+    out = []
+    for row in rows:
+        decision = decided.get(row.get("interaction_id"))
+        if decision is None:
+            continue
+        statistics = decision["statistics"] if isinstance(decision["statistics"], Mapping) else {}
+        metadata = row.get("metadata") if isinstance(row.get("metadata"), Mapping) else {}
+        propensity = statistics.get("propensity")
+        out.append(
+            {
+                **row,
+                "agent_selected": decision["chosen"],
+                "agent_confidence": decision["confidence"],
+                "metadata": {k: v for k, v in metadata.items() if k != "answered_by"},
+                "propensity": float(propensity) if is_finite_number(propensity) and propensity > 0 else 1.0,
+                "point_decision": dict(statistics),
+            }
+        )
+    return out
+
+
+def declared_options(graph: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """What each conditional edge of a compiled (or uncompiled) LangGraph graph may choose.
+
+    Args:
+        graph: a ``CompiledStateGraph`` or ``StateGraph``.
+
+    Returns:
+        ``(node, "route")`` -> ``{"options": [...], "docs": {option: docstring of the node it leads to}}``
+        for every conditional edge whose options are declared (a path map, or a ``Literal`` return
+        annotation of its path function); an edge that may go anywhere is left out. Subgraphs are not
+        searched.
+    """
+    builder = getattr(graph, "builder", graph)
+    branches = getattr(builder, "branches", None) or {}
+    nodes = getattr(builder, "nodes", None) or {}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for source, specs in branches.items():
+        for spec in specs.values():
+            ends = getattr(spec, "ends", None)
+            if not ends:
+                continue
+            entry = found.setdefault((str(source), "route"), {"options": [], "docs": {}})
+            for option, target in ends.items():
+                name = str(option)
+                if name not in entry["options"]:
+                    entry["options"].append(name)
+                doc = _node_doc(nodes.get(target))
+                if doc and name not in entry["docs"]:
+                    entry["docs"][name] = doc
+    return found
+
+
+def _node_doc(node: Any) -> str | None:
+    runnable = getattr(node, "runnable", None)
+    func = getattr(runnable, "func", None) or getattr(runnable, "afunc", None)
+    doc = getattr(func, "__doc__", None)
+    if not isinstance(doc, str) or not doc.strip():
+        return None
+    return " ".join(doc.strip().split())[:500]
