@@ -273,6 +273,25 @@ class MaintenanceConfig(_Section):
     lease_ttl_seconds: float = Field(3600.0, gt=0, description="a run that stops renewing loses the lease")
     model_dir: str = Field("./cache/models", description="registry artifacts and candidate model sets")
     report_path: str | None = Field(None, description="write the HTML report here after each run")
+    points: Literal["auto"] | list[str] | None = Field(
+        None,
+        description="decision points to learn, as 'graph/node/kind' (see `cl-plugin stats`); 'auto': every "
+        "point with two or more options; None: the classic router when the registry has one in production, "
+        "else 'auto'",
+    )
+    max_ips_weight: float = Field(
+        10.0, ge=1.0, description="largest inverse-propensity weight of a label from a served decision's rating"
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _point_specs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            from cl_plugin.points import PointRef
+
+            for spec in value:
+                PointRef.parse(spec)  # a ValueError naming the forms a point takes
+        return value
 
 
 class ContinualLearningConfig(_Section):

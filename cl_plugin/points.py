@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["PointRef", "declared_options", "point_rows"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-#: Decision kinds that pick one option among a few, the kinds learned when no point is named.
-LEARNABLE_KINDS = frozenset({"route", "tool"})
 #: A point with more options than this is not a choice a classifier learns (e.g. search moves).
 MAX_OPTIONS = 20
 

@@ -39,7 +39,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -52,7 +52,10 @@ from langgraph.types import Overwrite, interrupt
 
 from cl_plugin.config import ContinualLearningConfig, MaintenanceConfig, load_config
 from cl_plugin.errors import ClPluginError
+from cl_plugin.points import MAX_OPTIONS, PointRef, declared_options, point_rows
+from cl_plugin.serving import point_test_prefix
 from cl_plugin.store import Store
+from cl_plugin.store.points import ab_outcomes, point_decisions
 from cl_plugin.store.runs import (
     abandon_maintenance_run,
     acquire_lease,
@@ -78,6 +81,8 @@ LEASE = "maintenance"
 #: Registry names of the model set the loop retrains.
 MODEL_NAMES = {"router": "router", "rag_index": "rag_index", "replay": "router-replay"}
 AGENTS = ("HRM", "TRM", "MCTS")
+#: How an A/B test of a decision point names the graph's own policy, the incumbent before any model.
+RECORDED_POLICY = "recorded policy"
 _TEST_PREFIX = "maintenance: "
 _MIN_DRIFT_ROWS = 30
 
@@ -119,6 +124,7 @@ def build_maintenance_graph(
     registry: Any = None,
     judge: BaseChatModel | None = None,
     clock: Any = time.time,
+    graphs: Sequence[Any] = (),
 ) -> StateGraph:
     """Build the maintenance graph over a store (uncompiled: compile it with your checkpointer).
 
@@ -130,6 +136,9 @@ def build_maintenance_graph(
             one over ``store`` with artifacts under ``maintenance.model_dir``.
         judge: the chat model that labels when ``maintenance.annotation`` is ``llm``.
         clock: the time source (unix seconds).
+        graphs: the compiled graphs whose decision points are learned, optional: their conditional edges'
+            declared options (path maps, ``Literal`` return annotations) join the options seen in traffic,
+            and the docstrings of the nodes they lead to are shown to annotators and the judge.
 
     Returns:
         The :class:`~langgraph.graph.StateGraph` builder over :class:`MaintenanceState`.
@@ -146,6 +155,31 @@ def build_maintenance_graph(
         raise ValueError("maintenance.annotation is 'llm' but no judge was given: pass judge=<a chat model>")
     registry = registry if registry is not None else ModelRegistry(store, Path(m.model_dir) / "artifacts")
     budget = m.annotation_budget or cfg.active_learning.budget_per_cycle
+    declared = _declared(graphs)
+
+    def learning(state: MaintenanceState) -> list[dict[str, Any]] | None:
+        """The decision points this run learns, each ``{"point", "name", "options", "docs"}``; None for the
+        classic router (see ``maintenance.points``)."""
+        if m.points is None and registry.get_alias(MODEL_NAMES["router"], "production") is not None:
+            return None
+        w = state["window"]
+        seen = {p.key: p for p in store.decision_points(start_time=w["start"], end_time=w["end"])}
+        if m.points is None or m.points == "auto":
+            refs = [
+                PointRef(*p.key)
+                for p in seen.values()
+                if p.kind != "send" and 2 <= len(_options(p, declared)) <= MAX_OPTIONS
+            ]
+        else:
+            refs = [PointRef.parse(spec) for spec in m.points]
+        out = []
+        for ref in refs:
+            entry = declared.get(ref.key) or declared.get((None, ref.node, ref.kind)) or {}
+            options = _options(seen.get(ref.key), declared, ref)
+            out.append(
+                {"point": str(ref), "name": ref.model_name, "options": options, "docs": entry.get("docs", {})}
+            )
+        return out
 
     def hold(state: MaintenanceState) -> None:
         run = maintenance_run(store, state["run_id"]) or {}
@@ -226,6 +260,10 @@ def build_maintenance_graph(
             for test in store.ab_tests(status="running"):
                 if not test["name"].startswith(_TEST_PREFIX):
                     continue
+                names = _point_names(test["name"])
+                if names is not None:  # a decision point's test: its results are the served decisions' ratings
+                    outcomes = ab_outcomes(store, test["test_id"])
+                    framework.sync_results(test["test_id"], {g: _summary(v) for g, v in outcomes.items()})
                 status = framework.get_test_status(test["test_id"])
                 decision = status["recommendation"]
                 entry = {
@@ -235,13 +273,15 @@ def build_maintenance_graph(
                 }
                 if decision == "Deploy B":
                     entry["promoted"] = _versions_of(test["model_b"])
+                    if names is not None:
+                        entry["names"] = names
                 reviewed.append(entry)
             update = record(state, "review_ab_tests", {"tests": reviewed})
         else:
             reviewed, update = planned["tests"], {"steps": {"review_ab_tests": planned}}
         for entry in reviewed:
             if "promoted" in entry:  # before the test ends, so that no ended test waits for its promotion
-                _promote(registry, entry["promoted"], f"A/B test {entry['test_id']}")
+                _promote(registry, entry["promoted"], f"A/B test {entry['test_id']}", names=entry.get("names"))
             if entry["recommendation"] != "Continue":
                 framework.end_test(entry["test_id"])
         framework.close()
@@ -316,56 +356,136 @@ def build_maintenance_graph(
                 rows(state), budget=budget, exclude_ids=store.queued_interaction_ids()
             )
             store.enqueue_for_annotation(picks)
+        points = learning(state)
+        decided: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for point in points or ():
+            ref = PointRef.parse(point["point"])
+            w = state["window"]
+            decided.append((point, point_decisions(store, *ref.key, start_time=w["start"], end_time=w["end"])))
         selected = []
         for item in queued_by_this_run():
             row = store.get_interaction(item["interaction_id"]) or {}
-            selected.append(
-                {
-                    "item_id": item["item_id"],
-                    "interaction_id": item["interaction_id"],
-                    "query": row.get("user_query"),
-                    "agent_selected": row.get("agent_selected"),
-                    "reason": item["selection_reason"],
-                }
-            )
+            entry = {
+                "item_id": item["item_id"],
+                "interaction_id": item["interaction_id"],
+                "query": row.get("user_query"),
+                "agent_selected": row.get("agent_selected"),
+                "reason": item["selection_reason"],
+            }
+            # An interaction is labeled for the first learned point it decided at, among that point's options.
+            for point, decisions in decided:
+                if item["interaction_id"] in decisions:
+                    entry["point"] = point["name"]
+                    entry["chosen"] = decisions[item["interaction_id"]]["chosen"]
+                    entry["options"] = point["options"]
+                    entry["docs"] = point["docs"]
+                    break
+            selected.append(entry)
         return {"selected": selected, **record(state, "select", {"selected": len(selected)})}
 
     def annotate(state: MaintenanceState) -> dict[str, Any]:
         items = state.get("selected", [])
         if m.annotation == "none" or not items:
             return record(state, "annotate", {"mode": m.annotation, "labeled": 0, "skipped": len(items)})
+        agents = _classic_agents(registry, items)
         if m.annotation == "human":
             answer = interrupt(
                 {
                     "kind": "annotation",
-                    "agents": list(AGENTS),
+                    "agents": agents,
                     "items": items,
-                    "resume_with": "{interaction_id: agent} for the items you labeled; leave out the others",
+                    "resume_with": "{interaction_id: option} for the items you labeled, each among its "
+                    "options (the agents for an item without); leave out the others",
                 }
             )
             labels = _human_labels(answer)
         elif m.annotation == "llm":
-            labels = _judge_labels(judge, items)
+            labels = _judge_labels(judge, items, agents)
         else:
             labels = _feedback_labels(store, items)
         hold(state)
         annotator = {"human": "human", "llm": "llm-judge", "feedback": "feedback"}[m.annotation]
         labeled = 0
         for item in items:
-            agent = labels.get(item["interaction_id"])
-            if agent in AGENTS:
-                store.update_annotation(
-                    item["item_id"], status="labeled", label={"agent": agent}, annotator=annotator
-                )
+            choice = labels.get(item["interaction_id"])
+            if "point" in item:
+                label = {"option": choice, "point": item["point"]} if choice in item["options"] else None
+            else:
+                label = {"agent": choice} if choice in agents else None
+            if label is not None:
+                store.update_annotation(item["item_id"], status="labeled", label=label, annotator=annotator)
                 labeled += 1
         return record(
             state, "annotate", {"mode": m.annotation, "labeled": labeled, "skipped": len(items) - labeled}
         )
 
+    def retrain_points(state: MaintenanceState, points: list[dict[str, Any]]) -> dict[str, Any]:
+        from cl_plugin.retraining import IncrementalRetrainingPipeline
+
+        started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
+        done = (earlier(state, "retrain") or {}).get("points") or {}
+        window_rows = rows(state)
+        labeled = store.annotation_queue("labeled")
+        results: dict[str, dict[str, Any]] = {}
+        for point in points:
+            name, ref = point["name"], PointRef.parse(point["point"])
+            names = ref.model_names()
+            output = Path(m.model_dir) / "candidates" / state["run_id"] / name
+            # An interrupted attempt's candidate of this point is this run's: training again would register another.
+            summary = done.get(name) or _registered_candidate(registry, output, started, names)
+            if summary is None and len(point["options"]) < 2:
+                summary = {"status": "skipped", "reason": f"options {point['options']}: nothing to choose"}
+            if summary is None:
+                point_data = point_rows(store, ref, window_rows)
+                ids = {r["interaction_id"] for r in point_data}
+                annotations = [
+                    a
+                    for a in labeled
+                    if a["interaction_id"] in ids
+                    and isinstance(a.get("label"), Mapping)
+                    and a["label"].get("point", name) == name
+                ]
+                pipeline = IncrementalRetrainingPipeline(
+                    cfg.retraining,
+                    registry=registry,
+                    enable_ab_test=False,
+                    router_name=names["router"],
+                    agents=point["options"],
+                    retrieval=False,
+                    complement=True,
+                    max_ips_weight=m.max_ips_weight,
+                    incumbent="recorded",
+                )
+                result = pipeline.retrain_sync(
+                    [*point_data, *annotations], Path(m.model_dir) / "points" / name / "production", output
+                )
+                summary = {
+                    **_retrain_summary(result),
+                    "interactions": len(point_data),
+                    "exploration": _exploration(point_data),
+                }
+            results[name] = {"point": point["point"], **summary}
+        trained = [n for n, r in results.items() if r["status"] == "completed"]
+        overall: dict[str, Any] = {
+            "status": "completed" if trained else "skipped",
+            "reason": None
+            if trained
+            else "; ".join(f"{n}: {r.get('reason')}" for n, r in results.items())
+            or "no decision point with two or more options in the window",
+            "points": results,
+        }
+        update = {"retrain": overall, **record(state, "retrain", overall)}
+        if not trained:
+            return {**update, "status": "skipped", "reason": f"retraining skipped: {overall['reason']}"}
+        return update
+
     def retrain(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
         from cl_plugin.retraining import IncrementalRetrainingPipeline
 
+        points = learning(state)
+        if points is not None:
+            return retrain_points(state, points)
         output = Path(m.model_dir) / "candidates" / state["run_id"]
         # An interrupted attempt's candidate is this run's candidate: training again would register another.
         started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
@@ -374,16 +494,7 @@ def build_maintenance_graph(
             pipeline = IncrementalRetrainingPipeline(cfg.retraining, registry=registry, enable_ab_test=False)
             data = [*rows(state), *store.annotation_queue("labeled")]
             result = pipeline.retrain_sync(data, Path(m.model_dir) / "production", output)
-            summary = {
-                "status": result["status"],
-                "reason": result.get("reason") or result.get("error"),
-                "steps": {k: v.get("status") for k, v in result["steps"].items()},
-                "data": result["steps"].get("data_preparation"),
-                "metrics": result["metrics"],
-                "versions": (result["candidate"] or {}).get("versions"),
-                "production": result["steps"].get("load_production", {}).get("versions"),
-                "duration_s": result["duration_s"],
-            }
+            summary = _retrain_summary(result)
         update = {"retrain": summary, **record(state, "retrain", summary)}
         if summary["status"] != "completed":
             return {
@@ -395,7 +506,17 @@ def build_maintenance_graph(
 
     def evaluate(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
-        gate = _gate(state["retrain"]["metrics"], m)
+        if "points" in state["retrain"]:
+            gates = {
+                name: _gate(r["metrics"], m, strict=True)
+                for name, r in state["retrain"]["points"].items()
+                if r["status"] == "completed"
+            }
+            passed = [name for name, g in gates.items() if g["passed"]]
+            reason = "; ".join(f"{name}: {g['reason']}" for name, g in gates.items())
+            gate = {"passed": bool(passed), "reason": reason, "points": gates}
+        else:
+            gate = _gate(state["retrain"]["metrics"], m)
         update = {"gate": gate, **record(state, "evaluate", gate)}
         if not gate["passed"]:
             return {
@@ -405,9 +526,38 @@ def build_maintenance_graph(
             }
         return update
 
+    def ab_test_points(state: MaintenanceState) -> dict[str, Any]:
+        from cl_plugin.abtest import ABTestFramework
+
+        framework = ABTestFramework(cfg.ab_testing, store=store)
+        running = store.ab_tests(status="running")
+        report: dict[str, Any] = {}
+        for name, gate in state["gate"]["points"].items():
+            if not gate["passed"]:
+                continue
+            trained = state["retrain"]["points"][name]
+            ref = PointRef.parse(trained["point"])
+            prefix = point_test_prefix(ref)
+            candidate = _describe(trained["versions"])
+            # a test of this candidate is the one an interrupted attempt of this step started
+            other = [t["test_id"] for t in running if t["name"].startswith(prefix) and t["model_b"] != candidate]
+            if other:  # one experiment per point at a time: the candidate waits for the running test's verdict
+                report[name] = {"status": "skipped", "reason": f"test {other[0]} is still running"}
+                continue
+            incumbent = _describe(trained["production"]) if trained.get("production") else RECORDED_POLICY
+            test_id = framework.create_test(
+                f"{prefix}{incumbent} vs {candidate}", model_a=incumbent, model_b=candidate
+            )
+            report[name] = {"test_id": test_id, "model_a": incumbent, "model_b": candidate}
+        framework.close()
+        return record(state, "ab_test", {"points": report})
+
     def ab_test(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
         from cl_plugin.abtest import ABTestFramework
+
+        if "points" in state["retrain"]:
+            return ab_test_points(state)
 
         candidate, production = state["retrain"]["versions"], state["retrain"]["production"]
         running = [  # a test of this candidate is the one an interrupted attempt of this step started
@@ -430,6 +580,18 @@ def build_maintenance_graph(
 
     def promote(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
+        if "points" in state["retrain"]:
+            promoted_points = {}
+            for name, gate in state["gate"]["points"].items():
+                if gate["passed"]:
+                    trained = state["retrain"]["points"][name]
+                    promoted_points[name] = _promote(
+                        registry,
+                        trained["versions"],
+                        f"maintenance run {state['run_id']}: gate passed",
+                        names=PointRef.parse(trained["point"]).model_names(),
+                    )
+            return record(state, "promote", {"points": promoted_points})
         promoted = _promote(
             registry, state["retrain"]["versions"], f"maintenance run {state['run_id']}: gate passed"
         )
@@ -440,7 +602,7 @@ def build_maintenance_graph(
         summary = {
             "window": state.get("window"),
             "gate": state.get("gate"),
-            "candidate": (state.get("retrain") or {}).get("versions"),
+            "candidate": _candidates(state.get("retrain") or {}),
         }
         if not state.get("owner"):
             return {"status": status}
@@ -468,7 +630,8 @@ def build_maintenance_graph(
     def after_evaluate(state: MaintenanceState) -> str:
         if state.get("status"):
             return "finish"
-        production = state["retrain"].get("production")
+        # A decision point's first candidate is tested against the graph's own policy as recorded.
+        production = "points" in state["retrain"] or state["retrain"].get("production")
         if cfg.retraining.enable_ab_test and production:
             return "ab_test"
         return "promote" if m.auto_promote else "finish"
@@ -606,16 +769,113 @@ def _production_router(registry: Any) -> Any:
 
 
 def _promote(
-    registry: Any, versions: Mapping[str, int], reason: str, *, actor: str | None = "maintenance"
+    registry: Any,
+    versions: Mapping[str, int],
+    reason: str,
+    *,
+    actor: str | None = "maintenance",
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
+    names = names or MODEL_NAMES
     promoted = {}
     for role, version in versions.items():
-        registry.promote(MODEL_NAMES[role], version, reason=reason, actor=actor)
+        registry.promote(names[role], version, reason=reason, actor=actor)
         promoted[role] = version
     return promoted
 
 
-def _registered_candidate(registry: Any, directory: Path, since: float | None) -> dict[str, Any] | None:
+def _retrain_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run keeps of a retraining pipeline's result."""
+    return {
+        "status": result["status"],
+        "reason": result.get("reason") or result.get("error"),
+        "steps": {k: v.get("status") for k, v in result["steps"].items()},
+        "data": result["steps"].get("data_preparation"),
+        "metrics": result["metrics"],
+        "versions": (result["candidate"] or {}).get("versions"),
+        "production": result["steps"].get("load_production", {}).get("versions"),
+        "duration_s": result["duration_s"],
+    }
+
+
+def _candidates(retrain: Mapping[str, Any]) -> Any:
+    if "points" in retrain:
+        return {name: r.get("versions") for name, r in retrain["points"].items() if r.get("versions")}
+    return retrain.get("versions")
+
+
+def _declared(graphs: Sequence[Any]) -> dict[tuple[str | None, str | None, str], dict[str, Any]]:
+    """Declared options of the given graphs' conditional edges, by point; also by ``(None, node, kind)``."""
+    found: dict[tuple[str | None, str | None, str], dict[str, Any]] = {}
+    for graph in graphs:
+        name = getattr(graph, "name", None)
+        for (node, kind), entry in declared_options(graph).items():
+            found[(name, node, kind)] = entry
+            found.setdefault((None, node, kind), entry)
+    return found
+
+
+def _options(point: Any, declared: Mapping[tuple, dict[str, Any]], ref: PointRef | None = None) -> list[str]:
+    """A point's options: those seen in traffic (chosen or named as alternatives), then the declared ones."""
+    key = ref.key if ref is not None else point.key
+    seen = list(point.all_options) if point is not None else []
+    entry = declared.get(key) or declared.get((None, key[1], key[2])) or {}
+    return list(dict.fromkeys([*seen, *entry.get("options", ())]))
+
+
+def _exploration(point_data: list[dict[str, Any]]) -> dict[str, Any]:
+    """What exploring cost: the good-rating rate of explored decisions against the others, among rated ones."""
+    explored = [r for r in point_data if r["point_decision"].get("explored")]
+    if not explored:
+        return {"explored": 0}
+
+    def good_rate(group: list[dict[str, Any]]) -> float | None:
+        rated = [r for r in group if r.get("user_feedback_score") is not None or r.get("thumbs_up_down")]
+        good = [
+            r
+            for r in rated
+            if r.get("thumbs_up_down") != "down"
+            and (r.get("user_feedback_score") is None or r["user_feedback_score"] > 2)
+        ]
+        return round(len(good) / len(rated), 4) if rated else None
+
+    served = [r for r in point_data if r["point_decision"].get("served_by")]
+    return {
+        "explored": len(explored),
+        "served": len(served),
+        "rate": round(len(explored) / len(served), 4) if served else None,
+        "good_rate_explored": good_rate(explored),
+        "good_rate_not_explored": good_rate([r for r in served if not r["point_decision"].get("explored")]),
+    }
+
+
+def _point_names(test_name: str) -> dict[str, str] | None:
+    """The registry names of the point a maintenance A/B test is about (None for the classic router's)."""
+    match = re.match(rf"{re.escape(_TEST_PREFIX)}point ([A-Za-z0-9_.-]+): ", test_name)
+    if match is None:
+        return None
+    return {"router": match.group(1), "replay": f"{match.group(1)}-replay"}
+
+
+def _summary(outcomes: list[float]) -> Any:
+    from cl_plugin.abtest.stats import GroupStats
+
+    stats = GroupStats()
+    for x in outcomes:
+        stats.add(x)
+    return stats
+
+
+def _classic_agents(registry: Any, items: list[dict[str, Any]]) -> list[str]:
+    """The agents a classic routing label may name: the production router's classes, else the example's."""
+    if registry.get_alias(MODEL_NAMES["router"], "production") is not None:
+        return [str(c) for c in registry.load(MODEL_NAMES["router"], alias="production").classes_]
+    return list(AGENTS)
+
+
+def _registered_candidate(
+    registry: Any, directory: Path, since: float | None, names: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
     """The retrain report of the candidate that an interrupted attempt of a run's retrain step wrote to
     ``directory`` and registered, or None when that attempt did not register it.
 
@@ -632,10 +892,11 @@ def _registered_candidate(registry: Any, directory: Path, since: float | None) -
     except FileNotFoundError:
         return None
     window = manifest.get("data_window")
+    names = names or MODEL_NAMES
     router = next(
         (
             v
-            for v in reversed(registry.versions(MODEL_NAMES["router"]))
+            for v in reversed(registry.versions(names["router"]))
             if since is not None
             and v.created_at >= since
             and window is not None
@@ -649,11 +910,11 @@ def _registered_candidate(registry: Any, directory: Path, since: float | None) -
     versions = {"router": router.version, **(router.metrics.get("model_set") or {})}
     production = {}
     for role, version in versions.items():
-        registered = registry.get_version(MODEL_NAMES[role], version)
+        registered = registry.get_version(names[role], version)
         if registered.parent is not None:
             production[role] = registered.parent
         registry.set_alias(
-            MODEL_NAMES[role],
+            names[role],
             "candidate",
             version,
             reason="retrained by a maintenance run that was interrupted",
@@ -680,7 +941,10 @@ def _versions_of(description: str) -> dict[str, int]:
     return {role: int(v) for role, v in re.findall(r"([a-z_]+) v(\d+)", description)}
 
 
-def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig) -> dict[str, Any]:
+def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = False) -> dict[str, Any]:
+    """Whether the candidate may replace production: enough held-out labels, accuracy gained, calibration
+    not worse by more than allowed. ``strict`` (decision points) also refuses a tie: a candidate no better
+    than the incumbent on held-out labels has not earned a promotion."""
     candidate, production = metrics.get("candidate"), metrics.get("production")
     n = metrics.get("validation_samples", 0)
     if candidate is None:
@@ -693,13 +957,20 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig) -> dict[str, Any]:
     if production is None:
         return {"passed": True, "reason": "no production model to compare with", "validation_samples": n}
     gain = candidate["accuracy"] - production["accuracy"]
-    ece_change = candidate["ece"] - production["ece"]
+    # The graph's own policy gives no probabilities: there is no calibration to compare with.
+    ece_change = None if production.get("ece") is None else candidate["ece"] - production["ece"]
     failed = []
     if gain < m.min_accuracy_gain:
         failed.append(f"accuracy gain {gain:+.3f} is below {m.min_accuracy_gain:+.3f}")
-    if ece_change > m.max_ece_increase:
+    elif strict and gain <= 0:
+        failed.append(f"accuracy gain {gain:+.3f}: no better than the incumbent")
+    if ece_change is not None and ece_change > m.max_ece_increase:
         failed.append(f"calibration error rose by {ece_change:.3f}, more than {m.max_ece_increase:.3f}")
-    reason = "; ".join(failed) or f"accuracy {gain:+.3f}, calibration error {ece_change:+.3f}"
+    against = "the graph's recorded policy" if production.get("policy") == "recorded" else "production"
+    reason = "; ".join(failed) or (
+        f"accuracy {gain:+.3f} against {against}"
+        + ("" if ece_change is None else f", calibration error {ece_change:+.3f}")
+    )
     return {
         "passed": not failed,
         "reason": reason,
@@ -789,19 +1060,41 @@ def _human_labels(answer: Any) -> dict[str, str]:
     return {}
 
 
-def _judge_labels(judge: BaseChatModel, items: list[dict[str, Any]]) -> dict[str, str]:
-    prompts = [[SystemMessage(_JUDGE_PROMPT), HumanMessage(item["query"])] for item in items]
+def _judge_labels(judge: BaseChatModel, items: list[dict[str, Any]], agents: list[str]) -> dict[str, str]:
+    """The judge's choice for each item: among its decision point's options (each described by the
+    docstring of the node it leads to, when there is one), or among the agents for the classic router."""
+    prompts = [
+        [SystemMessage(_point_prompt(item) if "point" in item else _JUDGE_PROMPT), HumanMessage(item["query"])]
+        for item in items
+    ]
     replies = judge.batch(prompts)
     labels = {}
     for item, reply in zip(items, replies, strict=True):
-        found = [a for a in AGENTS if re.search(rf"\b{a}\b", str(reply.content))]
+        choices = item["options"] if "point" in item else agents
+        found = [a for a in choices if re.search(rf"(?<![\w-]){re.escape(a)}(?![\w-])", str(reply.content))]
         if len(found) == 1:
             labels[item["interaction_id"]] = found[0]
     return labels
 
 
+def _point_prompt(item: Mapping[str, Any]) -> str:
+    docs = item.get("docs") or {}
+    lines = [f"- {option}" + (f": {docs[option]}" if docs.get(option) else "") for option in item["options"]]
+    return (
+        "Choose which of these options should handle the user's request below:\n"
+        + "\n".join(lines)
+        + "\nAnswer with the option's name only."
+    )
+
+
 def _feedback_labels(store: Store, items: list[dict[str, Any]]) -> dict[str, str]:
     from cl_plugin.labels import routing_labels
 
-    rows = [r for item in items if (r := store.get_interaction(item["interaction_id"])) is not None]
+    rows = []
+    for item in items:
+        row = store.get_interaction(item["interaction_id"])
+        if row is not None and "point" in item:  # the option chosen at the point is what the rating judges
+            row = {**row, "agent_selected": item["chosen"], "metadata": {}}
+        if row is not None:
+            rows.append(row)
     return {label.interaction_id: label.agent for label in routing_labels(rows) if label.source == "feedback"}

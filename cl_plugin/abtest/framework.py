@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
@@ -346,6 +346,37 @@ class ABTestFramework:
         elif self._flusher is None:
             self._start_flusher()
         return value
+
+    def sync_results(self, test_id: str, totals: Mapping[str, GroupStats]) -> dict[str, int]:
+        """Bring a test's groups up to summaries of all its results computed elsewhere, such as from the
+        decisions a :class:`~cl_plugin.serving.LearnedRouter` recorded (see
+        :func:`cl_plugin.store.points.ab_outcomes`): the results beyond those the test holds are added.
+        Calling it again with the same totals adds nothing.
+
+        Args:
+            test_id: the test.
+            totals: ``{"A": GroupStats, "B": GroupStats}``, every result of each group so far.
+
+        Returns:
+            How many results were added to each group.
+
+        Raises:
+            UnknownABTestError: no such test.
+        """
+        test, a, b = self._current(test_id)
+        deltas: dict[tuple[str, str], GroupStats] = {}
+        for variant, held in zip(_VARIANTS, (a, b), strict=True):
+            total = totals.get(variant)
+            if total is not None and total.n > held.n:
+                deltas[(test_id, variant)] = total.minus(held)
+        if deltas and test.status == "running":
+            if self.store is None:
+                with self._lock:
+                    for (_, variant), delta in deltas.items():
+                        test.groups[variant].merge(delta)
+            else:
+                self._write(deltas)
+        return {variant: delta.n for (_, variant), delta in deltas.items()}
 
     def flush(self) -> None:
         """Merge every buffered result into the store, in one transaction.

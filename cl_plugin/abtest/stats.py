@@ -99,6 +99,23 @@ class GroupStats:
         self.n = n
         self.non_binary += other.non_binary
 
+    def minus(self, part: GroupStats) -> GroupStats:
+        """The summary of the values this one holds beyond ``part``, a summary of some of them (the inverse
+        of :meth:`merge`): ``part.merge(whole.minus(part))`` gives ``whole`` back, to rounding.
+
+        Raises:
+            ValueError: ``part`` holds more values than this summary.
+        """
+        if part.n > self.n:
+            raise ValueError(f"part holds {part.n} values, more than the {self.n} of the whole")
+        n = self.n - part.n
+        if n == 0:
+            return GroupStats()
+        mean = (self.n * self.mean - part.n * part.mean) / n
+        delta = mean - part.mean
+        m2 = self.m2 - part.m2 - delta * delta * part.n * n / self.n
+        return GroupStats(n, mean, max(m2, 0.0), max(self.non_binary - part.non_binary, 0))
+
     def variance(self, kind: MetricKind) -> float:
         """The per-result variance: ``p(1 - p)`` for a binary metric, the sample variance otherwise."""
         if kind == "binary":

@@ -20,7 +20,7 @@ from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
 if TYPE_CHECKING:
     from cl_plugin.store.store import Store
 
-__all__ = ["DecisionPoint", "decision_points", "point_decisions"]
+__all__ = ["DecisionPoint", "ab_outcomes", "decision_points", "point_decisions"]
 
 _D = Decision.__table__.c  # type: ignore[attr-defined]
 _I = Interaction.__table__.c  # type: ignore[attr-defined]
@@ -211,3 +211,36 @@ def _parsed(text: str | None) -> Any:
         return orjson.loads(text) if text else None
     except orjson.JSONDecodeError:
         return None
+
+
+def ab_outcomes(store: Store, test_id: str, *, max_bad_score: float = 2.0) -> dict[str, list[float]]:
+    """The outcome of each rated interaction a served decision put in one of an A/B test's groups.
+
+    A :class:`~cl_plugin.serving.LearnedRouter` records the test and the group with each decision it
+    serves; the outcome is the user's verdict on the answer: 0.0 for a score at or below ``max_bad_score``
+    or a thumbs down, 1.0 for any other rating. Unrated interactions count in neither group.
+
+    Returns:
+        ``{"A": [...], "B": [...]}``, one outcome per interaction (its first decision in the test).
+    """
+    joined = Decision.__table__.join(Interaction.__table__, _D.interaction_id == _I.interaction_id)
+    query = (
+        select(_D.interaction_id, _D.statistics, _I.user_feedback_score, _I.thumbs_up_down)
+        .select_from(joined)
+        .where(_D.statistics.like(f'%"ab_test":"{test_id}"%'))
+        .order_by(_D.timestamp, _D.decision_id)
+    )
+    outcomes: dict[str, list[float]] = {"A": [], "B": []}
+    seen: set[str] = set()
+    with store.read_connection() as conn:
+        for iid, statistics, score, thumbs in conn.execute(query):
+            stats = _parsed(statistics)
+            if iid in seen or not isinstance(stats, dict) or stats.get("ab_test") != test_id:
+                continue
+            group = stats.get("ab_group")
+            if group not in outcomes or (score is None and thumbs is None):
+                continue
+            seen.add(iid)
+            bad = (score is not None and score <= max_bad_score) or thumbs == "down"
+            outcomes[group].append(0.0 if bad else 1.0)
+    return outcomes
