@@ -178,7 +178,7 @@ class CaptureHandler(BaseCallbackHandler):
             store and privacy settings are then shared. None means an in-memory SQLite store.
         graph_name: the ``graph_name`` of every interaction (default: the root run's name).
         query_keys: input keys tried, in order, for the user's query (``messages`` takes the last human
-            message).
+            message); when none is there and the input holds exactly one non-empty string, that is the query.
         response_keys: output keys tried, in order, for the response (``messages``: the last AI message).
         user_key: metadata key holding the user id (``config={"metadata": {"user_id": ...}}``).
         routing_key: state key holding the meta-controller's routing history (a list of dicts with

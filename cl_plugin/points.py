@@ -110,8 +110,9 @@ def point_rows(
     label code credits or blames the chosen option as it does the routed agent), ``answered_by`` dropped
     from its metadata (it names the classic router's agents), and two more keys: ``propensity`` (the
     probability the serving policy gave the chosen option, 1.0 when the decision was not served by a
-    :class:`~cl_plugin.serving.LearnedRouter`) and ``point_decision`` (the decision's statistics: model
-    version, A/B group, whether it fell back or explored).
+    :class:`~cl_plugin.serving.LearnedRouter`), ``policy_choice`` (what the policy picked before it explored:
+    the incumbent's choice) and ``point_decision`` (the decision's statistics: model version, A/B group,
+    whether it fell back or explored).
 
     Args:
         store: the store holding the decisions.
@@ -145,6 +146,7 @@ def point_rows(
                 "agent_confidence": decision["confidence"],
                 "metadata": {k: v for k, v in metadata.items() if k != "answered_by"},
                 "propensity": float(propensity) if is_finite_number(propensity) and propensity > 0 else 1.0,
+                "policy_choice": statistics.get("policy_choice") or decision["chosen"],
                 "point_decision": dict(statistics),
             }
         )

@@ -425,6 +425,8 @@ class IncrementalRetrainingPipeline:
             )
         else:
             metrics["retrieval"] = {"status": "not_run", "reason": "retrieval is off for this model"}
+        if self.complement and metrics["production"] is not None:
+            metrics["bounds"] = _bounds(router, prepared, held_out, weights, self.max_ips_weight)
         gate = _gate(metrics["candidate"], metrics["production"], self.min_improvement)
         result["steps"]["evaluation"] = {"status": "completed", **metrics, "gate": gate}
         result["metrics"] = metrics
@@ -519,6 +521,46 @@ def _routing_metrics(
             f1_score(truth, predicted, average="macro", zero_division=0, sample_weight=weights)
         ),
         "ece": expected_calibration_error(proba.max(axis=1), correct).ece,
+    }
+
+
+def _bounds(
+    router: MetaRouter,
+    prepared: PreparedData,
+    labels: Sequence[RoutingLabel],
+    weights: np.ndarray | None,
+    cap: float,
+) -> dict[str, Any] | None:
+    """What ratings alone say about the candidate on held-out rated decisions, taking a good rating to mean
+    the chosen option was right and a bad one that it was wrong.
+
+    The incumbent's accuracy there is the share rated good. The candidate's lies between ``lower`` (the
+    good ones it keeps) and ``upper`` (those plus every bad one it changes: each may now be right, or still
+    wrong; only an online test can tell). Weighted by inverse propensity like the labels.
+    """
+    rated: list[tuple[RoutingLabel, bool, float]] = []
+    for i, label in enumerate(labels):
+        if label.source == "feedback":  # a good rating (label = the choice) or a relabeled bad one
+            good = label.agent == prepared.recorded.get(label.interaction_id)
+            rated.append((label, good, float(weights[i]) if weights is not None else 1.0))
+    for label in prepared.validation_bad:
+        p = prepared.propensity.get(label.interaction_id)
+        rated.append((label, False, min(1.0 / p, cap) if p else 1.0))
+    if not rated:
+        return None
+    picked = router.predict([r[0].query for r in rated], contexts=label_contexts([r[0] for r in rated]))
+    chosen = np.asarray([prepared.recorded.get(r[0].interaction_id, "") for r in rated])
+    good = np.asarray([r[1] for r in rated])
+    w = np.asarray([r[2] for r in rated])
+    same = picked == chosen
+    total = float(w.sum())
+    return {
+        "rated": len(rated),
+        "incumbent": float(w[good].sum()) / total,
+        "lower": float(w[good & same].sum()) / total,
+        "upper": float(w[good & same].sum() + w[~good & ~same].sum()) / total,
+        "kept_good": float(w[good & same].sum() / w[good].sum()) if good.any() else None,
+        "changed_bad": float(w[~good & ~same].sum() / w[~good].sum()) if (~good).any() else None,
     }
 
 

@@ -484,9 +484,18 @@ class Scorer:
                 logits += values @ self._coef_t[index + offset]
             offset += len(vocabulary)
         if self._context_weight:
-            ctx = context_features([query], [context])[0] * self._context_weight
-            logits += ctx @ self._coef_t[offset:]
-        return softmax(logits / self._temperature)
+            if context is None:  # only the query's own features; the rest are 0
+                logits += self._context_weight * (
+                    math.log1p(len(query)) / 6.0 * self._coef_t[offset]
+                    + math.log1p(len(query.split())) / 4.0 * self._coef_t[offset + 1]
+                    + min(len(_NUMBER.findall(query)), 10) / 10.0 * self._coef_t[offset + 2]
+                )
+            else:
+                ctx = context_features([query], [context])[0] * self._context_weight
+                logits += ctx @ self._coef_t[offset:]
+        z = logits / self._temperature
+        e = np.exp(z - z.max())
+        return e / e.sum()
 
 
 def _logits_of(classifier: SGDClassifier, x: sparse.csr_matrix) -> np.ndarray:

@@ -47,7 +47,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gemini-1.5-pro": (1.25, 5.00),
 }
 
-_QUERY_KEYS = ("query", "question", "user_query", "input", "prompt", "messages")
+_QUERY_KEYS = ("query", "question", "user_query", "input", "prompt", "request", "text", "message", "messages")
 _RESPONSE_KEYS = ("response", "answer", "final_answer", "output", "result", "messages")
 # An explicit session in the run's metadata wins over the checkpoint thread: separate requests of one
 # conversation should not share a checkpoint thread, but they do share a session.
@@ -843,6 +843,10 @@ def _pick_text(value: Any, keys: tuple[str, ...], *, human: bool) -> str:
                 return v
             if hasattr(v, "content"):
                 return _content_text(v.content)
+        if human:  # a state of the user's own shape: its only text is the query
+            texts = [v for v in value.values() if isinstance(v, str) and v.strip()]
+            if len(texts) == 1:
+                return texts[0]
         return ""
     if isinstance(value, list):
         return _last_message(value, human=human) or ""

@@ -76,6 +76,8 @@ class Routed:
         model_version: the router version that scored the request (None when none did).
         ab_test, ab_group: the running A/B test of the point and the request's group (None outside one).
         explored: whether ``option`` was picked to explore.
+        policy_choice: the option the policy (model or rule) picked before exploring: the incumbent's
+            choice, which offline evaluation scores.
     """
 
     option: str
@@ -87,6 +89,7 @@ class Routed:
     ab_test: str | None = None
     ab_group: str | None = None
     explored: bool = False
+    policy_choice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class LearnedRouter:
         model_dir: str | Path = "./cache/models",
         options: Sequence[str] | None = None,
         text: str | Callable[[Any], str] | None = None,
-        min_confidence: float = 0.5,
+        min_confidence: float = 0.3,
         explore: float = 0.0,
         explore_below: float = 0.9,
         unit: str = "session_id",
@@ -243,6 +246,7 @@ class LearnedRouter:
         served_by = "model" if reason is None else "fallback"
         explored = False
         propensity = 1.0
+        policy_choice = str(option)
         choices = self._choices(probabilities)
         unsure = reason is not None or (top is not None and top < self.explore_below)
         if self.explore and unsure and len(choices) >= 2 and option in choices:
@@ -264,6 +268,7 @@ class LearnedRouter:
             ab_test=snap.test_id,
             ab_group=group,
             explored=explored,
+            policy_choice=policy_choice,
         )
 
     def _choices(self, probabilities: Mapping[str, float]) -> list[str]:
@@ -283,6 +288,7 @@ class LearnedRouter:
             "ab_test": routed.ab_test,
             "ab_group": routed.ab_group,
             "explored": routed.explored,
+            "policy_choice": routed.policy_choice,
         }
         alternatives: Any = routed.probabilities or (self.options or None)
         confidence = routed.probabilities.get(routed.option) if routed.probabilities else None

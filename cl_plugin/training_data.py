@@ -79,6 +79,8 @@ class PreparedData:
             score that policy as the incumbent when there is no model yet.
         propensity: interaction id -> the probability the serving policy gave the option it chose (only for
             interactions served with one; see :func:`cl_plugin.labels.routing_labels`).
+        validation_bad: with ``complement``, one complement label per held-out interaction rated bad and
+            left unlabeled (its query and context; the option chosen is in ``recorded``).
     """
 
     train: list[RoutingLabel]
@@ -88,6 +90,7 @@ class PreparedData:
     window: tuple[float | None, float | None]
     recorded: dict[str, str] = dataclasses.field(default_factory=dict)
     propensity: dict[str, float] = dataclasses.field(default_factory=dict)
+    validation_bad: list[RoutingLabel] = dataclasses.field(default_factory=list)
 
 
 def prepare_training_data(
@@ -167,6 +170,14 @@ def prepare_training_data(
     train = [label for label in labels if session_of(label.interaction_id) not in held_out]
     train += [label for label in complements if session_of(label.interaction_id) not in held_out]
     validation = [label for label in labels if session_of(label.interaction_id) in held_out]
+    # Held-out bad ratings, one per interaction: what the policy chose there was wrong.
+    held_out_bad = list(
+        {
+            label.interaction_id: label
+            for label in complements
+            if session_of(label.interaction_id) in held_out
+        }.values()
+    )
     prepared_corrections = [Correction(iid, q, a, session_of(iid) in held_out) for iid, q, a in corrections]
 
     stamps = [
@@ -193,15 +204,20 @@ def prepare_training_data(
         "validation_corrections": sum(c.validation for c in prepared_corrections),
     }
     window = (min(stamps), max(stamps)) if stamps else (None, None)
+    # What the graph's policy picked: before exploring, when a served decision explored.
     recorded = {
-        iid: row["agent_selected"] for iid, row in rows.items() if isinstance(row.get("agent_selected"), str)
+        iid: choice
+        for iid, row in rows.items()
+        if isinstance(choice := row.get("policy_choice") or row.get("agent_selected"), str)
     }
     propensity = {
         iid: float(row["propensity"])
         for iid, row in rows.items()
         if is_finite_number(row.get("propensity")) and row["propensity"] > 0
     }
-    return PreparedData(train, validation, prepared_corrections, report, window, recorded, propensity)
+    return PreparedData(
+        train, validation, prepared_corrections, report, window, recorded, propensity, held_out_bad
+    )
 
 
 def _sort_items(

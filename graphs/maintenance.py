@@ -84,6 +84,10 @@ AGENTS = ("HRM", "TRM", "MCTS")
 #: How an A/B test of a decision point names the graph's own policy, the incumbent before any model.
 RECORDED_POLICY = "recorded policy"
 _TEST_PREFIX = "maintenance: "
+# A decision point's candidate that no held-out label shows better goes to an A/B test when, on rated
+# decisions, it may lose at most _BOUND_LOSS and may gain at least _BOUND_GAIN (see retraining's bounds).
+_BOUND_LOSS = 0.02
+_BOUND_GAIN = 0.05
 _MIN_DRIFT_ROWS = 30
 
 _JUDGE_PROMPT = (
@@ -583,7 +587,9 @@ def build_maintenance_graph(
         if "points" in state["retrain"]:
             promoted_points = {}
             for name, gate in state["gate"]["points"].items():
-                if gate["passed"]:
+                if gate.get("needs_ab_test"):
+                    promoted_points[name] = {"not_promoted": "only an A/B test can show it is better"}
+                elif gate["passed"]:
                     trained = state["retrain"]["points"][name]
                     promoted_points[name] = _promote(
                         registry,
@@ -960,10 +966,20 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = Fa
     # The graph's own policy gives no probabilities: there is no calibration to compare with.
     ece_change = None if production.get("ece") is None else candidate["ece"] - production["ece"]
     failed = []
+    bounds = metrics.get("bounds") if strict else None
+    needs_ab = False
     if gain < m.min_accuracy_gain:
         failed.append(f"accuracy gain {gain:+.3f} is below {m.min_accuracy_gain:+.3f}")
     elif strict and gain <= 0:
-        failed.append(f"accuracy gain {gain:+.3f}: no better than the incumbent")
+        if (
+            bounds is not None
+            and bounds["lower"] >= bounds["incumbent"] - _BOUND_LOSS
+            and bounds["upper"] >= bounds["incumbent"] + _BOUND_GAIN
+        ):
+            # Ratings alone cannot show which changed decision is now right: an online test must.
+            needs_ab = True
+        else:
+            failed.append(f"accuracy gain {gain:+.3f}: no better than the incumbent")
     if ece_change is not None and ece_change > m.max_ece_increase:
         failed.append(f"calibration error rose by {ece_change:.3f}, more than {m.max_ece_increase:.3f}")
     against = "the graph's recorded policy" if production.get("policy") == "recorded" else "production"
@@ -971,12 +987,20 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = Fa
         f"accuracy {gain:+.3f} against {against}"
         + ("" if ece_change is None else f", calibration error {ece_change:+.3f}")
     )
+    if needs_ab and not failed:
+        reason = (
+            f"no held-out label shows a gain, but on rated decisions it keeps {bounds['kept_good']:.0%} of those "
+            f"rated good and changes {bounds['changed_bad'] or 0:.0%} of those rated bad: between "
+            f"{bounds['lower'] - bounds['incumbent']:+.3f} and {bounds['upper'] - bounds['incumbent']:+.3f} "
+            f"against {against}; only an A/B test can promote it"
+        )
     return {
         "passed": not failed,
         "reason": reason,
         "accuracy_gain": gain,
         "ece_change": ece_change,
         "validation_samples": n,
+        **({"needs_ab_test": True, "bounds": bounds} if needs_ab and not failed else {}),
     }
 
 
