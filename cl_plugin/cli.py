@@ -225,53 +225,102 @@ def _labels_for_paused_run(store: Any, saver: Any, thread_id: str) -> dict[str, 
     if found is None:
         raise SystemExit(f"no maintenance run with thread {thread_id!r} in the checkpoints")
     waiting = {item["interaction_id"] for item in found.checkpoint["channel_values"].get("selected", [])}
-    return {
-        item["interaction_id"]: item["label"]["agent"]
-        for item in store.annotation_queue("labeled")
-        if item["interaction_id"] in waiting
-        and isinstance(item.get("label"), dict)
-        and "agent" in item["label"]
-    }
+    found = {}
+    for item in store.annotation_queue("labeled"):
+        label = item.get("label")
+        if item["interaction_id"] in waiting and isinstance(label, dict):
+            choice = label.get("option", label.get("agent"))
+            if isinstance(choice, str):
+                found[item["interaction_id"]] = choice
+    return found
 
 
 # -- annotate ---------------------------------------------------------------------------------------------
 
 
 def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
+    from cl_plugin.points import PointRef
+
     stdin = stdin or sys.stdin
+    try:
+        only = PointRef.parse(args.point) if args.point else None
+    except ValueError as exc:
+        raise SystemExit(f"cl-plugin annotate --point: {exc}") from None
     store = _open_store(args)
     pending = store.annotation_queue("pending", limit=args.limit)
-    if not pending:
-        print("the annotation queue has no pending items")
-        return 0
-    agents = _agents(args, store)
-    if not agents:
-        print("no agent is known to label with: pass --agents name1,name2,...")
-        return 2
-    keys = {str(i): agent for i, agent in enumerate(agents, 1)}
-    keys.update({agent.lower(): agent for agent in agents})
-    menu = ", ".join(f"{i} = {agent}" for i, agent in enumerate(agents, 1))
-    print(f"{len(pending)} pending items. For each: {menu} (or the agent's name), s = skip, q = quit.")
-    labeled = skipped = 0
+    points = {p.key: p for p in store.decision_points()}
+    work = []
     for item in pending:
         row = store.get_interaction(item["interaction_id"]) or {}
-        print(
-            f"\n[{item['interaction_id'][:8]}] routed to {row.get('agent_selected')}; {item.get('reason') or ''}"
-        )
+        found = _point_of(store, row, points, only)
+        if only is None or found is not None:
+            work.append((item, row, found))
+    if not work:
+        where = f" with a decision at {only}" if only else ""
+        print(f"the annotation queue has no pending items{where}")
+        return 0
+    agents = _agents(args, store) if any(found is None for _, _, found in work) else []
+    if not agents and any(found is None for _, _, found in work):
+        print("no agent is known to label with: pass --agents name1,name2,...")
+        return 2
+    print(f"{len(work)} pending items. For each: the number or name of the right choice, s = skip, q = quit.")
+    labeled = skipped = 0
+    menu = None
+    for item, row, found in work:
+        if found is None:
+            choices, noun, said = agents, "agent", f"routed to {row.get('agent_selected')}"
+        else:
+            point, chosen = found
+            choices, noun, said = point.all_options, "option", f"chose {chosen} at {PointRef.parse(point)}"
+        keys = {str(i): choice for i, choice in enumerate(choices, 1)}
+        for choice in choices:  # a name typed in any case is the most chosen option of that name
+            keys.setdefault(choice.lower(), choice)
+        if (noun, choices) != menu:
+            menu = (noun, choices)
+            where = "agents" if found is None else f"options at {PointRef.parse(found[0])}"
+            print(f"\n{where}: " + ", ".join(f"{i} = {c}" for i, c in enumerate(choices, 1)))
+        print(f"\n[{item['interaction_id'][:8]}] {said}; {item.get('reason') or ''}")
         print(f"  query: {row.get('user_query', '')[:300]}")
         print(f"  answer: {(row.get('response') or '')[:200]}")
-        answer = _ask("  agent? ", stdin, keys)
+        answer = _ask(f"  {noun}? ", stdin, keys, noun)
         if answer in (None, "q"):
             break
         if answer == "s":
             store.update_annotation(item["item_id"], status="skipped", annotator=args.annotator)
             skipped += 1
         elif answer in keys:
-            label = {"agent": keys[answer]}
+            label = (
+                {"agent": keys[answer]}
+                if found is None
+                else {"option": keys[answer], "point": PointRef.parse(found[0]).model_name}
+            )
             store.update_annotation(item["item_id"], status="labeled", label=label, annotator=args.annotator)
             labeled += 1
-    print(f"\nlabeled {labeled}, skipped {skipped}, left {len(pending) - labeled - skipped}")
+    print(f"\nlabeled {labeled}, skipped {skipped}, left {len(work) - labeled - skipped}")
     return 0
+
+
+def _point_of(store: Any, row: dict[str, Any], points: dict[tuple[Any, ...], Any], only: Any) -> Any:
+    """The decision point an item is labeled at, with the option chosen there, or None (label the agent).
+
+    With ``--point``, that point if the interaction decided there; otherwise the first point it decided at
+    whose kind is learned by default (a route, a tool) and whose options are few enough to choose among.
+    """
+    from cl_plugin.points import LEARNABLE_KINDS, MAX_OPTIONS
+
+    if not row:
+        return None
+    for decision in store.decisions(row["interaction_id"]):
+        key = (row.get("graph_name"), decision["node"], decision["kind"])
+        point = points.get(key)
+        if point is None or decision["chosen"] is None:
+            continue
+        if only is not None:
+            if key == only.key:
+                return point, decision["chosen"]
+        elif key[2] in LEARNABLE_KINDS and point.learnable and len(point.all_options) <= MAX_OPTIONS:
+            return point, decision["chosen"]
+    return None
 
 
 def _agents(args: argparse.Namespace, store: Any) -> list[str]:
@@ -281,7 +330,7 @@ def _agents(args: argparse.Namespace, store: Any) -> list[str]:
     return sorted(a for a in store.statistics()["agent_distribution"] if a)
 
 
-def _ask(prompt: str, stdin: TextIO, keys: dict[str, str]) -> str | None:
+def _ask(prompt: str, stdin: TextIO, keys: dict[str, str], noun: str = "agent") -> str | None:
     while True:
         print(prompt, end="", flush=True)
         line = stdin.readline()
@@ -290,36 +339,93 @@ def _ask(prompt: str, stdin: TextIO, keys: dict[str, str]) -> str | None:
         answer = line.strip().lower()
         if answer in (*keys, "s", "q"):
             return answer
-        print(f"  answer 1 to {len(set(keys.values()))}, an agent's name, s or q")
+        print(f"  answer 1 to {len(set(keys.values()))}, an {noun}'s name, s or q")
 
 
 # -- stats, report, purge, export -----------------------------------------------------------------------------
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from cl_plugin.metrics import store_metrics
+    from cl_plugin.metrics import point_metrics, store_metrics
 
     store = _open_store(args, write=False)
     metrics = store_metrics(store, window=args.window)
     print(_format_metrics(metrics))
-    print(_format_points(store.decision_points()))
+    print(_format_points(point_metrics(store, _registry_records(store))))
     return 0
 
 
+def _registry_records(store: Any) -> Any:
+    """The registry over the store's model records, for reading versions and aliases (no artifact is
+    loaded, so the artifact directory is never opened)."""
+    from cl_plugin.registry import ModelRegistry
+
+    return ModelRegistry(store, "cache/models/artifacts")
+
+
+_POINT_COLUMNS = (
+    ("decisions", 9),
+    ("interactions", 12),
+    ("rated", 7),
+    ("annotated", 9),
+    ("accuracy", 15),
+    ("ECE", 6),
+    ("model", 7),
+    ("fallback", 8),
+    ("explored", 8),
+    ("production", 10),
+    ("candidate", 9),
+)
+
+
 def _format_points(points: list[Any], most_options: int = 6) -> str:
-    """One line per decision point: where, how often, how much of it is labeled, and its options."""
+    """A table of the decision points: how often each decides, how much of it is labeled, how right and
+    calibrated it is, how it was served and which router versions it has; its options below each row."""
     if not points:
         return "decision points: none captured"
-    lines = ["decision points (graph / node / kind):"]
-    for p in points:
-        where = " / ".join(str(x) if x is not None else "-" for x in p.key)
-        shown = ", ".join(f"{option} {n}" for option, n in list(p.options.items())[:most_options])
-        more = f", +{len(p.options) - most_options} more" if len(p.options) > most_options else ""
-        lines.append(
-            f"  {where:<40} {p.decisions} decisions in {p.interactions} interactions, {p.rated} rated, "
-            f"{p.annotated} annotated; options: {shown or '-'}{more}"
+    title = "decision point (graph / node / kind)"
+    width = max(len(title), *(len(_where(m.key)) for m in points))
+    head = f"  {title:<{width}}" + "".join(f" {name:>{w}}" for name, w in _POINT_COLUMNS)
+    lines = ["decision points:", head]
+    for m in points:
+        acc = m.accuracy
+        cells = (
+            str(m.point.decisions),
+            str(m.point.interactions),
+            _pct(m.rated.rate),
+            _pct(m.annotated.rate),
+            "n/a" if acc.rate is None else f"{_pct(acc.rate)} of {acc.n}",
+            "n/a" if m.calibration is None else f"{m.calibration.ece:.3f}",
+            *(_pct(m.served[how].rate) for how in ("model", "fallback", "exploration")),
+            _version(m.production_version),
+            _version(m.candidate_version),
         )
+        lines.append(
+            f"  {_where(m.key):<{width}}"
+            + "".join(f" {c:>{w}}" for c, (_, w) in zip(cells, _POINT_COLUMNS, strict=True))
+        )
+        shown = [_option(m, option, n) for option, n in list(m.options.items())[:most_options]]
+        more = f", +{len(m.options) - most_options} more" if len(m.options) > most_options else ""
+        lines.append(f"      options: {', '.join(shown) or '-'}{more}")
+        if m.fallback_reasons:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in m.fallback_reasons.items())
+            lines.append(f"      fallback reasons: {reasons}")
     return "\n".join(lines)
+
+
+def _option(m: Any, option: str, chosen: int) -> str:
+    if option in m.point.declared:
+        return f"{option} (declared, never chosen)"
+    good = m.good_rate[option]
+    return f"{option} {chosen}" + (f" (good {_pct(good.rate)} of {good.n})" if good.n else "")
+
+
+def _where(key: tuple[Any, ...]) -> str:
+    return " / ".join(str(x) if x is not None else "-" for x in key)
+
+
+def _version(version: int | None) -> str:
+    return "-" if version is None else f"v{version}"
 
 
 def _format_metrics(metrics: dict[str, Any], indent: str = "") -> str:
@@ -444,6 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--annotator", default=os.environ.get("USER", "cli"))
     annotate.add_argument(
         "--agents", help="comma-separated agents to label with (default: the agents the store has seen)"
+    )
+    annotate.add_argument(
+        "--point",
+        help="label only items that decided at this point, graph/node/kind (cl-plugin stats lists them)",
     )
 
     stats = command("stats", _stats, "quality metrics of a time window")

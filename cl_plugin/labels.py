@@ -44,7 +44,7 @@ import numpy as np
 import orjson
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from cl_plugin.records import ProductionInteraction, is_finite_number
+from cl_plugin.records import ProductionInteraction, is_finite_number, rating_outcome
 
 __all__ = ["ReplayBuffer", "RoutingLabel", "routing_context", "routing_labels"]
 
@@ -293,19 +293,14 @@ def _metadata_agent(row: Row, allowed: Container[str]) -> str | None:
 
 
 def _rating(row: Row, min_score: float, max_score: float) -> str | None:
-    """``"good"``, ``"bad"``, or None when unrated or when the signals contradict each other.
-
-    A correction is a bad signal: the user said the answer was wrong.
-    """
-    score, thumbs = _get(row, "user_feedback_score"), _get(row, "thumbs_up_down")
-    has_score = is_finite_number(score)
-    corrections = _get(row, "corrections")
-    corrected = bool(corrections) and corrections not in ("[]", "null")
-    good = (has_score and score >= min_score) or thumbs == "up"
-    bad = (has_score and score <= max_score) or thumbs == "down" or corrected
-    if good == bad:
-        return None
-    return "good" if good else "bad"
+    """The row's :func:`~cl_plugin.records.rating_outcome`."""
+    return rating_outcome(
+        _get(row, "user_feedback_score"),
+        _get(row, "thumbs_up_down"),
+        _get(row, "corrections"),
+        min_score=min_score,
+        max_score=max_score,
+    )
 
 
 def _tfidf_neighbours(rows: Mapping[str, Row], targets: Sequence[str]) -> dict[str, list[str]]:

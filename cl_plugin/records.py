@@ -28,6 +28,7 @@ __all__ = [
     "interaction_problems",
     "is_finite_number",
     "is_key",
+    "rating_outcome",
 ]
 
 Thumbs = Literal["up", "down", "none"]
@@ -247,6 +248,32 @@ def is_finite_number(value: object) -> bool:
     if isinstance(value, int):
         return True
     return isinstance(value, float) and math.isfinite(value)
+
+
+def rating_outcome(
+    score: object,
+    thumbs: object,
+    corrections: object = None,
+    *,
+    min_score: float = 4.0,
+    max_score: float = 2.0,
+) -> str | None:
+    """``"good"``, ``"bad"``, or None when an interaction is unrated or its signals contradict each other.
+
+    A score at or above ``min_score`` or a thumbs up is good; a score at or below ``max_score``, a thumbs
+    down or a correction (the user said the answer was wrong) is bad.
+
+    Example:
+        >>> [rating_outcome(5, None), rating_outcome(None, "down"), rating_outcome(5, "down")]
+        ['good', 'bad', None]
+    """
+    has_score = is_finite_number(score)
+    corrected = bool(corrections) and corrections not in ("[]", "null")
+    good = (has_score and score >= min_score) or thumbs == "up"  # type: ignore[operator]
+    bad = (has_score and score <= max_score) or thumbs == "down" or corrected  # type: ignore[operator]
+    if good == bad:
+        return None
+    return "good" if good else "bad"
 
 
 def is_key(text: str) -> bool:

@@ -2,7 +2,7 @@
 
 :func:`build_report` writes a single HTML file with inline CSS and inline SVG plots (no script, no network):
 satisfaction and failure rates over time, the latency distribution, the agent mix over time with drift
-alarms marked, the router's reliability diagram, A/B test estimates, and tables of failure patterns, the
+alarms marked, the router's reliability diagram, each decision point's figures, A/B test estimates, and tables of failure patterns, the
 annotation queue, model versions and drift events. Every number comes from the store: the summary and the
 per-bucket figures from :func:`~cl_plugin.metrics.store_metrics` and
 :func:`~cl_plugin.metrics.store_metrics_by_window` (aggregated in SQL), the failure patterns from
@@ -32,11 +32,18 @@ import numpy as np
 from cl_plugin import report_html as page
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.errors import ConfigError
-from cl_plugin.metrics import node_metrics, router_metrics, store_metrics, store_metrics_by_window
+from cl_plugin.metrics import (
+    node_metrics,
+    point_metrics,
+    router_metrics,
+    store_metrics,
+    store_metrics_by_window,
+)
 from cl_plugin.metrics.measures import Calibration, Window, _calibration, _width
 from cl_plugin.metrics.nodes import has_node_runs
 from cl_plugin.metrics.queries import _probabilities
 from cl_plugin.privacy import default_redactor
+from cl_plugin.registry import ModelRegistry
 from cl_plugin.report_html import MIN_LABELED, SECTIONS
 from cl_plugin.store import Store
 
@@ -213,6 +220,7 @@ class _Report:
         self.analysis = analyzer.analyze_stream(chunks, nodes=nodes)
         self.router = router_metrics(store, **span)
         self.calibration = self._calibration()
+        self.points = point_metrics(store, self._registry(), **span)
         self.drift = [e for e in store.drift_events(since=start) if end is None or e["detected_at"] < end]
 
     # -- data -----------------------------------------------------------------------------------------
@@ -240,6 +248,13 @@ class _Report:
                 conf[b] += probs[predicted]
                 right[b] += predicted == truth
         return _calibration(count.astype(int), conf, right)
+
+    def _registry(self) -> ModelRegistry | None:
+        """The registry over the store's model records, to read each point's router versions (no artifact
+        is loaded, so its artifact directory is never opened); None when no model is registered."""
+        if not self.store.model_names():
+            return None
+        return ModelRegistry(self.store, "cache/models/artifacts")
 
     def _in_window(self, row: dict[str, Any]) -> bool:
         ts = row["timestamp"]
@@ -302,6 +317,7 @@ class _Report:
             "latency": page.latency(self),
             "agents": page.agents(self),
             "calibration": page.calibration(self),
+            "points": page.points(self),
             "abtests": page.abtests(self),
             "failures": page.failures(self),
             "queue": page.queue(self),

@@ -28,6 +28,7 @@ SECTIONS = {
     "latency": "Latency",
     "agents": "Agent mix and drift",
     "calibration": "Router calibration",
+    "points": "Decision points",
     "abtests": "A/B tests",
     "failures": "Failure patterns",
     "queue": "Annotation queue",
@@ -272,6 +273,64 @@ def calibration(r: _Report) -> str:
         + _sample_note(r.router.sample)
     )
     return head + _figure(svg)
+
+
+def points(r: _Report) -> str:
+    if not r.points:
+        return _empty("no decision recorded in this window")
+    rows = []
+    for m in r.points[: r.max_rows]:
+        options = ", ".join(_option(m, option, n) for option, n in m.options.items())
+        served = ", ".join(
+            f"{how} {number(rate.rate, 2, percent=True)}" for how, rate in m.served.items() if rate.count
+        )
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in m.fallback_reasons.items())
+        rows.append(
+            (
+                " / ".join("-" if part is None else part for part in m.key),
+                number(m.point.decisions),
+                number(m.point.interactions),
+                number(m.rated.rate, 2, percent=True),
+                number(m.annotated.rate, 2, percent=True),
+                "n/a"
+                if m.accuracy.rate is None
+                else f"{number(m.accuracy.rate, 2, percent=True)} of {m.accuracy.n:,}",
+                "n/a" if m.calibration is None else f"{number(m.calibration.ece, 3)} ({m.calibration.n:,})",
+                served or "n/a",
+                reasons or "-",
+                options or "-",
+                "-" if m.production_version is None else f"v{m.production_version}",
+                "-" if m.candidate_version is None else f"v{m.candidate_version}",
+            )
+        )
+    head = (
+        "point (graph / node / kind)",
+        "decisions",
+        "interactions",
+        "rated",
+        "annotated",
+        "accuracy",
+        "calibration error",
+        "served by",
+        "fallback reasons",
+        "options (chosen, good ratings)",
+        "production",
+        "candidate",
+    )
+    note = _note(
+        "Accuracy: the choice against labels of the point. Calibration error: confidence against good or bad "
+        "ratings. Served by: how a learned router's decisions were made."
+    )
+    return note + _table(r, head, rows, numeric=(1, 2, 3, 4, 5, 6))
+
+
+def _option(m: Any, option: str, chosen: int) -> str:
+    if option in m.point.declared:
+        return f"{option} (declared)"
+    good = m.good_rate[option]
+    return f"{option} {chosen:,}" + (
+        f" (good {number(good.rate, 2, percent=True)} of {good.n:,})" if good.n else ""
+    )
 
 
 def _sample_note(sample: DetailSample | None) -> str:

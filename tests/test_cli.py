@@ -135,15 +135,17 @@ def test_a_paused_run_is_labeled_in_the_terminal_and_resumed(
     out = capsys.readouterr().out
     assert "is paused for labels" in out
     thread = out.split("--thread ")[1].split()[0]
-    answers = io.StringIO("3\nhrm\nbanana\n2\ns\nq\n")  # the menu is 1 = HRM, 2 = MCTS, 3 = TRM
+    answers = io.StringIO("3\nHRM\nbanana\n5\ns\nq\n")  # the route point's options, as the menu shows
     args = cli.build_parser().parse_args(["annotate", "--store", captured, "--annotator", "ana"])
     assert cli._annotate(args, stdin=answers) == 0
     out = capsys.readouterr().out
-    assert "1 = HRM, 2 = MCTS, 3 = TRM" in out
-    assert "answer 1 to 3, an agent's name, s or q" in out and "labeled 3, skipped 1" in out
+    # capture records the edge's route (the node) beside the router's own decision (the agent)
+    menu = "1 = HRM, 2 = hrm, 3 = TRM, 4 = trm, 5 = MCTS, 6 = mcts, 7 = parallel"
+    assert f"options at LangGraph/route_decision/route: {menu}" in out
+    assert "answer 1 to 7, an option's name, s or q" in out and "labeled 3, skipped 1" in out
     store = Store.from_url(captured)
     labeled = store.annotation_queue("labeled")
-    assert [i["label"]["agent"] for i in labeled] == ["TRM", "HRM", "MCTS"] and {
+    assert [i["label"]["option"] for i in labeled] == ["TRM", "HRM", "MCTS"] and {
         i["annotator"] for i in labeled
     } == {"ana"}
     assert main(["maintain", *base, "--annotation", "human", "--thread", thread, "--resume"]) == 0
@@ -155,9 +157,9 @@ def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: py
     assert main(["stats", "--store", captured, "--window", "week"]) == 0
     stats = capsys.readouterr().out
     assert "interactions                 200" in stats and "CalibrationBin" not in stats
-    points = stats[stats.index("decision points (graph / node / kind):") :].splitlines()
+    points = stats[stats.index("decision points:") :].splitlines()
     [route] = [line for line in points if "/ route_decision / route " in line]
-    assert "in 200 interactions" in route and "options: HRM 98" in route
+    assert route.split()[6] == "200" and points[points.index(route) + 1].startswith("      options: HRM 98")
     report = tmp_path / "r.html"
     assert main(["report", "--store", captured, "--out", str(report)]) == 0
     assert report.read_text().startswith("<!DOCTYPE html>")
@@ -276,3 +278,94 @@ def test_export_to_langsmith_creates_the_dataset_and_its_examples_without_pii(
     assert (
         server.requests_to("POST", "/examples") and email.encode() not in body and card.encode() not in body
     )
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> str:
+    """A store of a user's own graph (tests/test_point_metrics.py): 60 orders that decided at shop/pick."""
+    from cl_plugin import CaptureHandler
+    from tests.test_point_metrics import capture, script
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    with CaptureHandler(url) as handler:
+        capture(handler, script())
+    return url
+
+
+def test_stats_prints_each_decision_points_figures(shop: str, capsys: pytest.CaptureFixture) -> None:
+    from cl_plugin import point_metrics
+
+    assert main(["stats", "--store", shop]) == 0
+    out = capsys.readouterr().out
+    lines = out[out.index("decision points:") :].splitlines()
+    assert lines[1].split()[-11:] == [
+        "decisions", "interactions", "rated", "annotated", "accuracy", "ECE", "model", "fallback",
+        "explored", "production", "candidate",
+    ]  # fmt: skip
+    route = next(m for m in point_metrics(Store.from_url(shop)) if m.key == ("shop", "pick", "route"))
+    [row] = [line for line in lines if line.startswith("  shop / pick / route ")]
+    pct = lambda r: f"{100 * r.rate:.1f}%"  # noqa: E731
+    assert row.split()[5:] == [
+        str(route.point.decisions), str(route.point.interactions), pct(route.rated), pct(route.annotated),
+        pct(route.accuracy), "of", str(route.accuracy.n), f"{route.calibration.ece:.3f}",
+        pct(route.served["model"]), pct(route.served["fallback"]), pct(route.served["exploration"]), "-", "-",
+    ]  # fmt: skip
+    options = lines[lines.index(row) + 1]
+    assert options.startswith("      options: books ") and "gifts (declared, never chosen)" in options
+    assert lines[lines.index(row) + 2].startswith("      fallback reasons: ")
+
+
+def test_annotate_offers_the_points_options_and_labels_the_point(
+    shop: str, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store.from_url(shop)
+    answers = io.StringIO("2\nbooks\ngifts\ncake\n1\ns\nq\n")
+    args = cli.build_parser().parse_args(
+        ["annotate", "--store", shop, "--annotator", "ana", "--point", "shop/pick/route"]
+    )
+    assert cli._annotate(args, stdin=answers) == 0
+    out = capsys.readouterr().out
+    assert "options at shop/pick/route: 1 = books, 2 = toys, 3 = gifts" in out
+    assert "  option? " in out and "answer 1 to 3, an option's name, s or q" in out
+    assert "labeled 4, skipped 1" in out and " chose " in out
+    labels = [i["label"] for i in store.annotation_queue("labeled") if i["annotator"] == "ana"]
+    assert sorted(labels, key=str) == sorted(
+        ({"option": o, "point": "shop.pick.route"} for o in ("toys", "books", "gifts", "books")), key=str
+    )
+
+
+def test_annotate_keeps_the_agent_menu_for_items_without_a_decision_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from cl_plugin.records import ProductionInteraction
+    from cl_plugin.store import Batch
+    from cl_plugin.store.rows import Sanitizer, row_from_interaction
+
+    url = f"sqlite:///{tmp_path / 'logged.db'}"
+    store = Store.from_url(url).setup()
+    rows = [
+        row_from_interaction(
+            ProductionInteraction(
+                interaction_id=f"i-{i}", timestamp=1_700_000_000.0 + i, session_id="s", user_query=f"q {i}",
+                response="a", agent_selected=("desk", "billing")[i % 2],
+            ),
+            Sanitizer(),
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    store.write(Batch({"interactions": rows}))
+    store.enqueue_for_annotation(
+        {"interaction_id": f"i-{i}", "priority": 1.0, "strategy": "uncertainty", "selection_reason": "-"}
+        for i in range(2)
+    )
+    args = cli.build_parser().parse_args(["annotate", "--store", url])
+    assert cli._annotate(args, stdin=io.StringIO("2\nbilling\n")) == 0
+    out = capsys.readouterr().out
+    assert "agents: 1 = billing, 2 = desk" in out and "  agent? " in out
+    assert [i["label"] for i in store.annotation_queue("labeled")] == [
+        {"agent": "desk"},
+        {"agent": "billing"},
+    ]
+    args = cli.build_parser().parse_args(["annotate", "--store", url, "--point", "shop/pick"])
+    assert cli._annotate(args, stdin=io.StringIO("")) == 0
+    assert "no pending items with a decision at shop/pick/route" in capsys.readouterr().out

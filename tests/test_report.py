@@ -288,3 +288,74 @@ def test_chromium_sees_every_section_heading(rich: tuple[Store, Path]) -> None:
         assert re.search(rf'<section id="{key}"><h2>{re.escape(html.escape(heading))}</h2>', dom), key
     assert dom.count("<svg") == 5
     assert os.path.getsize(rich[1]) < 1_000_000
+
+
+# -- decision points --------------------------------------------------------------------------------------
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
+    """A user's own graph (tests/test_point_metrics.py) with ratings, labels and router versions, and one
+    decision whose option is markup."""
+    from cl_plugin import PointRef, record_decision
+    from tests.test_point_metrics import capture, script
+
+    tmp = tmp_path_factory.mktemp("shop")
+    store = Store.from_url(f"sqlite:///{tmp / 'shop.db'}").setup()
+    with CaptureHandler(store) as handler:
+        capture(handler, script())
+        from langgraph.graph import END, START, StateGraph
+
+        def odd(state: dict) -> dict:
+            record_decision("route", HOSTILE)
+            return {}
+
+        g = StateGraph(dict)
+        g.add_node("odd", odd)
+        g.add_edge(START, "odd")
+        g.add_edge("odd", END)
+        g.compile(name="shop").invoke({}, {"callbacks": [handler]})
+        assert handler.flush()
+    registry = ModelRegistry(store, tmp / "artifacts")
+    name = PointRef("shop", "pick", "route").model_name
+    registry.register(name, MetaRouter().fit(["a novel", "a teddy bear"], ["books", "toys"]))
+    registry.promote(name, 1)
+    return store, build_report(store, tmp / "report.html")
+
+
+def test_the_decision_points_section_has_a_row_per_point_with_its_figures(shop: tuple[Store, Path]) -> None:
+    from cl_plugin import point_metrics
+
+    store, path = shop
+    section = _section(path.read_text(), "points").replace(' class="num"', "")
+    rows = section.split("<tr>")[2:]
+    found = point_metrics(store, ModelRegistry(store, path.parent / "artifacts"))
+    assert len(rows) == len(found) == 3
+    route = next(m for m in found if m.key == ("shop", "pick", "route"))
+    [row] = [r for r in rows if r.startswith("<td>shop / pick / route</td>")]
+    assert (
+        f"<td>{number(route.point.decisions)}</td><td>{number(route.point.interactions)}</td>"
+        f"<td>{number(route.rated.rate, 2, percent=True)}</td><td>{number(route.annotated.rate, 2, percent=True)}</td>"
+        f"<td>{number(route.accuracy.rate, 2, percent=True)} of {route.accuracy.n}</td>"
+        f"<td>{number(route.calibration.ece, 3)} ({route.calibration.n})</td>"
+    ) in row
+    served = ", ".join(
+        f"{how} {number(route.served[how].rate, 2, percent=True)}"
+        for how in ("model", "fallback", "exploration")
+    )
+    assert f"<td>{served}</td>" in row and "gifts (declared)" in row
+    assert row.endswith("<td>v1</td><td>-</td></tr>")
+    assert "<td>n/a</td><td>n/a</td><td>n/a</td>" in next(r for r in rows if "/ tone</td>" in r)
+
+
+def test_every_value_of_the_decision_points_section_is_escaped(shop: tuple[Store, Path]) -> None:
+    section = _section(shop[1].read_text(), "points")
+    assert "<img" not in section and html.escape(HOSTILE) in section
+
+
+def test_chromium_shows_a_markup_option_as_text(shop: tuple[Store, Path]) -> None:
+    dom = _browse(shop[1], "--dump-dom")
+    section = _section(dom, "points")
+    assert "<img" not in section and "&lt;img src=x" in section

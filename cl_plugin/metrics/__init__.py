@@ -12,7 +12,8 @@ fetch and 250 ms for one ``LIMIT 2 OFFSET k`` query per percentile (tests/bench/
 over ``iter_interactions``).
 
 ``measures`` holds the functions on arrays and records, ``queries`` the store layer, and ``nodes`` the
-per-node figures read from the captured node runs (over the capture sample, see :mod:`cl_plugin.sampling`).
+per-node figures read from the captured node runs (over the capture sample, see :mod:`cl_plugin.sampling`),
+``points`` the figures of each decision point (accuracy, label coverage, calibration, how it was served).
 """
 
 from cl_plugin.metrics.measures import (
@@ -41,6 +42,7 @@ from cl_plugin.metrics.measures import (
     satisfaction,
 )
 from cl_plugin.metrics.nodes import NodeFigures, NodeMetrics, node_figures, node_metrics
+from cl_plugin.metrics.points import PointMetrics, point_metrics
 from cl_plugin.metrics.queries import router_metrics, store_metrics, store_metrics_by_window
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "MetricOptions",
     "NodeFigures",
     "NodeMetrics",
+    "PointMetrics",
     "Rate",
     "RetrievalMetrics",
     "RouterAccuracy",
@@ -66,6 +69,7 @@ __all__ = [
     "ndcg_at_k",
     "node_figures",
     "node_metrics",
+    "point_metrics",
     "precision_at_k",
     "recall_at_k",
     "retrieval_metrics",
