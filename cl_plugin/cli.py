@@ -304,9 +304,9 @@ def _point_of(store: Any, row: dict[str, Any], points: dict[tuple[Any, ...], Any
     """The decision point an item is labeled at, with the option chosen there, or None (label the agent).
 
     With ``--point``, that point if the interaction decided there; otherwise the first point it decided at
-    whose kind is learned by default (a route, a tool) and whose options are few enough to choose among.
+    that maintenance learns by default (any kind but a ``Send`` fan-out, with 2 to 20 options).
     """
-    from cl_plugin.points import LEARNABLE_KINDS, MAX_OPTIONS
+    from cl_plugin.points import MAX_OPTIONS
 
     if not row:
         return None
@@ -318,7 +318,7 @@ def _point_of(store: Any, row: dict[str, Any], points: dict[tuple[Any, ...], Any
         if only is not None:
             if key == only.key:
                 return point, decision["chosen"]
-        elif key[2] in LEARNABLE_KINDS and point.learnable and len(point.all_options) <= MAX_OPTIONS:
+        elif key[2] != "send" and point.learnable and len(point.all_options) <= MAX_OPTIONS:
             return point, decision["chosen"]
     return None
 
