@@ -16,6 +16,7 @@ A decision point is one ``(graph_name, node, kind)`` of a captured graph (see
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,8 +129,10 @@ def point_rows(
     stamps = [r["timestamp"] for r in rows if is_finite_number(r.get("timestamp"))]
     if not stamps:
         return []
+    # the store's end time is exclusive: just past the newest row, so that row's decision is read too
+    end = math.nextafter(max(stamps), math.inf)
     decided = point_decisions(
-        store, point.graph_name, point.node, point.kind, start_time=min(stamps), end_time=max(stamps)
+        store, point.graph_name, point.node, point.kind, start_time=min(stamps), end_time=end
     )
     out = []
     for row in rows:

@@ -87,6 +87,7 @@ class _Run:
         "name",
         "node",
         "parent",
+        "parent_key",
         "parent_kind",
         "pending_routes",
         "run_id",
@@ -101,6 +102,7 @@ class _Run:
         self.extra: Any = None
         self.node: str | None = None
         self.parent_kind: str | None = None
+        self.parent_key: Any = None  # the key of ``runs`` the parent is stored under (``parent`` is its text)
         self.custom_kinds: set[str] = set()
         # A conditional edge's route, held on its node until the node ends: the node's own account of
         # the decision (its routing history, a recorded decision) replaces it.
@@ -218,6 +220,7 @@ class RunTree:
         pid = parent.run_id if parent is not None else None if parent_id is None else str(parent_id)
         run = _Run(str(run_id), pid, run_kind, name, t)
         run.inputs, run.metadata, run.extra = inputs, metadata or {}, extra
+        run.parent_key = _key(parent_id) if parent_id is not None else None
         run.node = run.metadata.get("langgraph_node")
         if parent is None:
             run.interaction = self._open_interaction(run)
@@ -404,7 +407,7 @@ class RunTree:
                 or (isinstance(outputs, list | tuple) and outputs and all(isinstance(x, str) for x in outputs))
             ):
                 args = (run, "route", _text_of(outputs), None, None, None, {"via": "edge"}, t)
-                node = self.runs.get(_key(run.parent)) if run.parent is not None else None
+                node = self.runs.get(run.parent_key) if run.parent_key is not None else None
                 if node is not None and node.kind == "node":
                     node.pending_routes = [*(node.pending_routes or ()), args]
                 else:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypedDict
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -187,6 +188,22 @@ def test_routing_history_and_recorded_decisions_keep_probabilities(handler: Capt
     assert mcts_d["node"] == "mcts" and mcts_d["statistics"] == {"iterations": 50}
     [row] = handler.store.query_interactions()
     assert (row["agent_selected"], row["agent_confidence"]) == ("MCTS", 0.7)
+
+
+def test_a_route_the_path_function_records_itself_replaces_the_edges_route(handler: CaptureHandler) -> None:
+    def path(s: State, config: RunnableConfig) -> str:
+        # as a LearnedRouter does: with the config the edge gives it, so the decision lands on the node
+        record_decision("route", "hrm", confidence=0.8, statistics={"propensity": 0.9}, config=config)
+        return "hrm"
+
+    g = StateGraph(State)
+    g.add_node("triage", lambda s: {})
+    g.add_node("hrm", lambda s: {"response": "from hrm"})
+    g.add_edge(START, "triage")
+    g.add_conditional_edges("triage", path, ["hrm"])
+    iid, _ = run(g.compile(), {"query": "q"}, handler)
+    [route] = handler.store.decisions(iid, kind="route")
+    assert (route["node"], route["chosen"], route["statistics"]) == ("triage", "hrm", {"propensity": 0.9})
 
 
 def test_record_decision_outside_a_run_reports_that_nothing_was_recorded() -> None:

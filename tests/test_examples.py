@@ -49,3 +49,21 @@ def test_quickstart_stores_no_raw_pii(tmp_path: Path) -> None:
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert db in files
     assert not any(b"ana.lima@example.com" in p.read_bytes() for p in files)
+
+
+def test_learn_your_graph_serves_better_than_its_rule_after_maintenance(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from learn_your_graph import learn
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    outcome = learn(f"sqlite:///{tmp_path / 'desk.db'}", requests_per_phase=200, cycles=2)
+    first, last = outcome.phases[0], outcome.phases[-1]
+    assert first.by_model == 0  # no model yet: the rule decided (or exploration did)
+    assert last.by_model > last.requests / 2
+    # the same traffic routed by the rule alone would have been right less often
+    assert last.accuracy > last.rule_accuracy and last.accuracy > first.accuracy
+    assert outcome.cycles[0]["promoted"] == {"router": 1, "replay": 1}
+    assert outcome.production_version is not None
+    assert outcome.decisions == sum(p.requests for p in outcome.phases) == outcome.decisions_with_propensity
+    assert 0 < sum(p.explored for p in outcome.phases) < outcome.decisions / 5
