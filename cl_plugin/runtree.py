@@ -87,6 +87,7 @@ class _Run:
         "name",
         "node",
         "parent",
+        "parent_key",
         "parent_kind",
         "pending_routes",
         "run_id",
@@ -101,6 +102,7 @@ class _Run:
         self.extra: Any = None
         self.node: str | None = None
         self.parent_kind: str | None = None
+        self.parent_key: Any = None  # the parent's key in RunTree.runs (``parent`` is its id as text)
         self.custom_kinds: set[str] = set()
         # A conditional edge's route, held on its node until the node ends: the node's own account of
         # the decision (its routing history, a recorded decision) replaces it.
@@ -225,6 +227,7 @@ class RunTree:
         else:
             run.interaction = parent.interaction
             run.parent_kind = parent.kind
+            run.parent_key = _key(parent_id)
             if run_kind == "chain":
                 run.kind = self._chain_kind(run, parent)
         self.runs[_key(run_id)] = run
@@ -404,7 +407,7 @@ class RunTree:
                 or (isinstance(outputs, list | tuple) and outputs and all(isinstance(x, str) for x in outputs))
             ):
                 args = (run, "route", _text_of(outputs), None, None, None, {"via": "edge"}, t)
-                node = self.runs.get(_key(run.parent)) if run.parent is not None else None
+                node = self.runs.get(run.parent_key) if run.parent_key is not None else None
                 if node is not None and node.kind == "node":
                     node.pending_routes = [*(node.pending_routes or ()), args]
                 else:
