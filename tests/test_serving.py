@@ -405,10 +405,13 @@ def test_many_threads_route_while_the_models_are_refreshed(
 
     def serve(worker: int) -> None:
         try:
-            for i in range(15):
+            i = 0
+            # route at least 15 requests each, and on until the models have changed under them a few times
+            while (i < 15 or (refreshes < 3 and not errors)) and i < 300:
                 run = ask(graph, capture, f"the {WORDS['tech'][i % 4]} again", session=f"w{worker}")
                 with lock:
                     answered.append(run)
+                i += 1
         except BaseException as exc:
             errors.append(exc)
 
@@ -433,8 +436,8 @@ def test_many_threads_route_while_the_models_are_refreshed(
         t.join(60)
     routing_done.set()
     refresher.join(60)
-    assert errors == [] and refreshes > 1
-    assert len(answered) == 8 * 15
+    assert errors == [] and refreshes >= 3
+    assert len(answered) >= 8 * 15
     for iid, answer in answered:
         stats = decision(capture, iid)["statistics"]
         assert stats["served_by"] == "model"
