@@ -206,6 +206,58 @@ def test_a_route_the_path_function_records_itself_replaces_the_edges_route(handl
     assert (route["node"], route["chosen"], route["statistics"]) == ("triage", "hrm", {"propensity": 0.9})
 
 
+def _triage_graph(triage: Any) -> Any:
+    """``triage`` then a conditional edge on its ``routing_history`` to ``desk`` or ``lab``."""
+    g = StateGraph(State)
+    g.add_node("triage", triage)
+    g.add_node("desk", lambda s: {"response": "desk"})
+    g.add_node("lab", lambda s: {"response": "lab"})
+    g.add_edge(START, "triage")
+    g.add_conditional_edges(
+        "triage",
+        lambda s: s["routing_history"][-1]["agent"] if s.get("routing_history") else "desk",
+        ["desk", "lab"],
+    )
+    return g.compile()
+
+
+def test_a_node_reporting_its_route_and_its_conditional_edge_give_one_decision(
+    handler: CaptureHandler,
+) -> None:
+    def triage(s: State) -> dict:
+        return {
+            "routing_history": [
+                {"agent": "lab", "confidence": 0.8, "probabilities": {"lab": 0.8, "desk": 0.2}}
+            ]
+        }
+
+    iid, out = run(_triage_graph(triage), {"query": "q"}, handler)
+    assert out["response"] == "lab"
+    [route] = handler.store.decisions(iid, kind="route")
+    assert (route["node"], route["chosen"], route["confidence"]) == ("triage", "lab", 0.8)
+    assert route["alternatives"] == {"lab": 0.8, "desk": 0.2}
+
+
+def test_a_node_recording_its_route_and_its_conditional_edge_give_one_decision(
+    handler: CaptureHandler,
+) -> None:
+    def triage(s: State) -> dict:
+        record_decision("route", "desk", confidence=0.9, statistics={"rule": "default"})
+        return {}
+
+    iid, out = run(_triage_graph(triage), {"query": "q"}, handler)
+    assert out["response"] == "desk"
+    [route] = handler.store.decisions(iid, kind="route")
+    assert (route["node"], route["chosen"], route["statistics"]) == ("triage", "desk", {"rule": "default"})
+
+
+def test_a_plain_conditional_edge_still_records_one_route_decision(handler: CaptureHandler) -> None:
+    iid, out = run(_triage_graph(lambda s: {}), {"query": "q"}, handler)
+    assert out["response"] == "desk"
+    routes = [(d["node"], d["chosen"], d["statistics"]) for d in handler.store.decisions(iid, kind="route")]
+    assert routes == [("triage", "desk", {"via": "edge"})]
+
+
 def test_record_decision_outside_a_run_reports_that_nothing_was_recorded() -> None:
     assert record_decision("route", "HRM") is False
     with pytest.raises(ValueError, match="kind"):

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from cl_plugin.labels import ReplayBuffer, RoutingLabel, routing_labels
+from cl_plugin.labels import ReplayBuffer, RoutingLabel, routing_context, routing_labels
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.router import MetaRouter
 from graphs.tasks import BEST_AGENT, sample_tasks
@@ -339,3 +339,70 @@ def test_a_good_rating_credits_the_agent_that_answered_not_the_one_first_routed(
     ]
     labels = {label.interaction_id: label.agent for label in routing_labels(rows, neighbours={})}
     assert labels == {"1": "TRM", "2": "TRM", "3": "TRM", "5": "HRM"}
+
+
+# -- decision points: complement labels and inverse-propensity weights --------------------------------------
+
+OPTIONS = ("billing", "tech", "account")
+
+
+def rated(iid: str, query: str, chosen: str, **kw: Any) -> dict[str, Any]:
+    return {"interaction_id": iid, "user_query": query, "agent_selected": chosen, **kw}
+
+
+def test_a_bad_rating_nobody_relabels_says_not_that_option_to_each_other_option() -> None:
+    bad = rated("bad", "the app crashes at start", "tech", thumbs_up_down="down", retrieval_quality=0.4)
+    unrelated = rated("far", "where is my invoice", "billing", user_feedback_score=5.0)
+    plain = routing_labels([bad, unrelated], agents=OPTIONS)
+    assert [label.interaction_id for label in plain] == ["far"]  # without complement: no evidence
+    labels = [
+        label
+        for label in routing_labels([bad, unrelated], agents=OPTIONS, complement=True)
+        if label.interaction_id == "bad"
+    ]
+    assert [(label.agent, label.source) for label in labels] == [
+        ("billing", "complement"),
+        ("account", "complement"),
+    ]
+    assert all(label.weight == pytest.approx(0.5 / (len(OPTIONS) - 1)) for label in labels)
+    assert all(label.query == "the app crashes at start" for label in labels)
+    assert all(label.context == routing_context(bad) and label.context for label in labels)
+    two = routing_labels([bad], agents=("tech", "billing"), complement=True)
+    assert [(label.agent, label.weight) for label in two] == [("billing", 0.5)]
+
+
+def test_a_bad_rating_with_a_well_rated_neighbour_is_relabeled_not_complemented() -> None:
+    bad = rated("bad", "the app crashes at start", "tech", thumbs_up_down="down")
+    good = rated("good", "the app crashes at start again", "account", thumbs_up_down="up")
+    labels = routing_labels([bad, good], agents=OPTIONS, complement=True, neighbours={"bad": ["good"]})
+    assert [(label.interaction_id, label.agent, label.source) for label in labels] == [
+        ("bad", "account", "feedback"),
+        ("good", "account", "feedback"),
+    ]
+
+
+def test_complement_labels_need_the_options_they_spread_over() -> None:
+    bad = rated("bad", "the app crashes at start", "tech", thumbs_up_down="down")
+    for agents in (None, ["tech"], ["tech", "tech"]):
+        with pytest.raises(ValueError, match=r"complement=True needs agents"):
+            routing_labels([bad], agents=agents, complement=True)
+    with pytest.raises(ValueError, match="max_ips_weight"):
+        routing_labels([bad], agents=OPTIONS, max_ips_weight=0.5)
+
+
+def test_a_rating_of_an_option_chosen_rarely_weighs_its_inverse_propensity_up_to_the_cap() -> None:
+    def good(propensity: Any) -> dict[str, Any]:
+        return rated("g", "where is my invoice", "billing", user_feedback_score=5.0, propensity=propensity)
+
+    def weight(propensity: Any, **kw: Any) -> float:
+        return only(routing_labels([good(propensity)], agents=OPTIONS, **kw)).weight
+
+    assert weight(0.05) == pytest.approx(0.7 * min(20, 10.0))  # the default cap
+    assert weight(0.05, max_ips_weight=50.0) == pytest.approx(0.7 * 20)
+    assert weight(0.05, max_ips_weight=4.0) == pytest.approx(0.7 * 4)
+    assert weight(0.5) == pytest.approx(1.4)
+    for unserved in (None, 0, -1.0, float("nan"), "0.5"):
+        assert weight(unserved) == pytest.approx(0.7)  # no usable propensity: not reweighted
+    bad = rated("b", "the app crashes at start", "tech", thumbs_up_down="down", propensity=0.1)
+    complements = routing_labels([bad], agents=OPTIONS, complement=True)
+    assert [label.weight for label in complements] == pytest.approx([0.5 * 10 / 2] * 2)

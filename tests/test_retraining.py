@@ -345,3 +345,27 @@ def test_the_replay_keeps_old_agents_in_training(tmp_path: Path, production: Pat
     assert router.score([t.query for t in old], [BEST_AGENT[t.family] for t in old]) > 0.9
     no_replay = pipeline(replay_ratio=0.0).retrain_sync(only_trm, production, tmp_path / "v3")
     assert no_replay["status"] == "skipped" and "only ['TRM']" in no_replay["reason"]
+
+
+def test_without_production_the_recorded_policy_is_the_incumbent(tmp_path: Path) -> None:
+    # the graph's own rule picked the best agent most of the time
+    rng = random.Random(21)
+    data = rows(300, seed=21)
+    for r in data:
+        r["agent_selected"] = r["metadata"]["best_agent"] if rng.random() < 0.6 else rng.choice(AGENTS)
+    result = pipeline(incumbent="recorded", retrieval=False).retrain_sync(
+        data, tmp_path / "nothing-yet", tmp_path / "v1"
+    )
+    assert result["status"] == "completed", result
+    held = prepare_training_data(data, validation_split=0.2, seed=0).validation
+    chosen = {r["interaction_id"]: r["agent_selected"] for r in data}
+    expected = float(np.mean([chosen[label.interaction_id] == label.agent for label in held]))
+    recorded = result["metrics"]["production"]
+    assert 0.5 < expected < 0.9  # neither always right nor always wrong: the numbers say something
+    assert recorded["policy"] == "recorded" and recorded["n"] == len(held)
+    assert recorded["accuracy"] == pytest.approx(expected) and recorded["ece"] is None
+    gate = result["steps"]["evaluation"]["gate"]
+    assert gate["accuracy_gain"] == pytest.approx(result["metrics"]["candidate"]["accuracy"] - expected)
+    assert result["metrics"]["retrieval"]["status"] == "not_run"
+    without = pipeline(retrieval=False).retrain_sync(data, tmp_path / "nothing-yet", tmp_path / "v1b")
+    assert without["metrics"]["production"] is None

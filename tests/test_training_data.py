@@ -109,3 +109,58 @@ def test_bad_arguments_name_the_field(kwargs: dict, field: str) -> None:
     data = "a string" if field == "new_data" else []
     with pytest.raises(ValueError, match=field):
         prepare_training_data(data, **kwargs)
+
+
+AGENTS = ("HRM", "TRM", "MCTS")
+
+
+def bad(iid: str, query: str, chosen: str, session: str, **extra: object) -> dict:
+    return {
+        "interaction_id": iid,
+        "timestamp": 1_700_000_000.0,
+        "session_id": session,
+        "user_query": query,
+        "agent_selected": chosen,
+        "thumbs_up_down": "down",
+        **extra,
+    }
+
+
+def test_complement_labels_train_only_and_are_never_merged_away() -> None:
+    data = [row(f"m{i}", f"plan number {i} for the week", AGENTS[i % 3], f"s{i % 30}") for i in range(120)]
+    data += [bad(f"b{i}", f"why did my order {i} fail", "HRM", f"s{i % 30}") for i in range(60)]
+    # the same text twice, and the text of a metadata label: each interaction keeps its own complements
+    data += [bad("twin-1", "nothing works", "TRM", "solo-1"), bad("twin-2", "nothing works", "TRM", "solo-2")]
+    data += [bad("echo", "plan number 1 for the week", "MCTS", "solo-3")]
+    prepared = prepare_training_data(data, agents=AGENTS, complement=True, validation_split=0.3, seed=1)
+    sessions = {r["interaction_id"]: r["session_id"] for r in data}
+    held = {sessions[label.interaction_id] for label in prepared.validation}
+    assert held and all(label.source != "complement" for label in prepared.validation)
+    complements: dict[str, list[tuple[str, float]]] = {}
+    for label in prepared.train:
+        if label.source == "complement":
+            complements.setdefault(label.interaction_id, []).append((label.agent, label.weight))
+    bad_ids = [r["interaction_id"] for r in data if r.get("thumbs_up_down") == "down"]
+    expected = {iid for iid in bad_ids if sessions[iid] not in held}
+    assert set(complements) == expected and len(expected) < len(bad_ids)  # held-out sessions lose theirs
+    for iid in expected:
+        chosen = next(r["agent_selected"] for r in data if r["interaction_id"] == iid)
+        assert complements[iid] == [(a, 0.25) for a in AGENTS if a != chosen]
+    assert {"twin-1", "twin-2", "echo"} <= set(complements)
+    assert "m1" in {label.interaction_id for label in prepared.train + prepared.validation}
+    assert prepared.report["labels_by_source"]["complement"] == 2 * len(bad_ids)
+    assert prepared.report["labels"] == 120  # what validation may grade: the labels with an answer
+
+
+def test_the_recorded_choice_and_its_propensity_are_kept_per_interaction() -> None:
+    data = [
+        row("served", "refine the estimate", "HRM", "s1", agent_selected="TRM", propensity=0.2),
+        row("ruled", "plan the rollout", "HRM", "s2", agent_selected="HRM"),
+        row("zero", "search subsets", "MCTS", "s3", agent_selected="MCTS", propensity=0),
+        row("text", "order the jobs", "HRM", "s4", agent_selected="HRM", propensity="0.5"),
+        row("none", "sort the tasks", "HRM", "s5", propensity=0.7),
+        {"interaction_id": "empty", "user_query": " ", "agent_selected": "HRM", "propensity": 0.3},
+    ]
+    prepared = prepare_training_data(data)
+    assert prepared.recorded == {"served": "TRM", "ruled": "HRM", "zero": "MCTS", "text": "HRM"}
+    assert prepared.propensity == {"served": 0.2, "none": 0.7}
