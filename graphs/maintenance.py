@@ -376,14 +376,23 @@ def build_maintenance_graph(
                 "agent_selected": row.get("agent_selected"),
                 "reason": item["selection_reason"],
             }
-            # An interaction is labeled for the first learned point it decided at, among that point's options.
-            for point, decisions in decided:
-                if item["interaction_id"] in decisions:
+            # An interaction is labeled among the options of the first learned point it decided at (as
+            # `cl-plugin annotate` offers them); a label naming an option of a later one counts for that one.
+            made = sorted(
+                (decisions[item["interaction_id"]]["timestamp"], k)
+                for k, (_, decisions) in enumerate(decided)
+                if item["interaction_id"] in decisions
+            )
+            for n, (_, k) in enumerate(made):
+                point, decisions = decided[k]
+                if n == 0:
                     entry["point"] = point["name"]
                     entry["chosen"] = decisions[item["interaction_id"]]["chosen"]
                     entry["options"] = point["options"]
                     entry["docs"] = point["docs"]
-                    break
+                    entry["other_points"] = []
+                else:
+                    entry["other_points"].append({"point": point["name"], "options": point["options"]})
             selected.append(entry)
         return {"selected": selected, **record(state, "select", {"selected": len(selected)})}
 
@@ -413,7 +422,9 @@ def build_maintenance_graph(
         for item in items:
             choice = labels.get(item["interaction_id"])
             if "point" in item:
-                label = {"option": choice, "point": item["point"]} if choice in item["options"] else None
+                points = [{"point": item["point"], "options": item["options"]}, *item.get("other_points", ())]
+                at = next((p["point"] for p in points if choice in p["options"]), None)
+                label = {"option": choice, "point": at} if at is not None else None
             else:
                 label = {"agent": choice} if choice in agents else None
             if label is not None:

@@ -135,14 +135,14 @@ def test_a_paused_run_is_labeled_in_the_terminal_and_resumed(
     out = capsys.readouterr().out
     assert "is paused for labels" in out
     thread = out.split("--thread ")[1].split()[0]
-    answers = io.StringIO("3\nHRM\nbanana\n5\ns\nq\n")  # the route point's options, as the menu shows
+    answers = io.StringIO("2\nHRM\nbanana\n3\ns\nq\n")  # the route point's options, as the menu shows
     args = cli.build_parser().parse_args(["annotate", "--store", captured, "--annotator", "ana"])
     assert cli._annotate(args, stdin=answers) == 0
     out = capsys.readouterr().out
-    # capture records the edge's route (the node) beside the router's own decision (the agent)
-    menu = "1 = HRM, 2 = hrm, 3 = TRM, 4 = trm, 5 = MCTS, 6 = mcts, 7 = parallel"
+    # the router's own decision (the agent) stands for the edge's route; "parallel" is a named alternative
+    menu = "1 = HRM, 2 = TRM, 3 = MCTS, 4 = parallel"
     assert f"options at LangGraph/route_decision/route: {menu}" in out
-    assert "answer 1 to 7, an option's name, s or q" in out and "labeled 3, skipped 1" in out
+    assert "answer 1 to 4, an option's name, s or q" in out and "labeled 3, skipped 1" in out
     store = Store.from_url(captured)
     labeled = store.annotation_queue("labeled")
     assert [i["label"]["option"] for i in labeled] == ["TRM", "HRM", "MCTS"] and {
