@@ -48,7 +48,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 _QUERY_KEYS = ("query", "question", "user_query", "input", "prompt", "request", "text", "message", "messages")
-_RESPONSE_KEYS = ("response", "answer", "final_answer", "output", "result", "messages")
+_RESPONSE_KEYS = ("response", "answer", "final_answer", "reply", "output", "result", "messages")
 # An explicit session in the run's metadata wins over the checkpoint thread: separate requests of one
 # conversation should not share a checkpoint thread, but they do share a session.
 _SESSION_KEYS = ("session_id", "conversation_id", "thread_id")
