@@ -276,8 +276,8 @@ class MaintenanceConfig(_Section):
     points: Literal["auto"] | list[str] | None = Field(
         None,
         description="decision points to learn, as 'graph/node/kind' (see `cl-plugin stats`); 'auto': every "
-        "point with two or more options; None: the classic router when the registry has one in production, "
-        "else 'auto'",
+        "point with two or more options; None: the classic router when the registry has one in production or "
+        "no decision point was captured, else 'auto'",
     )
     max_ips_weight: float = Field(
         10.0, ge=1.0, description="largest inverse-propensity weight of a label from a served decision's rating"

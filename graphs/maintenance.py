@@ -21,6 +21,20 @@ candidate that did not pass the gate.
   ``production`` model set; ``evaluate`` applies the gate; ``ab_test`` starts a test of production against
   the candidate, or ``promote`` moves ``production`` when A/B testing is off and ``auto_promote`` is on.
 
+What is learned (``maintenance.points``):
+
+* a list of decision points (``"graph/node/kind"``, see :class:`~cl_plugin.points.PointRef`) or ``"auto"``
+  (every point but a ``Send`` fan-out with 2 to 20 options): each point gets its own router, trained on its
+  decisions' labels (ratings, annotations, complement labels from bad ratings, inverse-propensity weights;
+  see :func:`cl_plugin.labels.routing_labels`), registered under the point's names, gated against its
+  incumbent (the point's production router, or before there is one the graph's own policy as recorded; a
+  tie does not pass, and a candidate that only ratings say may gain needs an A/B test), A/B tested through
+  the decisions a :class:`~cl_plugin.serving.LearnedRouter` serves, and promoted on its own; every step
+  reports per point under ``points``;
+* unset: the classic model set (``router``, ``rag_index``, ``router-replay``, trained on the interactions'
+  routed agents) when the registry holds a production ``router`` or when the window holds no decision point
+  to learn (interactions logged with the classic logger), else ``"auto"``.
+
 A run killed anywhere resumes on its thread from the step it was in, and that step's second attempt
 leaves the store as one attempt would: it finishes the A/B verdicts the first recorded, keeps the items the
 first queued, takes the candidate the first registered, and reuses the A/B test the first started.
@@ -174,6 +188,8 @@ def build_maintenance_graph(
                 for p in seen.values()
                 if p.kind != "send" and 2 <= len(_options(p, declared)) <= MAX_OPTIONS
             ]
+            if not refs and m.points is None:  # interactions logged without decisions (the classic logger)
+                return None
         else:
             refs = [PointRef.parse(spec) for spec in m.points]
         out = []
