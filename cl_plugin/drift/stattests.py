@@ -21,7 +21,7 @@ categorical columns, Kolmogorov-Smirnov (small) or Wasserstein (large) for numer
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -300,15 +300,30 @@ def compare_columns(
                 f"column {name!r} is in the reference but not in the current data; pass the same columns",
                 field=name,
             )
+        columns_of = {}
+        for arg, data in (("reference", reference), ("current", current)):
+            column = data[name]
+            if isinstance(column, str | bytes | Mapping) or not isinstance(column, Iterable):
+                raise DriftInputError(
+                    f"column {name!r} of {arg} must be a list of values (got {type(column).__name__})",
+                    field=name,
+                )
+            columns_of[arg] = list(column)
+            if any(not isinstance(v, Hashable) for v in columns_of[arg]):
+                raise DriftInputError(
+                    f"column {name!r} of {arg} holds a value that is neither a number nor a category "
+                    "(a list or a dict); pass one scalar per row",
+                    field=name,
+                )
         m = method.get(name, "auto") if isinstance(method, Mapping) else method
         if m == "auto":
-            m = choose_method(list(reference[name]))
+            m = choose_method(columns_of["reference"])
         if m not in METHODS:
             raise DriftInputError(
                 f"unknown drift method {m!r} for column {name!r}; use one of: auto, {', '.join(METHODS)}",
                 field="method",
             )
-        results.append((name, m, *_column_test(m, list(reference[name]), list(current[name]), name, bins)))
+        results.append((name, m, *_column_test(m, columns_of["reference"], columns_of["current"], name, bins)))
     tested = [i for i, r in enumerate(results) if r[3] is not None]
     adjusted = adjust_p_values([results[i][3] for i in tested], correction)  # type: ignore[misc]
     adjusted_by_index = dict(zip(tested, adjusted.tolist(), strict=True))
