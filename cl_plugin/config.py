@@ -279,6 +279,13 @@ class MaintenanceConfig(_Section):
         "point with two or more options; None: the classic router when the registry has one in production or "
         "no decision point was captured, else 'auto'",
     )
+    max_gain_p_value: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="a decision point's candidate must be right more often than its incumbent where they "
+        "disagree on held-out labels, at this one-sided sign-test p-value",
+    )
     max_ips_weight: float = Field(
         10.0, ge=1.0, description="largest inverse-propensity weight of a label from a served decision's rating"
     )

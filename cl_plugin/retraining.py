@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
 from cl_plugin.config import ContinualLearningConfig, RetrainingConfig, resolve_section
@@ -427,6 +428,13 @@ class IncrementalRetrainingPipeline:
             metrics["retrieval"] = {"status": "not_run", "reason": "retrieval is off for this model"}
         if self.complement and metrics["production"] is not None:
             metrics["bounds"] = _bounds(router, prepared, held_out, weights, self.max_ips_weight)
+        if metrics["production"] is not None and held_out:
+            incumbent = (
+                production.router.predict([x.query for x in held_out], contexts=label_contexts(held_out))
+                if production is not None
+                else np.asarray([prepared.recorded.get(x.interaction_id, "") for x in held_out])
+            )
+            metrics["paired"] = _paired(router, held_out, incumbent)
         gate = _gate(metrics["candidate"], metrics["production"], self.min_improvement)
         result["steps"]["evaluation"] = {"status": "completed", **metrics, "gate": gate}
         result["metrics"] = metrics
@@ -562,6 +570,17 @@ def _bounds(
         "kept_good": float(w[good & same].sum() / w[good].sum()) if good.any() else None,
         "changed_bad": float(w[~good & ~same].sum() / w[~good].sum()) if (~good).any() else None,
     }
+
+
+def _paired(router: MetaRouter, labels: Sequence[RoutingLabel], incumbent: np.ndarray) -> dict[str, Any]:
+    """Where candidate and incumbent disagree on held-out labels: how often each is the one right, and the
+    one-sided sign test's p-value that the candidate is right more often (exact binomial)."""
+    truth = np.asarray([label.agent for label in labels])
+    candidate = router.predict([label.query for label in labels], contexts=label_contexts(labels))
+    wins = int(np.sum((candidate == truth) & (incumbent != truth)))
+    losses = int(np.sum((candidate != truth) & (incumbent == truth)))
+    p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    return {"wins": wins, "losses": losses, "p_value": float(p)}
 
 
 def _recorded_policy_metrics(

@@ -976,8 +976,9 @@ def _versions_of(description: str) -> dict[str, int]:
 
 def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = False) -> dict[str, Any]:
     """Whether the candidate may replace production: enough held-out labels, accuracy gained, calibration
-    not worse by more than allowed. ``strict`` (decision points) also refuses a tie: a candidate no better
-    than the incumbent on held-out labels has not earned a promotion."""
+    not worse by more than allowed. ``strict`` (decision points) also refuses a tie, and a gain that a sign
+    test over the held-out labels where the two disagree does not support (``max_gain_p_value``): a
+    candidate not shown better than the incumbent has not earned a promotion."""
     candidate, production = metrics.get("candidate"), metrics.get("production")
     n = metrics.get("validation_samples", 0)
     if candidate is None:
@@ -997,6 +998,11 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = Fa
     needs_ab = False
     if gain < m.min_accuracy_gain:
         failed.append(f"accuracy gain {gain:+.3f} is below {m.min_accuracy_gain:+.3f}")
+    elif strict and gain > 0 and (paired := metrics.get("paired")) and paired["p_value"] > m.max_gain_p_value:
+        failed.append(
+            f"accuracy gain {gain:+.3f} rests on {paired['wins']} held-out labels won against {paired['losses']} "
+            f"lost, not significant (p={paired['p_value']:.3f} > {m.max_gain_p_value})"
+        )
     elif strict and gain <= 0:
         if (
             bounds is not None

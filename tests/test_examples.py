@@ -57,13 +57,14 @@ def test_learn_your_graph_serves_better_than_its_rule_after_maintenance(tmp_path
         from learn_your_graph import learn
     finally:
         sys.path.remove(str(ROOT / "examples"))
-    outcome = learn(f"sqlite:///{tmp_path / 'desk.db'}", requests_per_phase=200, cycles=2)
+    outcome = learn(f"sqlite:///{tmp_path / 'desk.db'}", requests_per_phase=300, cycles=3)
     first, last = outcome.phases[0], outcome.phases[-1]
     assert first.by_model == 0  # no model yet: the rule decided (or exploration did)
     assert last.by_model > last.requests / 2
     # the same traffic routed by the rule alone would have been right less often
     assert last.accuracy > last.rule_accuracy and last.accuracy > first.accuracy
-    assert outcome.cycles[0]["promoted"] == {"router": 1, "replay": 1}
+    promoted = [c["promoted"] for c in outcome.cycles if c["promoted"] and "router" in c["promoted"]]
+    assert promoted and promoted[0]["router"] >= 1 and set(promoted[0]) == {"router", "replay"}
     assert outcome.production_version is not None
     assert outcome.decisions == sum(p.requests for p in outcome.phases) == outcome.decisions_with_propensity
     assert 0 < sum(p.explored for p in outcome.phases) < outcome.decisions / 5

@@ -117,7 +117,7 @@ class World:
                 "min_validation_samples": 5,
                 "auto_promote": True,
                 "annotation": "human" if oracle else "none",
-                "annotation_budget": 60,
+                "annotation_budget": 150,
                 "model_dir": str(self.model_dir),
             },
             "retraining": {"enable_ab_test": False, "min_new_samples": 20},
@@ -149,7 +149,7 @@ def world(tmp_path: Path) -> Any:
 
 
 def test_two_points_of_one_graph_are_learned_on_their_own_against_the_recorded_policy(world: World) -> None:
-    world.serve(300, seed=1)
+    world.serve(800, seed=1)
     points = {str(p.graph_name) + "/" + str(p.node) + "/" + p.kind: p for p in world.store.decision_points()}
     assert set(points) >= {QUEUE_POINT, TONE_POINT}
     assert set(points[TONE_POINT].options) == {"brief", "warm"} and points[TONE_POINT].declared == ()
@@ -193,7 +193,7 @@ def test_the_gate_refuses_a_candidate_when_the_rule_is_already_right(tmp_path: P
 
 
 def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_decisions(world: World) -> None:
-    world.serve(300, seed=3)
+    world.serve(500, seed=3)
     ab = {
         "retraining": {"enable_ab_test": True},
         "ab_testing": {"traffic_split": 0.5, "min_samples": 30, "sequential_tuning": 300},
