@@ -98,8 +98,9 @@ AGENTS = ("HRM", "TRM", "MCTS")
 #: How an A/B test of a decision point names the graph's own policy, the incumbent before any model.
 RECORDED_POLICY = "recorded policy"
 _TEST_PREFIX = "maintenance: "
-# A decision point's candidate that no held-out label shows better goes to an A/B test when, on rated
-# decisions, it may lose at most _BOUND_LOSS and may gain at least _BOUND_GAIN (see retraining's bounds).
+# A decision point's candidate that no held-out label shows better goes to an A/B test (when there is one)
+# if, on rated decisions, it may lose at most _BOUND_LOSS and may gain at least _BOUND_GAIN (see retraining's
+# bounds); so does one whose held-out gain a sign test does not support.
 _BOUND_LOSS = 0.02
 _BOUND_GAIN = 0.05
 _MIN_DRIFT_ROWS = 30
@@ -539,7 +540,7 @@ def build_maintenance_graph(
         hold(state)
         if "points" in state["retrain"]:
             gates = {
-                name: _gate(r["metrics"], m, strict=True)
+                name: _gate(r["metrics"], m, strict=True, ab_test=cfg.retraining.enable_ab_test)
                 for name, r in state["retrain"]["points"].items()
                 if r["status"] == "completed"
             }
@@ -974,7 +975,9 @@ def _versions_of(description: str) -> dict[str, int]:
     return {role: int(v) for role, v in re.findall(r"([a-z_]+) v(\d+)", description)}
 
 
-def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = False) -> dict[str, Any]:
+def _gate(
+    metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = False, ab_test: bool = False
+) -> dict[str, Any]:
     """Whether the candidate may replace production: enough held-out labels, accuracy gained, calibration
     not worse by more than allowed. ``strict`` (decision points) also refuses a tie, and a gain that a sign
     test over the held-out labels where the two disagree does not support (``max_gain_p_value``): a
@@ -995,13 +998,14 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = Fa
     ece_change = None if production.get("ece") is None else candidate["ece"] - production["ece"]
     failed = []
     bounds = metrics.get("bounds") if strict else None
-    needs_ab = False
+    paired = metrics.get("paired") if strict else None
+    unproven = None  # why only an online test could show the candidate better
     if gain < m.min_accuracy_gain:
         failed.append(f"accuracy gain {gain:+.3f} is below {m.min_accuracy_gain:+.3f}")
-    elif strict and gain > 0 and (paired := metrics.get("paired")) and paired["p_value"] > m.max_gain_p_value:
-        failed.append(
-            f"accuracy gain {gain:+.3f} rests on {paired['wins']} held-out labels won against {paired['losses']} "
-            f"lost, not significant (p={paired['p_value']:.3f} > {m.max_gain_p_value})"
+    elif strict and gain > 0 and paired is not None and paired["p_value"] > m.max_gain_p_value:
+        unproven = (
+            f"accuracy gain {gain:+.3f} rests on {paired['wins']} held-out labels won against "
+            f"{paired['losses']} lost, not significant (p={paired['p_value']:.3f} > {m.max_gain_p_value})"
         )
     elif strict and gain <= 0:
         if (
@@ -1010,9 +1014,16 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = Fa
             and bounds["upper"] >= bounds["incumbent"] + _BOUND_GAIN
         ):
             # Ratings alone cannot show which changed decision is now right: an online test must.
-            needs_ab = True
+            unproven = (
+                f"no held-out label shows a gain, but on rated decisions it keeps {bounds['kept_good']:.0%} of "
+                f"those rated good and changes {bounds['changed_bad'] or 0:.0%} of those rated bad: between "
+                f"{bounds['lower'] - bounds['incumbent']:+.3f} and {bounds['upper'] - bounds['incumbent']:+.3f}"
+            )
         else:
             failed.append(f"accuracy gain {gain:+.3f}: no better than the incumbent")
+    if unproven is not None and not ab_test:
+        failed.append(f"{unproven}; only an A/B test could show it better, and retraining.enable_ab_test is off")
+    needs_ab = unproven is not None and ab_test
     if ece_change is not None and ece_change > m.max_ece_increase:
         failed.append(f"calibration error rose by {ece_change:.3f}, more than {m.max_ece_increase:.3f}")
     against = "the graph's recorded policy" if production.get("policy") == "recorded" else "production"
@@ -1021,19 +1032,16 @@ def _gate(metrics: Mapping[str, Any], m: MaintenanceConfig, *, strict: bool = Fa
         + ("" if ece_change is None else f", calibration error {ece_change:+.3f}")
     )
     if needs_ab and not failed:
-        reason = (
-            f"no held-out label shows a gain, but on rated decisions it keeps {bounds['kept_good']:.0%} of those "
-            f"rated good and changes {bounds['changed_bad'] or 0:.0%} of those rated bad: between "
-            f"{bounds['lower'] - bounds['incumbent']:+.3f} and {bounds['upper'] - bounds['incumbent']:+.3f} "
-            f"against {against}; only an A/B test can promote it"
-        )
+        reason = f"{unproven}, against {against}: an A/B test decides"
     return {
         "passed": not failed,
         "reason": reason,
         "accuracy_gain": gain,
         "ece_change": ece_change,
         "validation_samples": n,
-        **({"needs_ab_test": True, "bounds": bounds} if needs_ab and not failed else {}),
+        **({"needs_ab_test": True} if needs_ab and not failed else {}),
+        **({"bounds": bounds} if bounds else {}),
+        **({"paired": paired} if paired else {}),
     }
 
 

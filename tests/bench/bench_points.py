@@ -9,7 +9,7 @@ about 55-60% of requests and every miss falls on that one default option. The pa
 wrapped in a :class:`~cl_plugin.LearnedRouter` (which falls back to the rule while no model exists),
 capture is on, and 70% of requests are rated (4-5 stars when the right handler answered, 1-2 otherwise).
 Each scenario runs the real maintenance graph (``maintenance.points`` naming the point, ``auto_promote``,
-no A/B test) on an SQLite store, and scores the served policy (the production model with the rule as
+no A/B test unless said) on an SQLite store, and scores the served policy (the production model with the rule as
 fallback, no exploration) on ``--held-out`` fresh requests with ground truth:
 
 * ``feedback``: one cycle after ``--requests`` requests, from the ratings alone. Target: no regression
@@ -17,8 +17,9 @@ fallback, no exploration) on ``--held-out`` fresh requests with ground truth:
 * ``50 labels``: the same, with ``annotation: human`` and a budget of 50: the run pauses for labels and is
   resumed with an oracle's answers. Target: >= rule + 15 points;
 * ``exploration``: three cycles of ``--requests`` requests each, served with ``explore=0.1``, from the
-  ratings alone. Target: >= rule + 15 points after the third; the served accuracy of each cycle's
-  traffic (exploration included) is reported beside it;
+  ratings alone, with the A/B test on (a candidate the held-out labels cannot show better is tested on the
+  next cycle's traffic). Target: >= rule + 15 points after the third; the served accuracy of each cycle's
+  traffic (exploration and A/B split included) is reported beside it;
 * ``rule at 98%``: a rule right on about 98.5% of requests; target: the gate refuses and nothing is
   promoted.
 
@@ -244,13 +245,14 @@ def scenario_exploration(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             cycles = []
             for k in range(3):
                 served = w.serve(args.requests, seed=seed * 100 + k)
-                state = w.maintain()
+                state = w.maintain(ab_test=True)
                 cycles.append(
                     {
                         "served_during": served,
                         "held_out": w.held_out(args.held_out),
                         "promoted": w.promoted(),
                         "gate": gate_of(state),
+                        "review": _review(state),
                         "exploration": _exploration(state),
                     }
                 )
@@ -318,6 +320,11 @@ def _labels(state: dict[str, Any]) -> dict[str, Any] | None:
     return data.get("labels_by_source")
 
 
+def _review(state: dict[str, Any]) -> list[str]:
+    tests = (state["steps"].get("review_ab_tests") or {}).get("tests") or []
+    return [f"{t['recommendation']}: {t.get('reason')}" for t in tests]
+
+
 def _exploration(state: dict[str, Any]) -> dict[str, Any] | None:
     point = ((state["steps"].get("retrain") or {}).get("points") or {}).get("helpdesk.triage.route") or {}
     return point.get("exploration")
@@ -362,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
             for k, c in enumerate(r.get("cycles", ()), 1):
                 print(
                     f"  {'':12s} cycle {k}: served during {c['served_during']:.3f}, held-out {c['held_out']:.3f}, "
-                    f"promoted {c['promoted']}, {c['gate']}; exploration {c['exploration']}"
+                    f"promoted {c['promoted']}, A/B review {c['review']}, {c['gate']}; exploration {c['exploration']}"
                 )
 
     print("\nmedians over seeds", args.seeds)
