@@ -133,6 +133,8 @@ class LearnedRouter:
             run's metadata, the thread id, else the request, is the unit.
         refresh_seconds: how often the background thread looks for a new production model or A/B test.
         seed: seed of the exploration draws (None: unseeded).
+        ab_tests: take part in the point's A/B tests; False serves production alone (a replica kept out
+            of experiments, or an evaluation of what production does).
 
     Raises:
         ValueError: a bad argument, named in the message.
@@ -154,6 +156,7 @@ class LearnedRouter:
         unit: str = "session_id",
         refresh_seconds: float = 5.0,
         seed: int | None = None,
+        ab_tests: bool = True,
     ) -> None:
         if not callable(fallback):
             raise ValueError(f"fallback must be the graph's own routing function (got {fallback!r})")
@@ -177,6 +180,7 @@ class LearnedRouter:
         self.explore_below = float(explore_below)
         self.unit = unit
         self.refresh_seconds = float(refresh_seconds)
+        self.ab_tests = ab_tests
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._fallback_takes_config = _takes_config(fallback)
@@ -345,6 +349,8 @@ class LearnedRouter:
             production = None
         elif production is None or production.version != version:
             production = self._load(version)
+        if not self.ab_tests:
+            return _Snapshot(production=production)
         prefix = point_test_prefix(self.point)
         test = next(
             (t for t in self.registry.store.ab_tests(status="running") if t["name"].startswith(prefix)),

@@ -443,3 +443,23 @@ def test_many_threads_route_while_the_models_are_refreshed(
         stats = decision(capture, iid)["statistics"]
         assert stats["served_by"] == "model"
         assert answer == answer_of[stats["model_version"]]  # the version recorded is the one that decided
+
+
+def test_a_router_kept_out_of_experiments_serves_production_alone(tmp_path: Path) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path / 'out.db'}").setup()
+    registry = ModelRegistry(store, tmp_path / "artifacts")
+    publish(registry, RIGHT, promote=False)  # the candidate, router v1
+    ABTestFramework({"traffic_split": 0.99}, store=store).create_test(
+        point_test_prefix(POINT) + "recorded policy vs replay v1, router v1",
+        model_a="recorded policy",
+        model_b="replay v1, router v1",
+    )
+    inside = LearnedRouter(rule, POINT, registry=registry, refresh_seconds=3600)
+    outside = LearnedRouter(rule, POINT, registry=registry, refresh_seconds=3600, ab_tests=False)
+    try:
+        assert inside._snapshot.test_id is not None
+        decided = [outside.route({"text": "my invoice"}, {"metadata": {"session_id": f"s{i}"}}) for i in range(20)]
+        assert {(r.ab_test, r.ab_group) for r in decided} == {(None, None)}
+    finally:
+        inside.close()
+        outside.close()

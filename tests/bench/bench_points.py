@@ -138,7 +138,12 @@ class World:
     def held_out(self, n: int) -> float:
         """Accuracy of the served policy (production model, rule fallback, no exploration) on fresh requests."""
         judge = LearnedRouter(
-            self.rule, POINT, registry=self.registry, refresh_seconds=3600, min_confidence=MIN_CONFIDENCE
+            self.rule,
+            POINT,
+            registry=self.registry,
+            refresh_seconds=3600,
+            min_confidence=MIN_CONFIDENCE,
+            ab_tests=False,
         )
         try:
             qs = desk.requests(n, seed=HELD_OUT_SEED)
