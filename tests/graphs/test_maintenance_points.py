@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
@@ -109,7 +112,7 @@ class World:
             self.handler.record_feedback(run_id, score=5 if right else 1)
         self.handler.flush()
 
-    def maintain(self, *, oracle: bool = False, **overrides: Any) -> dict[str, Any]:
+    def maintain(self, *, oracle: bool = False, judge: Any = None, **overrides: Any) -> dict[str, Any]:
         config = {
             "maintenance": {
                 "points": "auto",
@@ -125,6 +128,9 @@ class World:
         for section, values in overrides.items():
             config.setdefault(section, {}).update(values)
         kwargs = {"config": config, "registry": self.registry, "graphs": [self.graph], "checkpointer": self.saver}
+        if judge is not None:
+            config["maintenance"]["annotation"] = "llm"
+            kwargs["judge"] = judge
         state = run_maintenance(self.store, **kwargs)
         if oracle and "__interrupt__" in state:
             items = state["__interrupt__"][0].value["items"]
@@ -221,3 +227,38 @@ def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_deci
     assert status["status"] == "ended"
     assert status["groups"]["A"]["n"] + status["groups"]["B"]["n"] == 500  # every served, rated decision
     assert world.registry.store.model_alias(QUEUE_MODEL, "production") == 1
+
+
+class DeskJudge(GenericFakeChatModel):
+    """A judge that reads the options it is offered from its instructions and picks by the message's words."""
+
+    messages: Any = iter(())
+    prompts: list[str] = []
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        system, message = str(messages[0].content), str(messages[-1].content)
+        self.prompts.append(system)
+        if "- orders" in system:
+            answer = "jobs" if ("intern" in message or "role" in message) else "orders"
+        else:
+            answer = "warm" if ("again" in message or "since monday" in message) else "brief"
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(f"I would pick {answer}."))])
+
+
+def test_the_judge_chooses_among_a_points_options_described_by_their_nodes(world: World) -> None:
+    world.serve(400, seed=5)
+    judge = DeskJudge()
+    state = world.maintain(judge=judge)
+    annotate = state["steps"]["annotate"]
+    assert annotate["mode"] == "llm" and annotate["labeled"] > 0 and annotate["skipped"] == 0, annotate
+    # the queue point's options, each with the docstring of the node it leads to
+    queue_prompt = next(p for p in judge.prompts if "- orders" in p)
+    assert "- orders: Orders and deliveries: where a parcel is, what arrived, what did not." in queue_prompt
+    assert "- jobs: Job applications and open roles." in queue_prompt
+    labels = [i["label"] for i in world.store.annotation_queue("labeled")]
+    assert {i["annotator"] for i in world.store.annotation_queue("labeled")} == {"llm-judge"}
+    for label in labels:
+        options = {"orders", "jobs"} if label["point"] == QUEUE_MODEL else {"brief", "warm"}
+        assert label["option"] in options
