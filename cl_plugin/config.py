@@ -287,7 +287,9 @@ class MaintenanceConfig(_Section):
         "disagree on held-out labels, at this one-sided sign-test p-value",
     )
     max_ips_weight: float = Field(
-        10.0, ge=1.0, description="largest inverse-propensity weight of a label from a served decision's rating"
+        10.0,
+        ge=1.0,
+        description="largest inverse-propensity weight of a label from a served decision's rating",
     )
 
     @field_validator("points")

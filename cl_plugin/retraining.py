@@ -152,7 +152,9 @@ class IncrementalRetrainingPipeline:
         self.seed = seed
         self.clock = clock
         if complement and self.agents is None:
-            raise ValueError("complement=True needs agents=[...]: the options a bad rating's label spreads over")
+            raise ValueError(
+                "complement=True needs agents=[...]: the options a bad rating's label spreads over"
+            )
         if not (is_finite_number(max_ips_weight) and max_ips_weight >= 1.0):
             raise ValueError(f"max_ips_weight must be a number >= 1 (got {max_ips_weight!r})")
         if incumbent not in (None, "recorded"):
@@ -440,7 +442,9 @@ class IncrementalRetrainingPipeline:
         result["metrics"] = metrics
         return gate
 
-    def _evaluation_weights(self, prepared: PreparedData, held_out: Sequence[RoutingLabel]) -> np.ndarray | None:
+    def _evaluation_weights(
+        self, prepared: PreparedData, held_out: Sequence[RoutingLabel]
+    ) -> np.ndarray | None:
         """Inverse-propensity weights of the held-out labels that came from ratings of served decisions, so
         the evaluation estimates accuracy on all traffic rather than on what the policy chose to show; None
         when no held-out label came from a served decision."""
@@ -597,9 +601,7 @@ def _recorded_policy_metrics(
         "n": len(labels),
         "policy": "recorded",
         "accuracy": float(np.average(correct, weights=weights)) if len(labels) else 0.0,
-        "macro_f1": float(
-            f1_score(truth, chosen, average="macro", zero_division=0, sample_weight=weights)
-        )
+        "macro_f1": float(f1_score(truth, chosen, average="macro", zero_division=0, sample_weight=weights))
         if len(labels)
         else 0.0,
         "ece": None,

@@ -452,7 +452,12 @@ class Scorer:
         self._parts = []
         for vectorizer in (router.word_vectorizer_, router.char_vectorizer_):
             self._parts.append(
-                (vectorizer.build_analyzer(), vectorizer.vocabulary_, vectorizer.idf_, vectorizer.sublinear_tf)
+                (
+                    vectorizer.build_analyzer(),
+                    vectorizer.vocabulary_,
+                    vectorizer.idf_,
+                    vectorizer.sublinear_tf,
+                )
             )
         self._word_size = len(router.word_vectorizer_.vocabulary_)
         coef = np.asarray(router.classifier_.coef_, dtype=float)

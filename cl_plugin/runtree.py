@@ -404,7 +404,9 @@ class RunTree:
                 self._emit_send(run, sends, t, out)
             elif "route" not in run.custom_kinds and (
                 isinstance(outputs, str)
-                or (isinstance(outputs, list | tuple) and outputs and all(isinstance(x, str) for x in outputs))
+                or (
+                    isinstance(outputs, list | tuple) and outputs and all(isinstance(x, str) for x in outputs)
+                )
             ):
                 args = (run, "route", _text_of(outputs), None, None, None, {"via": "edge"}, t)
                 node = self.runs.get(run.parent_key) if run.parent_key is not None else None

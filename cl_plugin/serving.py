@@ -241,7 +241,9 @@ class LearnedRouter:
                 elif self.options and option not in self.options:
                     reason = "unknown_option"
             except Exception:
-                log.exception("the %s model of decision point %s failed; the rule decides", model.version, self.point)
+                log.exception(
+                    "the %s model of decision point %s failed; the rule decides", model.version, self.point
+                )
                 reason, probabilities = "model_error", {}
         if reason is not None:
             option = self._fallback(state, config)
@@ -335,7 +337,9 @@ class LearnedRouter:
         try:
             self._snapshot = self._lookup(self._snapshot)
         except Exception:
-            log.exception("could not refresh the models of decision point %s; serving what was loaded", self.point)
+            log.exception(
+                "could not refresh the models of decision point %s; serving what was loaded", self.point
+            )
 
     def close(self) -> None:
         """Stop the background refresh (the router keeps serving what it has)."""

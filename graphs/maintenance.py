@@ -282,7 +282,9 @@ def build_maintenance_graph(
                 if not test["name"].startswith(_TEST_PREFIX):
                     continue
                 names = _point_names(test["name"])
-                if names is not None:  # a decision point's test: its results are the served decisions' ratings
+                if (
+                    names is not None
+                ):  # a decision point's test: its results are the served decisions' ratings
                     outcomes = ab_outcomes(store, test["test_id"])
                     framework.sync_results(test["test_id"], {g: _summary(v) for g, v in outcomes.items()})
                 status = framework.get_test_status(test["test_id"])
@@ -302,7 +304,9 @@ def build_maintenance_graph(
             reviewed, update = planned["tests"], {"steps": {"review_ab_tests": planned}}
         for entry in reviewed:
             if "promoted" in entry:  # before the test ends, so that no ended test waits for its promotion
-                _promote(registry, entry["promoted"], f"A/B test {entry['test_id']}", names=entry.get("names"))
+                _promote(
+                    registry, entry["promoted"], f"A/B test {entry['test_id']}", names=entry.get("names")
+                )
             if entry["recommendation"] != "Continue":
                 framework.end_test(entry["test_id"])
         framework.close()
@@ -382,7 +386,9 @@ def build_maintenance_graph(
         for point in points or ():
             ref = PointRef.parse(point["point"])
             w = state["window"]
-            decided.append((point, point_decisions(store, *ref.key, start_time=w["start"], end_time=w["end"])))
+            decided.append(
+                (point, point_decisions(store, *ref.key, start_time=w["start"], end_time=w["end"]))
+            )
         selected = []
         for item in queued_by_this_run():
             row = store.get_interaction(item["interaction_id"]) or {}
@@ -572,8 +578,12 @@ def build_maintenance_graph(
             prefix = point_test_prefix(ref)
             candidate = _describe(trained["versions"])
             # a test of this candidate is the one an interrupted attempt of this step started
-            other = [t["test_id"] for t in running if t["name"].startswith(prefix) and t["model_b"] != candidate]
-            if other:  # one experiment per point at a time: the candidate waits for the running test's verdict
+            other = [
+                t["test_id"] for t in running if t["name"].startswith(prefix) and t["model_b"] != candidate
+            ]
+            if (
+                other
+            ):  # one experiment per point at a time: the candidate waits for the running test's verdict
                 report[name] = {"status": "skipped", "reason": f"test {other[0]} is still running"}
                 continue
             incumbent = _describe(trained["production"]) if trained.get("production") else RECORDED_POLICY
@@ -1022,7 +1032,9 @@ def _gate(
         else:
             failed.append(f"accuracy gain {gain:+.3f}: no better than the incumbent")
     if unproven is not None and not ab_test:
-        failed.append(f"{unproven}; only an A/B test could show it better, and retraining.enable_ab_test is off")
+        failed.append(
+            f"{unproven}; only an A/B test could show it better, and retraining.enable_ab_test is off"
+        )
     needs_ab = unproven is not None and ab_test
     if ece_change is not None and ece_change > m.max_ece_increase:
         failed.append(f"calibration error rose by {ece_change:.3f}, more than {m.max_ece_increase:.3f}")
@@ -1129,7 +1141,10 @@ def _judge_labels(judge: BaseChatModel, items: list[dict[str, Any]], agents: lis
     """The judge's choice for each item: among its decision point's options (each described by the
     docstring of the node it leads to, when there is one), or among the agents for the classic router."""
     prompts = [
-        [SystemMessage(_point_prompt(item) if "point" in item else _JUDGE_PROMPT), HumanMessage(item["query"])]
+        [
+            SystemMessage(_point_prompt(item) if "point" in item else _JUDGE_PROMPT),
+            HumanMessage(item["query"]),
+        ]
         for item in items
     ]
     replies = judge.batch(prompts)

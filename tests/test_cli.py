@@ -111,7 +111,11 @@ def test_maintain_runs_a_cycle_and_prints_each_step(
     args = ["maintain", "--store", captured, "--model-dir", str(tmp_path / "models")]
     assert main(args) == 0  # the defaults want 100 labels per decision point: 200 interactions give fewer
     out = capsys.readouterr().out
-    assert ": skipped (retraining skipped: " in out and "usable labeled samples" in out and "min_new_samples is 100" in out
+    assert (
+        ": skipped (retraining skipped: " in out
+        and "usable labeled samples" in out
+        and "min_new_samples is 100" in out
+    )
     config = tmp_path / "config.yaml"
     config.write_text(
         "continual_learning:\n  retraining:\n    min_new_samples: 20\n  maintenance:\n    min_interactions: 1\n"

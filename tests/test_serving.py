@@ -458,7 +458,9 @@ def test_a_router_kept_out_of_experiments_serves_production_alone(tmp_path: Path
     outside = LearnedRouter(rule, POINT, registry=registry, refresh_seconds=3600, ab_tests=False)
     try:
         assert inside._snapshot.test_id is not None
-        decided = [outside.route({"text": "my invoice"}, {"metadata": {"session_id": f"s{i}"}}) for i in range(20)]
+        decided = [
+            outside.route({"text": "my invoice"}, {"metadata": {"session_id": f"s{i}"}}) for i in range(20)
+        ]
         assert {(r.ab_test, r.ab_group) for r in decided} == {(None, None)}
     finally:
         inside.close()

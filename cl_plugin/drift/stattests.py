@@ -323,7 +323,9 @@ def compare_columns(
                 f"unknown drift method {m!r} for column {name!r}; use one of: auto, {', '.join(METHODS)}",
                 field="method",
             )
-        results.append((name, m, *_column_test(m, columns_of["reference"], columns_of["current"], name, bins)))
+        results.append(
+            (name, m, *_column_test(m, columns_of["reference"], columns_of["current"], name, bins))
+        )
     tested = [i for i, r in enumerate(results) if r[3] is not None]
     adjusted = adjust_p_values([results[i][3] for i in tested], correction)  # type: ignore[misc]
     adjusted_by_index = dict(zip(tested, adjusted.tolist(), strict=True))

@@ -139,7 +139,9 @@ def decision_points(store: Store, **filters: Any) -> list[DecisionPoint]:
             options=dict(
                 sorted(options.get((graph, node, kind), {}).items(), key=lambda kv: (-kv[1], kv[0]))
             ),
-            declared=tuple(sorted(named.get((graph, node, kind), set()) - set(options.get((graph, node, kind), {})))),
+            declared=tuple(
+                sorted(named.get((graph, node, kind), set()) - set(options.get((graph, node, kind), {})))
+            ),
             rated=rated_runs,
             annotated=labeled,
             first_seen=first,

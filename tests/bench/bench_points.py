@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpdesk_domain as desk
-
 from langgraph.checkpoint.memory import InMemorySaver
 
 from cl_plugin import CaptureHandler, LearnedRouter
@@ -63,7 +62,9 @@ MIN_CONFIDENCE = LearnedRouter.__init__.__kwdefaults__["min_confidence"]
 class World:
     """A store, a registry, the help desk graph served by a LearnedRouter, and capture."""
 
-    def __init__(self, directory: Path, *, rule: Any = desk.rule, explore: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self, directory: Path, *, rule: Any = desk.rule, explore: float = 0.0, seed: int = 0
+    ) -> None:
         self.directory = directory
         self.store = Store.from_url(f"sqlite:///{directory}/points.db").setup()
         self.registry = ModelRegistry(self.store, directory / "models" / "artifacts")
@@ -153,7 +154,9 @@ class World:
 
     def candidate_accuracy(self, state: dict[str, Any], n: int) -> float | None:
         """Accuracy of the cycle's candidate model alone (promoted or not) on fresh requests."""
-        versions = ((state["steps"].get("retrain") or {}).get("points") or {}).get("helpdesk.triage.route", {})
+        versions = ((state["steps"].get("retrain") or {}).get("points") or {}).get(
+            "helpdesk.triage.route", {}
+        )
         version = (versions.get("versions") or {}).get("router")
         if version is None:
             return None
@@ -308,13 +311,18 @@ def serving_overhead(args: argparse.Namespace) -> dict[str, float]:
             }
             qs = desk.requests(args.serving, seed=7)
             for q in qs:
-                for name, graph in graphs.items():
+                for graph in graphs.values():
                     graph.invoke({"request": q.text}, config={"callbacks": [w.handler]})
             w.handler.flush()
             rule_p50 = statistics.median(timings["rule"]) * 1e3
             router_p50 = statistics.median(timings["router"]) * 1e3
             served = sum(1 for _ in timings["router"])
-            return {"rule_ms": rule_p50, "router_ms": router_p50, "overhead_ms": router_p50 - rule_p50, "n": served}
+            return {
+                "rule_ms": rule_p50,
+                "router_ms": router_p50,
+                "overhead_ms": router_p50 - rule_p50,
+                "n": served,
+            }
         finally:
             w.close()
 
@@ -335,7 +343,7 @@ def _exploration(state: dict[str, Any]) -> dict[str, Any] | None:
     return point.get("exploration")
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--requests", type=int, default=800)
@@ -370,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
             if "candidate" in r:
                 print(f"  {'':12s} candidate alone {r['candidate']}  labels {r.get('labels')}")
             if "verdict" in r:
-                print(f"  {'':12s} test {r['test']}; served during it {r['served_during_test']:.3f}; {r['verdict']}")
+                print(
+                    f"  {'':12s} test {r['test']}; served during it {r['served_during_test']:.3f}; {r['verdict']}"
+                )
             for k, c in enumerate(r.get("cycles", ()), 1):
                 print(
                     f"  {'':12s} cycle {k}: served during {c['served_during']:.3f}, held-out {c['held_out']:.3f}, "
@@ -391,9 +401,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     if cand:
         print(f"  feedback candidate alone (promoted or not): {statistics.median(cand):.3f}")
     during = [[c["served_during"] for c in r["cycles"]] for r in results["exploration"]]
-    print("  exploration: served accuracy during each cycle's traffic:", [statistics.median(x) for x in zip(*during)])
+    print(
+        "  exploration: served accuracy during each cycle's traffic:",
+        [statistics.median(x) for x in zip(*during, strict=True)],
+    )
     good = results["rule at 98%"]
-    print(f"  rule at 98%: rule {statistics.median(r['rule'] for r in good):.3f}; gates: {[r['gate'] for r in good]}")
+    print(
+        f"  rule at 98%: rule {statistics.median(r['rule'] for r in good):.3f}; gates: {[r['gate'] for r in good]}"
+    )
 
     serving = serving_overhead(args)
     print(f"\nserving, p50 per decision inside the graph: {serving}")

@@ -72,7 +72,15 @@ GENERAL = [
     "where can I read your terms",
     "is there a student discount program",
 ]
-DETAILS = ["", " since Monday", " for order {n}", " on my work laptop", " again today", " please help", " asap"]
+DETAILS = [
+    "",
+    " since Monday",
+    " for order {n}",
+    " on my work laptop",
+    " again today",
+    " please help",
+    " asap",
+]
 
 
 def rule(state: dict[str, Any]) -> Literal["billing", "tech", "account", "general"]:

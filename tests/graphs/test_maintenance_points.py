@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
+from pydantic import Field
 
 from cl_plugin import CaptureHandler, LearnedRouter, record_decision
 from cl_plugin.registry import ModelRegistry
@@ -127,7 +128,12 @@ class World:
         }
         for section, values in overrides.items():
             config.setdefault(section, {}).update(values)
-        kwargs = {"config": config, "registry": self.registry, "graphs": [self.graph], "checkpointer": self.saver}
+        kwargs = {
+            "config": config,
+            "registry": self.registry,
+            "graphs": [self.graph],
+            "checkpointer": self.saver,
+        }
         if judge is not None:
             config["maintenance"]["annotation"] = "llm"
             kwargs["judge"] = judge
@@ -206,14 +212,16 @@ def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_deci
     }
     first = world.maintain(oracle=True, maintenance={"points": [QUEUE_POINT]}, **ab)
     [(name, test)] = first["steps"]["ab_test"]["points"].items()
-    assert name == QUEUE_MODEL and test["model_a"] == RECORDED_POLICY and test["model_b"] == "replay v1, router v1"
+    assert (
+        name == QUEUE_MODEL
+        and test["model_a"] == RECORDED_POLICY
+        and test["model_b"] == "replay v1, router v1"
+    )
     assert world.registry.store.model_alias(QUEUE_MODEL, "production") is None  # not before the test says so
 
     world.serve(500, seed=4)  # the router splits the traffic: A the rule, B the candidate
     decisions = [
-        d["statistics"]
-        for iid in list(world.truth)[-500:]
-        for d in world.store.decisions(iid, kind="route")
+        d["statistics"] for iid in list(world.truth)[-500:] for d in world.store.decisions(iid, kind="route")
     ]
     groups = {s["ab_group"] for s in decisions}
     assert groups == {"A", "B"} and all(s["ab_test"] == test["test_id"] for s in decisions)
@@ -233,7 +241,7 @@ class DeskJudge(GenericFakeChatModel):
     """A judge that reads the options it is offered from its instructions and picks by the message's words."""
 
     messages: Any = iter(())
-    prompts: list[str] = []
+    prompts: list[str] = Field(default_factory=list)
 
     def _generate(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
