@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler, adispatch_custom_event, dispatch_custom_event
+from langchain_core.callbacks import (
+    BaseCallbackHandler,
+    CallbackManager,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
 from langchain_core.runnables import RunnableConfig
 
 from cl_plugin.config import HASH_KEY_ENV
@@ -91,6 +96,12 @@ def record_decision(
         True if the event was dispatched, False when called outside a run (nothing to attach it to).
     """
     payload = _decision_payload(kind, chosen, confidence, alternatives, features, statistics)
+    manager = config.get("callbacks") if config is not None else None
+    if type(manager) is CallbackManager and manager.parent_run_id is not None:
+        # The run's own manager, as LangGraph passes it to a node or an edge: dispatching through it
+        # reaches the same handlers without building a new manager for the event (most of its cost).
+        manager.on_custom_event(DECISION_EVENT, payload, run_id=manager.parent_run_id)
+        return True
     try:
         dispatch_custom_event(DECISION_EVENT, payload, config=config)
     except RuntimeError as exc:  # outside any run: there is no parent to attach the decision to
