@@ -219,9 +219,9 @@ def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_deci
     )
     assert world.registry.store.model_alias(QUEUE_MODEL, "production") is None  # not before the test says so
 
-    world.serve(500, seed=4)  # the router splits the traffic: A the rule, B the candidate
+    world.serve(900, seed=4)  # the router splits the traffic: A the rule, B the candidate
     decisions = [
-        d["statistics"] for iid in list(world.truth)[-500:] for d in world.store.decisions(iid, kind="route")
+        d["statistics"] for iid in list(world.truth)[-900:] for d in world.store.decisions(iid, kind="route")
     ]
     groups = {s["ab_group"] for s in decisions}
     assert groups == {"A", "B"} and all(s["ab_test"] == test["test_id"] for s in decisions)
@@ -233,7 +233,7 @@ def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_deci
     assert review["test_id"] == test["test_id"] and review["recommendation"] == "Deploy B", review
     status = world.store.ab_test(test["test_id"])
     assert status["status"] == "ended"
-    assert status["groups"]["A"]["n"] + status["groups"]["B"]["n"] == 500  # every served, rated decision
+    assert status["groups"]["A"]["n"] + status["groups"]["B"]["n"] == 900  # every served, rated decision
     assert world.registry.store.model_alias(QUEUE_MODEL, "production") == 1
 
 
