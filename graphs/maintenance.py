@@ -868,20 +868,21 @@ def _options(point: Any, declared: Mapping[tuple, dict[str, Any]], ref: PointRef
 
 
 def _exploration(point_data: list[dict[str, Any]]) -> dict[str, Any]:
-    """What exploring cost: the good-rating rate of explored decisions against the others, among rated ones."""
+    """What exploring cost: the good-rating rate of explored decisions against the others, of those rated
+    good or bad (as the labels read a rating, :func:`~cl_plugin.records.rating_outcome`)."""
+    from cl_plugin.records import rating_outcome
+
     explored = [r for r in point_data if r["point_decision"].get("explored")]
     if not explored:
         return {"explored": 0}
 
     def good_rate(group: list[dict[str, Any]]) -> float | None:
-        rated = [r for r in group if r.get("user_feedback_score") is not None or r.get("thumbs_up_down")]
-        good = [
-            r
-            for r in rated
-            if r.get("thumbs_up_down") != "down"
-            and (r.get("user_feedback_score") is None or r["user_feedback_score"] > 2)
+        outcomes = [
+            rating_outcome(r.get("user_feedback_score"), r.get("thumbs_up_down"), r.get("corrections"))
+            for r in group
         ]
-        return round(len(good) / len(rated), 4) if rated else None
+        rated = [o for o in outcomes if o is not None]
+        return round(rated.count("good") / len(rated), 4) if rated else None
 
     served = [r for r in point_data if r["point_decision"].get("served_by")]
     return {

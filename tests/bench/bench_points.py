@@ -190,12 +190,13 @@ def gate_of(state: dict[str, Any]) -> str:
     return ("passed: " if gate["passed"] else "refused: ") + gate["reason"]
 
 
-def scenario_feedback(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def scenario_one_cycle(seed: int, args: argparse.Namespace, **maintain: Any) -> dict[str, Any]:
+    """Serve ``--requests`` with the rule, run one cycle (``maintain`` as for :meth:`World.maintain`)."""
     with tempfile.TemporaryDirectory() as d:
         w = World(Path(d), seed=seed)
         try:
             w.serve(args.requests, seed=seed)
-            state = w.maintain()
+            state = w.maintain(**maintain)
             return {
                 "served": w.held_out(args.held_out),
                 "candidate": w.candidate_accuracy(state, args.held_out),
@@ -226,23 +227,6 @@ def scenario_feedback_ab(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 "test": test,
                 "verdict": f"{review[0].get('recommendation')}: {review[0].get('reason')}",
                 "served_during_test": during,
-            }
-        finally:
-            w.close()
-
-
-def scenario_labels(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as d:
-        w = World(Path(d), seed=seed)
-        try:
-            w.serve(args.requests, seed=seed)
-            state = w.maintain(resume_with_oracle=True, annotation="human", annotation_budget=50)
-            return {
-                "served": w.held_out(args.held_out),
-                "candidate": w.candidate_accuracy(state, args.held_out),
-                "promoted": w.promoted(),
-                "gate": gate_of(state),
-                "labels": _labels(state),
             }
         finally:
             w.close()
@@ -376,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for seed in args.seeds:
         t = time.perf_counter()
-        results["feedback"].append(scenario_feedback(seed, args))
+        results["feedback"].append(scenario_one_cycle(seed, args))
         results["feedback, A/B"].append(scenario_feedback_ab(seed, args))
-        results["50 labels"].append(scenario_labels(seed, args))
+        results["50 labels"].append(
+            scenario_one_cycle(seed, args, resume_with_oracle=True, annotation="human", annotation_budget=50)
+        )
         results["exploration"].append(scenario_exploration(seed, args))
         results["rule at 98%"].append(scenario_good_rule(seed, args))
         print(f"seed {seed}: {time.perf_counter() - t:.0f} s")
