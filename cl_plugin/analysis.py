@@ -1,28 +1,45 @@
 """FailurePatternAnalyzer: systematic failure modes in production interactions, and what they go with.
 
-**What a failure is.** :func:`failure_signals` is the one definition. An interaction fails when it shows at
-least one of these signals:
+**What a failure is.** An interaction fails when it shows an *outcome* (:mod:`cl_plugin.outcomes`):
 
 - ``low_rating``: a star rating below ``low_rating_threshold`` (default 3), or a thumbs down;
 - ``error``: ``error_occurred``, or a ``failed_node`` in its metadata;
 - ``hallucination``: ``hallucination_detected``;
+- ``correction``: the user corrected the answer.
+
+*Diagnostics* say how a run went and may explain a failure, but are not failures:
+
 - ``poor_retrieval``: ``retrieval_failed``, or ``retrieval_quality`` below :data:`POOR_RETRIEVAL_QUALITY`;
-- ``slow``: ``latency_ms`` above ``slow_response_ms`` (default 5000).
+- ``slow``: ``latency_ms`` above ``slow_response_ms`` (default 5000);
+- ``low_confidence``: the router chose with ``agent_confidence`` below :data:`LOW_CONFIDENCE`.
 
 Missing is missing: an unrated interaction is neither a bad rating nor a good one, a run without retrieval
-(``retrieval_quality`` and ``retrieval_failed`` both ``None``) is not a retrieval failure, and each signal's
-rate is taken over the interactions where it could be seen. A routing mistake is a cause, not an outcome:
-the router chose an agent that metadata (``best_agent``, ``correct_agent`` or ``expected_agent``) says was
-wrong, or an interaction failed after a choice made with confidence below :data:`LOW_CONFIDENCE`, or, within
-a cluster of similar queries, one agent fails significantly more often than the cluster's other agents
-(Fisher's exact test, Benjamini-Hochberg over all such comparisons).
+(``retrieval_quality`` and ``retrieval_failed`` both ``None``) shows no retrieval signal, and each signal's
+rate is taken over the interactions where it could be seen. ``FailureAnalysis.outcome`` estimates the share
+of interactions that failed (:class:`~cl_plugin.outcomes.OutcomeRate`): errors over every run, the users'
+verdicts over the rated ones.
+
+**Diagnostics as explanations.** Each diagnostic is compared between the failed interactions and the good
+ones (rated well and not failed; the other interactions when too few were rated): "62% of the failed had
+poor retrieval, against 8% of the good ones", with Fisher's exact test and Benjamini-Hochberg over the
+diagnostics (:class:`Diagnostic`). A diagnostic is then *explains* (significantly more common among
+failures), *independent* (no significant difference), *protective* (more common among good ones),
+*ubiquitous* (seen on 90% or more of the interactions that could show it, so it cannot tell failures
+apart) or *too_few* (under 5 failed or 5 reference interactions). Its pattern ranks by the failures it
+accounts for beyond the reference share, and only an explaining diagnostic ranks among the failures; the
+others are listed last and say why.
+
+A routing mistake is a cause, not an outcome: the router chose an agent that metadata (``best_agent``,
+``correct_agent`` or ``expected_agent``) says was wrong, or an interaction failed after a choice made with
+confidence below :data:`LOW_CONFIDENCE`, or, within a cluster of similar queries, one agent fails
+significantly more often than the cluster's other agents (Fisher's exact test, Benjamini-Hochberg over all
+such comparisons).
 
 **Attribution.** For each factor (agent, graph node, retrieval-quality bucket, latency bucket, router
 confidence bucket, query cluster, time window) and each of its levels, the failure rate of the interactions
 at that level is compared with the rest: Wilson 95% interval, Fisher's exact test, Benjamini-Hochberg over
 every test of the run. Significant over-represented levels are quoted in the patterns and their fixes. A node
-level compares the interactions that ran the node with those that did not. Retrieval-quality buckets below
-0.3 and latency buckets beyond ``slow_response_ms`` fail by definition; they are listed, not explained.
+level compares the interactions that ran the node with those that did not.
 
 **Scale.** :meth:`FailurePatternAnalyzer.analyze_stream` reads chunks (``Store.iter_interactions``) and keeps
 counts plus two bounded uniform samples (failures, for clustering; all traffic, for per-cluster failure rates
@@ -54,6 +71,7 @@ from scipy import stats
 
 from cl_plugin.clustering import FailureClusterer, QueryCluster
 from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, resolve_section
+from cl_plugin.outcomes import LOW_CONFIDENCE, POOR_RETRIEVAL_QUALITY, OutcomeCounter, OutcomeRate, corrected
 from cl_plugin.privacy import default_redactor
 from cl_plugin.records import FailurePattern, ProductionInteraction
 
@@ -63,21 +81,31 @@ if TYPE_CHECKING:
     from cl_plugin.metrics.nodes import NodeMetrics
 
 __all__ = [
+    "DIAGNOSTIC_SIGNALS",
     "LOW_CONFIDENCE",
+    "OUTCOME_SIGNALS",
     "POOR_RETRIEVAL_QUALITY",
     "SIGNALS",
     "Attribution",
+    "Diagnostic",
     "FailureAnalysis",
     "FailurePatternAnalyzer",
     "failure_signals",
 ]
 
-POOR_RETRIEVAL_QUALITY = 0.3
-LOW_CONFIDENCE = 0.5
-SIGNALS = ("low_rating", "error", "hallucination", "poor_retrieval", "slow")
+#: Outcome signals, in bit order: an interaction showing one of them failed.
+OUTCOME_SIGNALS = ("low_rating", "error", "hallucination", "correction")
+#: Diagnostic signals, in bit order: facts about a run that may explain a failure.
+DIAGNOSTIC_SIGNALS = ("poor_retrieval", "slow", "low_confidence")
+#: Every signal the analyzer tracks, outcomes first.
+SIGNALS = OUTCOME_SIGNALS + DIAGNOSTIC_SIGNALS
 _ALPHA = 0.05
-_LOW, _ERROR, _HALLU, _RETR, _SLOW = 1, 2, 4, 8, 16
-_ROUTING = 32
+_LOW, _ERROR, _HALLU, _CORR, _RETR, _SLOW, _UNSURE = 1, 2, 4, 8, 16, 32, 64
+_OUTCOME = _LOW | _ERROR | _HALLU | _CORR
+_ROUTING = 128
+#: A diagnostic seen on at least this share of the interactions that could show it cannot tell them apart.
+UBIQUITOUS = 0.9
+_MIN_GROUP = 5
 _BEST_KEYS = ("best_agent", "correct_agent", "expected_agent")
 _EXAMPLES = 5
 _NO_NODE = "(unknown node)"
@@ -85,8 +113,10 @@ _WORDS = {
     "low_rating": "low ratings",
     "error": "errors",
     "hallucination": "hallucinations",
+    "correction": "corrections",
     "poor_retrieval": "poor retrieval",
     "slow": "slow responses",
+    "low_confidence": "an unsure router",
 }
 _RETRIEVAL_BINS = ((0.3, "<0.3"), (0.5, "0.3-0.5"), (0.7, "0.5-0.7"), (0.9, "0.7-0.9"), (math.inf, ">=0.9"))
 _LATENCY_BINS = ((1000, "<1s"), (2000, "1-2s"), (5000, "2-5s"), (10000, "5-10s"), (math.inf, ">=10s"))
@@ -127,19 +157,90 @@ class Attribution:
     significant: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """How often a diagnostic signal goes with failures: the failed interactions against a reference group.
+
+    Attributes:
+        signal: ``"poor_retrieval"``, ``"slow"`` or ``"low_confidence"``.
+        observable: interactions where the signal could be seen (for ``poor_retrieval``: that retrieved).
+        count: those where it was seen.
+        prevalence: ``count / observable``.
+        failed: failed interactions among the observable ones; ``failed_with`` of them show the signal.
+        reference: ``"good"`` (rated well, nothing failed) or ``"other"`` (nothing failed; used when fewer
+            than 5 observable interactions were rated well).
+        reference_n: interactions of the reference group; ``reference_with`` of them show the signal.
+        share_failed: ``failed_with / failed``.
+        share_reference: ``reference_with / reference_n``.
+        lift: ``share_failed / share_reference`` (``inf`` when no reference interaction shows it).
+        p_value: two-sided Fisher exact test of the two shares.
+        q_value: Benjamini-Hochberg adjusted over the diagnostics of the analysis.
+        verdict: ``"explains"``, ``"independent"``, ``"protective"``, ``"ubiquitous"`` or ``"too_few"``
+            (see the module docstring).
+        attributable: failures showing the signal beyond what the reference share predicts
+            (``failed_with - failed * share_reference``, at least 0).
+    """
+
+    signal: str
+    observable: int
+    count: int
+    prevalence: float
+    failed: int
+    failed_with: int
+    reference: str
+    reference_n: int
+    reference_with: int
+    share_failed: float | None
+    share_reference: float | None
+    lift: float | None
+    p_value: float | None
+    q_value: float | None
+    verdict: str
+    attributable: int
+
+    def describe(self) -> str:
+        """One sentence: how the signal splits between failed and reference interactions, and the verdict."""
+        word = _WORDS[self.signal]
+        ref = "good ones" if self.reference == "good" else "others"
+        if self.share_failed is None or self.share_reference is None:
+            split = ""
+        else:
+            split = (
+                f"{self.share_failed:.0%} of the {self.failed:,} failed interactions had {word}, against "
+                f"{self.share_reference:.0%} of the {self.reference_n:,} {ref}"
+            )
+        q = f" (q = {self.q_value:.1g})" if self.q_value is not None else ""
+        verdict = {
+            "explains": f"{split}{q}: it goes with the failures",
+            "independent": f"{split}{q}: it does not vary with outcomes, so it does not explain them",
+            "protective": f"{split}{q}: it goes with good outcomes, not with failures",
+            "ubiquitous": (
+                f"seen on {self.prevalence:.0%} of the {self.observable:,} interactions that could show it, "
+                f"failed or not ({split}): too common to tell failures apart; check its threshold"
+            ),
+            "too_few": f"too few failed or {ref} interactions to tell whether it goes with failures"
+            + (f" ({split})" if split else ""),
+        }[self.verdict]
+        return verdict[0].upper() + verdict[1:] + "."
+
+
 @dataclass(slots=True)
 class FailureAnalysis:
     """Everything one analysis found.
 
     Attributes:
-        patterns: failure patterns, most important (severity x frequency) first.
+        patterns: failure patterns, most important first: outcome patterns and explaining diagnostics by
+            severity x failures, then the diagnostics that do not explain failures.
         attribution: every level test, most significant over-represented levels first.
         clusters: clusters of similar failed queries, largest first.
-        counts: ``interactions``, ``failures``, each signal's count and its ``observable_<signal>`` count,
-            ``routing_mistake``, the sizes of the samples (``failure_sample``, ``traffic_sample``), and the
-            interactions whose node-level detail is in the capture sample (``detail_sample``: all of them
-            without sampling) or was kept only because they raised (``detail_kept_errors``).
+        counts: ``interactions``, ``failures`` (interactions with an outcome failure), each signal's count
+            and its ``observable_<signal>`` count, ``routing_mistake``, the sizes of the samples
+            (``failure_sample``, ``traffic_sample``), and the interactions whose node-level detail is in the
+            capture sample (``detail_sample``: all of them without sampling) or was kept only because they
+            raised (``detail_kept_errors``).
         sampled: whether clustering used a sample of the failures.
+        outcome: the estimated share of interactions that failed, and what it rests on.
+        diagnostics: one :class:`Diagnostic` per diagnostic signal seen at least once, explaining ones first.
     """
 
     patterns: list[FailurePattern] = field(default_factory=list)
@@ -147,6 +248,8 @@ class FailureAnalysis:
     clusters: list[QueryCluster] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     sampled: bool = False
+    outcome: OutcomeRate = field(default_factory=lambda: OutcomeCounter().result())
+    diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
 def failure_signals(
@@ -154,23 +257,29 @@ def failure_signals(
     *,
     low_rating_threshold: float = 3.0,
     slow_response_ms: float = 5000.0,
+    diagnostics: bool = False,
 ) -> tuple[str, ...]:
-    """The failure signals an interaction shows (empty: it did not fail). See the module docstring.
+    """The outcome failures an interaction shows (empty: it did not fail). See the module docstring.
 
     Args:
         item: an interaction dict (as from ``query_interactions``) or record.
         low_rating_threshold: stars below this are a low rating.
         slow_response_ms: latency above this is slow.
+        diagnostics: also name the diagnostic signals it shows (which are not failures).
 
     Returns:
         The names of the signals, in :data:`SIGNALS` order.
 
     Example:
         >>> failure_signals({"user_feedback_score": 2.0, "latency_ms": 6000.0, "retrieval_quality": None})
+        ('low_rating',)
+        >>> failure_signals({"user_feedback_score": 2.0, "latency_ms": 6000.0}, diagnostics=True)
         ('low_rating', 'slow')
     """
     row = _Row(item)
-    mask, _, _ = _signals(row, low_rating_threshold, slow_response_ms)
+    mask = _signals(row, low_rating_threshold, slow_response_ms)[0]
+    if not diagnostics:
+        mask &= _OUTCOME
     return tuple(name for bit, name in enumerate(SIGNALS) if mask >> bit & 1)
 
 
@@ -243,8 +352,8 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _signals(row: _Row, low_threshold: float, slow_ms: float) -> tuple[int, int, float]:
-    """(failure bits, observable bits, severity 0-1 of the worst signal) of one row."""
+def _signals(row: _Row, low_threshold: float, slow_ms: float) -> tuple[int, int, float, tuple[float, ...]]:
+    """(signal bits, observable bits, severity 0-1 of the worst outcome, severities of the diagnostics)."""
     get = row.get
     mask = seen = 0
     severity = 0.0
@@ -270,23 +379,33 @@ def _signals(row: _Row, low_threshold: float, slow_ms: float) -> tuple[int, int,
         if hallucination:
             mask |= _HALLU
             severity = max(severity, 0.9)
+    seen |= _CORR
+    if corrected(get("corrections")):
+        mask |= _CORR
+        severity = max(severity, 0.8)
+    retrieval = slow = unsure = 0.0
     quality = _number(get("retrieval_quality"))
     failed = get("retrieval_failed")
     if quality is not None or failed is not None:
         seen |= _RETR
-        sev = 0.8 if failed else 0.0
+        retrieval = 0.8 if failed else 0.0
         if quality is not None and quality < POOR_RETRIEVAL_QUALITY:
-            sev = max(sev, 0.5 + 0.5 * (1.0 - quality / POOR_RETRIEVAL_QUALITY))
-        if sev:
+            retrieval = max(retrieval, 0.5 + 0.5 * (1.0 - quality / POOR_RETRIEVAL_QUALITY))
+        if retrieval:
             mask |= _RETR
-            severity = max(severity, sev)
     latency = _number(get("latency_ms"))
     if latency is not None:
         seen |= _SLOW
         if latency > slow_ms:
             mask |= _SLOW
-            severity = max(severity, min(1.0, 0.3 + 0.7 * (latency - slow_ms) / (3.0 * slow_ms)))
-    return mask, seen, severity
+            slow = min(1.0, 0.3 + 0.7 * (latency - slow_ms) / (3.0 * slow_ms))
+    confidence = _number(get("agent_confidence"))
+    if confidence is not None:
+        seen |= _UNSURE
+        if confidence < LOW_CONFIDENCE:
+            mask |= _UNSURE
+            unsure = 0.3 + 0.4 * (1.0 - max(confidence, 0.0) / LOW_CONFIDENCE)
+    return mask, seen, severity, (retrieval, slow, unsure)
 
 
 def _bucket(value: float | None, bins: tuple[tuple[float, str], ...]) -> str | None:
@@ -308,12 +427,18 @@ class _Tracked:
     examples: list[str] = field(default_factory=list)
     agents: Counter[str] = field(default_factory=Counter)
     nodes: Counter[str] = field(default_factory=Counter)
+    spare: list[str] = field(default_factory=list)
 
-    def hit(self, iid: Any, severity: float, agent: str | None, node: str | None) -> None:
+    def hit(
+        self, iid: Any, severity: float, agent: str | None, node: str | None, *, example: bool = True
+    ) -> None:
+        """Count one occurrence; ``example=False`` keeps its id only as a spare, shown when no example is."""
         self.count += 1
         self.severity += severity
-        if len(self.examples) < _EXAMPLES and isinstance(iid, str):
-            self.examples.append(iid)
+        if isinstance(iid, str):
+            kept = self.examples if example else self.spare
+            if len(kept) < _EXAMPLES:
+                kept.append(iid)
         if agent is not None:
             self.agents[agent] += 1
         if node is not None:
@@ -356,6 +481,10 @@ class _Tally:
         self.low, self.slow_ms = config.low_rating_threshold, config.slow_response_ms
         self.n = self.failures = 0
         self.detail_sample = self.detail_kept_errors = 0
+        self.outcome = OutcomeCounter(config.low_rating_threshold)
+        # per diagnostic, over the interactions that could show it: [failed, failed with it, rated good,
+        # rated good with it, not failed, not failed with it]
+        self.split = {name: [0, 0, 0, 0, 0, 0] for name in DIAGNOSTIC_SIGNALS}
         self.signals = {name: _Tracked() for name in SIGNALS}
         self.routing = _Tracked()
         self.better: Counter[tuple[str, str]] = Counter()
@@ -386,10 +515,19 @@ class _Tally:
     def add(self, item: Any) -> None:
         row = _Row(item)
         get, meta = row.get, row.meta
-        mask, seen, severity = _signals(row, self.low, self.slow_ms)
-        failed = int(mask != 0)
+        mask, seen, severity, diagnosed = _signals(row, self.low, self.slow_ms)
+        failed = int(mask & _OUTCOME != 0)
         self.n += 1
         self.failures += failed
+        score, thumbs = _number(get("user_feedback_score")), get("thumbs_up_down")
+        self.outcome.add(
+            score,
+            thumbs,
+            bool(mask & _CORR),
+            bool(mask & _ERROR) if seen & _ERROR else None,
+            bool(mask & _HALLU) if seen & _HALLU else None,
+        )
+        good = not failed and (score is not None or thumbs == "up")
         if meta.get("sampled") is False:
             self.detail_kept_errors += meta.get("detail_kept") is not None
         else:
@@ -402,14 +540,27 @@ class _Tally:
         slow_node = meta.get("slowest_node") or meta.get("node")
         slow_node = slow_node if isinstance(slow_node, str) else None
         for bit, name in enumerate(SIGNALS):
-            if seen >> bit & 1:
-                tracked = self.signals[name]
-                tracked.seen += 1
-                if mask >> bit & 1:
-                    node = (
-                        failed_node if name == "error" else slow_node if name == "slow" else meta.get("node")
-                    )
-                    tracked.hit(iid, severity, agent, node if isinstance(node, str) else None)
+            if not seen >> bit & 1:
+                continue
+            tracked = self.signals[name]
+            tracked.seen += 1
+            has = mask >> bit & 1
+            if bit >= len(OUTCOME_SIGNALS):
+                cell = self.split[name]
+                cell[0] += failed
+                cell[1] += failed & has
+                cell[2] += good
+                cell[3] += good & has
+                cell[4] += not failed
+                cell[5] += (not failed) & has
+            if has:
+                node = failed_node if name == "error" else slow_node if name == "slow" else meta.get("node")
+                node = node if isinstance(node, str) else None
+                if bit < len(OUTCOME_SIGNALS):
+                    tracked.hit(iid, severity, agent, node)
+                else:
+                    sev = diagnosed[bit - len(OUTCOME_SIGNALS)]
+                    tracked.hit(iid, sev, agent, node, example=bool(failed))
         latency = _number(get("latency_ms"))
         if mask & _SLOW:
             self.slow_latencies.add((latency,))
@@ -597,6 +748,34 @@ def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
+def _diagnostic_fix(diagnostic: Diagnostic, fix: str) -> str:
+    """The fix of a diagnostic's pattern, led by what its link with the failures says about it."""
+    word = _WORDS[diagnostic.signal]
+    if diagnostic.verdict == "explains":
+        return fix
+    if diagnostic.verdict == "ubiquitous":
+        return (
+            f"Not a lead: {word} shows on nearly every interaction, so check its threshold, or whether the "
+            f"step runs where it cannot help. If it should be rarer: {fix[0].lower()}{fix[1:]}"
+        )
+    why = {
+        "independent": f"{word} is as common among good answers as among failed ones",
+        "protective": f"{word} is more common among good answers than among failed ones",
+        "too_few": "too few outcomes were seen to tie it to failures",
+    }[diagnostic.verdict]
+    return f"Not a lead for the failures: {why}. To improve it anyway: {fix[0].lower()}{fix[1:]}"
+
+
+def _rank(pattern: FailurePattern) -> tuple[int, float]:
+    """Sort key: outcome patterns and explaining diagnostics by severity x failures, then the others."""
+    diagnostic = pattern.details.get("diagnostic")
+    if diagnostic is None:
+        return 0, -pattern.severity * pattern.frequency
+    if diagnostic["verdict"] == "explains":
+        return 0, -pattern.severity * diagnostic["attributable"]
+    return 1, -pattern.severity * pattern.frequency
+
+
 class _Report:
     """Turns a :class:`_Tally` into a :class:`FailureAnalysis`."""
 
@@ -628,14 +807,74 @@ class _Report:
         self._cluster()
         self.attribution = self._attribution()
         self.findings = self._agents_within_clusters()
+        self.diagnostics = self._diagnostics()
         patterns = [
             *self._signal_patterns(),
             *self._node_patterns(),
             *self._routing_patterns(),
             *self._cluster_patterns(),
         ]
-        patterns.sort(key=lambda p: p.severity * p.frequency, reverse=True)
-        return FailureAnalysis(patterns, self.attribution, self.clusters, counts, self.sampled)
+        patterns.sort(key=_rank)
+        return FailureAnalysis(
+            patterns,
+            self.attribution,
+            self.clusters,
+            counts,
+            self.sampled,
+            t.outcome.result(),
+            sorted(self.diagnostics.values(), key=lambda d: (d.verdict != "explains", -d.attributable)),
+        )
+
+    def _diagnostics(self) -> dict[str, Diagnostic]:
+        """Each observable diagnostic, compared between failed and reference interactions."""
+        rows = []
+        for name, (f, fw, g, gw, o, ow) in self.t.split.items():
+            tracked = self.t.signals[name]
+            if not tracked.count:  # never seen, or nowhere it could be: nothing to explain with
+                continue
+            reference, n, w = ("good", g, gw) if g >= _MIN_GROUP else ("other", o, ow)
+            rows.append((name, tracked, f, fw, reference, n, w))
+        testable = [r for r in rows if r[2] >= _MIN_GROUP and r[5] >= _MIN_GROUP]
+        p_values = [_fisher(fw, f, w, n) for _, _, f, fw, _, n, w in testable]
+        q_values = dict(zip([r[0] for r in testable], zip(p_values, _bh(p_values), strict=True), strict=True))
+        out = {}
+        for name, tracked, f, fw, reference, n, w in rows:
+            share_f, share_r = (fw / f if f else None), (w / n if n else None)
+            p, q = q_values.get(name, (None, None))
+            prevalence = tracked.count / tracked.seen
+            if prevalence >= UBIQUITOUS:
+                verdict = "ubiquitous"
+            elif q is None:
+                verdict = "too_few"
+            elif q <= _ALPHA and share_f > share_r:  # type: ignore[operator]
+                verdict = "explains"
+            elif q <= _ALPHA:
+                verdict = "protective"
+            else:
+                verdict = "independent"
+            lift = None
+            if share_f is not None and share_r is not None:
+                lift = share_f / share_r if share_r else (math.inf if share_f else 1.0)
+            excess = fw - f * share_r if share_r is not None else 0.0
+            out[name] = Diagnostic(
+                name,
+                tracked.seen,
+                tracked.count,
+                prevalence,
+                f,
+                fw,
+                reference,
+                n,
+                w,
+                share_f,
+                share_r,
+                lift,
+                p,
+                q,
+                verdict,
+                max(0, round(excess)),
+            )
+        return out
 
     # --- clusters and tests -----------------------------------------------------------------------------
 
@@ -825,7 +1064,7 @@ class _Report:
             frequency=tracked.count,
             rate=rate,
             severity=tracked.severity / tracked.count if tracked.count else 0.0,
-            example_ids=list(tracked.examples),
+            example_ids=list(tracked.examples or tracked.spare),
             affected_agents=dict(tracked.agents.most_common()),
             affected_nodes=dict(tracked.nodes.most_common()),
             suggested_fix=fix + ".",
@@ -838,13 +1077,18 @@ class _Report:
         for name, bit in (
             ("low_rating", _LOW),
             ("hallucination", _HALLU),
+            ("correction", _CORR),
             ("poor_retrieval", _RETR),
             ("slow", _SLOW),
         ):
             s = t.signals[name]
             if not s.count:
                 continue
-            cluster, agent, node = self._focus(lambda item, bit=bit: item[3] & bit)
+            diagnostic = self.diagnostics.get(name)
+            if diagnostic is None or diagnostic.verdict == "explains":
+                cluster, agent, node = self._focus(lambda item, bit=bit: item[3] & bit)
+            else:  # the failures it shows up in are no sign of what it causes
+                cluster = agent = node = None
             about = f" for queries about '{cluster.name}'" if cluster else ""
             agent = agent or next(iter(s.agents.most_common(1)), (None,))[0]
             node = node or next(iter(s.nodes.most_common(1)), (None,))[0]
@@ -857,6 +1101,12 @@ class _Report:
                 fix = f"Add the low-rated answers{about} with corrections to the training and evaluation data of {who}"
                 fix += self._route_hint(cluster)
                 details["threshold"] = cfg.low_rating_threshold
+            elif name == "correction":
+                kind = "correction"
+                text = f"{s.count} of {s.seen} answers ({rate:.1%}) were corrected by their users"
+                who = f"agent {agent}" if agent else "the agents that answered them"
+                fix = f"Use the corrections{about} as labels: add them to the training and evaluation data of {who}"
+                fix += self._route_hint(cluster)
             elif name == "hallucination":
                 kind = "hallucination"
                 text = f"{s.count} of {s.seen} checked answers ({rate:.1%}) were flagged as hallucinated"
@@ -885,7 +1135,23 @@ class _Report:
                     f"{cfg.slow_response_ms:g} ms"
                 )
                 details |= {"threshold_ms": cfg.slow_response_ms, "median_ms": p50, "p95_ms": p95}
-            out.append(self._pattern(kind, text + ".", fix, details, s, rate, cluster))
+            text += "."
+            if diagnostic is not None:
+                text += " " + diagnostic.describe()
+                details["diagnostic"] = {
+                    k: getattr(diagnostic, k)
+                    for k in (
+                        "verdict",
+                        "reference",
+                        "share_failed",
+                        "share_reference",
+                        "lift",
+                        "q_value",
+                        "attributable",
+                    )
+                }
+                fix = _diagnostic_fix(diagnostic, fix)
+            out.append(self._pattern(kind, text, fix, details, s, rate, cluster))
         return out
 
     def _route_hint(self, cluster: QueryCluster | None) -> str:
@@ -1013,29 +1279,52 @@ class _Report:
         for c in self.clusters:
             tracked = _Tracked()
             signals: Counter[str] = Counter()
+            sampled = 0
             for i in np.flatnonzero(self.labels == c.cluster_id):
                 _, iid, agent, mask, severity, failed_node, slow_node, _ = t.failed.items[i]
                 tracked.hit(iid, severity, agent, failed_node or slow_node)
                 signals.update(name for bit, name in enumerate(SIGNALS) if mask >> bit & 1)
+                sampled += 1
             tracked.scale(self.scale)
             n, f = cells.get(c.cluster_id, (0, 0))
             rate = f / n if n else tracked.count / t.n
-            dominant = signals.most_common(1)[0][0]
+            dominant = max(OUTCOME_SIGNALS, key=lambda name: signals[name])
+            # a diagnostic that goes with failures overall and shows on most of these is the likely cause
+            lead = max(
+                (
+                    name
+                    for name in DIAGNOSTIC_SIGNALS
+                    if self.diagnostics.get(name) is not None
+                    and self.diagnostics[name].verdict == "explains"
+                    and 2 * signals[name] >= sampled
+                ),
+                key=lambda name: signals[name],
+                default=None,
+            )
             agent = tracked.agents.most_common(1)[0][0] if tracked.agents else None
             node = tracked.nodes.most_common(1)[0][0] if tracked.nodes else None
             who = f"agent {agent}" if agent else "the agents"
             action = {
                 "low_rating": f"add corrected answers for them to the training data of {who}",
+                "correction": f"add their corrections to the training data of {who}",
                 "error": f"fix the failing call in node '{node}'" if node else "find where they raise",
                 "hallucination": f"ground the answers of {who} in retrieved sources",
                 "poor_retrieval": f"add documents about '{c.name}' to the retrieval index",
                 "slow": f"speed up {f'node {node!r}' if node else who} for them",
-            }[dominant]
+                "low_confidence": "add labeled examples like them so the router learns where they belong",
+            }
             share = f"{rate:.0%} of such queries fail" if n else f"{rate:.1%} of all interactions"
             text = (
-                f"{tracked.count} failed queries about '{c.name}' ({share}), mostly with {_WORDS[dominant]}."
+                f"{tracked.count} failed queries about '{c.name}' ({share}), mostly with {_WORDS[dominant]}"
             )
-            fix = f'Queries like "{c.representatives[0]}" fail mostly with {_WORDS[dominant]}: {action}'
+            fix = f'Queries like "{c.representatives[0]}" fail mostly with {_WORDS[dominant]}: '
+            if lead is None:
+                text += "."
+                fix += action[dominant]
+            else:
+                with_lead = f"{signals[lead] / sampled:.0%} of them with {_WORDS[lead]}"
+                text += f"; {with_lead}, which goes with failures."
+                fix += f"{with_lead}, so {action[lead]}"
             fix += self._route_hint(c)
             details = {
                 "cluster_id": c.cluster_id,
@@ -1043,6 +1332,7 @@ class _Report:
                 "representatives": list(c.representatives),
                 "cohesion": c.cohesion,
                 "signals": dict(signals.most_common()),
+                "lead_diagnostic": lead,
                 "sampled_traffic": n,
                 "estimated": self.sampled,
                 # what the queries were compared as: the application's logged embeddings, or computed

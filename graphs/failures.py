@@ -9,9 +9,9 @@ the system fails on it:
 theme                      mode              how it fails
 ========================== ================= =========================================================
 billing refunds in EUR     low_rating        answered by TRM (HRM answers it well): 1-2 stars
-kubernetes pod eviction    poor_retrieval    retrieval quality below 0.3, often ``retrieval_failed``
+kubernetes pod eviction    poor_retrieval    retrieval quality below 0.3, often ``retrieval_failed``; 1-2 stars
 password reset emails      routing           routed to MCTS (confidence below 0.45, ``best_agent`` HRM)
-PDF export timeouts        slow              6 to 25 s in the ``pdf_renderer`` node
+PDF export timeouts        slow              6 to 25 s in the ``pdf_renderer`` node; 1-2 stars
 SQL join performance       error             raises in the ``sql_executor`` node
 GDPR data deletion         hallucination     ``hallucination_detected``
 SSO login with Okta        thumbs_down       thumbs down, no stars
@@ -23,8 +23,9 @@ generic openers and closers shared by every topic ("urgent:", "still not working
 in healthy traffic (answered well, mostly by the theme's good agent), and healthy topics reuse theme words
 ("export", "email", "customer"), so telling themes apart takes more than one keyword. PDF, SQL and CSV
 queries run a tool node instead of retrieval. A failure always shows at least
-one failure signal (low stars, thumbs down, error, hallucination, poor retrieval, over 5 s); healthy
-interactions show none. Values are missing as they are in production: most users never rate, runs without
+one outcome (low stars, thumbs down, error, hallucination; :mod:`cl_plugin.outcomes`), and the poor-retrieval
+and slow themes also show their cause (the diagnostic); healthy interactions show no outcome failure, no
+poor retrieval and no slow answer (a few have an unsure router, as real traffic does). Values are missing as they are in production: most users never rate, runs without
 retrieval have ``retrieval_quality`` and ``retrieval_failed`` of ``None``, hallucination checks do not
 always run.
 
@@ -358,7 +359,7 @@ def _healthy(rng: random.Random, row: dict, theme: Theme | None) -> None:
 
 
 def _fail(rng: random.Random, row: dict, theme: Theme) -> None:
-    """Fill ``row`` as a failure of ``theme``, in the theme's own way, with one signal at least."""
+    """Fill ``row`` as a failure of ``theme``, in the theme's own way, with one outcome at least."""
     row["user_query"] = _query(rng, theme.templates, theme.fills)
     row["agent_selected"] = theme.agent
     row["agent_confidence"] = round(rng.uniform(0.5, 0.95), 3)
@@ -374,6 +375,7 @@ def _fail(rng: random.Random, row: dict, theme: Theme) -> None:
     elif mode == "poor_retrieval":
         row["retrieval_quality"] = round(rng.uniform(0.02, 0.28), 3)
         row["retrieval_failed"] = rng.random() < 0.4
+        rated = True  # the answer built on the wrong documents is what the user sees
     elif mode == "routing":
         row["agent_confidence"] = round(rng.uniform(0.15, 0.45), 3)
         metadata["best_agent"] = theme.good_agent
@@ -385,6 +387,7 @@ def _fail(rng: random.Random, row: dict, theme: Theme) -> None:
     elif mode == "slow":
         row["latency_ms"] = round(rng.uniform(6000.0, 25000.0), 1)
         metadata["slowest_node"] = theme.node
+        rated = True  # the user gave up waiting
     elif mode == "error":
         row["error_occurred"] = True
         row["response"] = ""

@@ -76,9 +76,23 @@ def test_healthy_traffic_has_no_pattern(all_themes: tuple[list[dict], list[str |
     assert not any(a.significant for a in result.attribution)
 
 
-def test_patterns_are_sorted_by_severity_times_frequency(analysis: FailureAnalysis) -> None:
-    scores = [p.severity * p.frequency for p in analysis.patterns]
+def test_patterns_are_sorted_by_severity_times_the_failures_they_account_for(
+    analysis: FailureAnalysis,
+) -> None:
+    def weight(p) -> float:
+        diagnostic = p.details.get("diagnostic")
+        return p.severity * (diagnostic["attributable"] if diagnostic else p.frequency)
+
+    leads = [
+        p
+        for p in analysis.patterns
+        if p.details.get("diagnostic", {}).get("verdict", "explains") == "explains"
+    ]
+    assert analysis.patterns[: len(leads)] == leads
+    scores = [weight(p) for p in leads]
     assert scores == sorted(scores, reverse=True)
+    retrieval = next(p for p in analysis.patterns if p.pattern_type == "poor_retrieval")
+    assert retrieval.details["diagnostic"]["verdict"] == "explains"
 
 
 def test_a_metadata_best_agent_names_the_routing_fix(analysis: FailureAnalysis) -> None:
@@ -236,10 +250,12 @@ def test_the_failure_definition_lives_in_one_function() -> None:
     assert failure_signals({}) == ()
     assert failure_signals({"thumbs_up_down": "down"}) == ("low_rating",)
     assert failure_signals({"metadata": {"failed_node": "tool"}}) == ("error",)
-    assert failure_signals({"retrieval_quality": 0.1, "hallucination_detected": True}) == (
-        "hallucination",
-        "poor_retrieval",
-    )
+    assert failure_signals({"retrieval_quality": 0.1, "hallucination_detected": True}) == ("hallucination",)
+    assert failure_signals(
+        {"retrieval_quality": 0.1, "hallucination_detected": True, "agent_confidence": 0.2}, diagnostics=True
+    ) == ("hallucination", "poor_retrieval", "low_confidence")
+    assert failure_signals({"corrections": '["Answer: 4"]'}) == ("correction",)
+    assert failure_signals({"retrieval_failed": True, "latency_ms": 9000.0}) == ()
     assert failure_signals({"user_feedback_score": 3.0, "latency_ms": 5000.0}) == ()
     assert failure_signals({"user_feedback_score": 3.0}, low_rating_threshold=4.0) == ("low_rating",)
     with pytest.raises(TypeError, match="dicts"):
@@ -342,3 +358,97 @@ def test_error_messages_are_counted_by_kind_and_shown_redacted() -> None:
         "customer [EMAIL] not found in #": 20,
     }
     assert "@example.com" not in pattern.description + pattern.suggested_fix
+
+
+def _document_bot(
+    n: int, *, seed: int, poor_share: float, bad_if_poor: float, bad_otherwise: float
+) -> list[dict]:
+    """Rows of a document Q&A bot (agents ``lookup`` and ``summarize``) that retrieves for every question.
+
+    Half the answers are rated; a rating is bad with ``bad_if_poor`` when retrieval was poor, else with
+    ``bad_otherwise``.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        poor = rng.random() < poor_share
+        bad = rng.random() < (bad_if_poor if poor else bad_otherwise)
+        rated = rng.random() < 0.5
+        rows.append(
+            {
+                "interaction_id": f"doc-{i}",
+                "user_query": rng.choice(
+                    ("contract renewal terms", "summarize the audit memo", "leave policy")
+                )
+                + f" {rng.randrange(50)}",
+                "agent_selected": rng.choice(("lookup", "summarize")),
+                "agent_confidence": round(rng.uniform(0.6, 0.99), 2),
+                "retrieval_quality": round(rng.uniform(0.02, 0.25) if poor else rng.uniform(0.4, 0.95), 3),
+                "retrieval_failed": False,
+                "latency_ms": round(rng.uniform(300.0, 2500.0), 1),
+                "error_occurred": False,
+                "user_feedback_score": (float(rng.choice((1, 2))) if bad else float(rng.choice((4, 5))))
+                if rated
+                else None,
+                "bad": bad,
+            }
+        )
+    return rows
+
+
+def test_poor_retrieval_that_does_not_vary_with_outcomes_is_not_ranked_as_a_cause() -> None:
+    rows = _document_bot(3000, seed=3, poor_share=0.45, bad_if_poor=0.1, bad_otherwise=0.1)
+    result = FailurePatternAnalyzer().analyze(rows)
+    low = sum(1 for r in rows if r["user_feedback_score"] is not None and r["user_feedback_score"] < 3)
+    assert result.counts["failures"] == low
+    truth = sum(r["bad"] for r in rows) / len(rows)
+    assert abs(result.outcome.rate - truth) < 0.02 and not result.outcome.lower_bound
+    retrieval = next(d for d in result.diagnostics if d.signal == "poor_retrieval")
+    assert retrieval.verdict == "independent" and 0.35 < retrieval.share_failed < 0.55
+    assert "does not vary with outcomes" in retrieval.describe()
+    assert result.patterns[0].pattern_type == "low_rating"
+    pattern = next(p for p in result.patterns if p.pattern_type == "poor_retrieval")
+    assert result.patterns.index(pattern) == len(result.patterns) - 1
+    assert pattern.suggested_fix.startswith("Not a lead for the failures")
+    assert pattern.details["diagnostic"]["verdict"] == "independent"
+
+
+def test_poor_retrieval_that_drives_low_ratings_is_found_and_explained() -> None:
+    rows = _document_bot(3000, seed=4, poor_share=0.3, bad_if_poor=0.6, bad_otherwise=0.05)
+    result = FailurePatternAnalyzer().analyze(rows)
+    retrieval = next(d for d in result.diagnostics if d.signal == "poor_retrieval")
+    assert retrieval.verdict == "explains" and retrieval.reference == "good"
+    # P(poor | bad) = .3 * .6 / (.3 * .6 + .7 * .05) = 0.84; P(poor | good) = .3 * .4 / (.3 * .4 + .7 * .95) = 0.15
+    assert abs(retrieval.share_failed - 0.84) < 0.06 and abs(retrieval.share_reference - 0.15) < 0.04
+    assert retrieval.q_value < 1e-6 and retrieval.attributable > 0.5 * retrieval.failed_with
+    assert result.diagnostics[0] is retrieval
+    said = retrieval.describe()
+    assert said.startswith(f"{retrieval.share_failed:.0%} of the {retrieval.failed:,} failed interactions")
+    assert f"against {retrieval.share_reference:.0%} of the" in said and "goes with the failures" in said
+    pattern = next(p for p in result.patterns if p.pattern_type == "poor_retrieval")
+    assert said in pattern.description and pattern.suggested_fix.startswith("Add documents covering")
+    assert set(pattern.example_ids) <= {r["interaction_id"] for r in rows if r["bad"]}
+    bucket = next(a for a in result.attribution if a.factor == "retrieval_quality" and a.level == "<0.3")
+    assert bucket.significant and bucket.lift > 3
+
+
+def test_a_diagnostic_seen_on_nearly_everything_is_reported_as_such_and_listed_last() -> None:
+    rows = _document_bot(2000, seed=5, poor_share=0.96, bad_if_poor=0.15, bad_otherwise=0.15)
+    result = FailurePatternAnalyzer().analyze(rows)
+    retrieval = next(d for d in result.diagnostics if d.signal == "poor_retrieval")
+    assert retrieval.verdict == "ubiquitous" and retrieval.prevalence > 0.9
+    assert "too common to tell failures apart" in retrieval.describe()
+    pattern = next(p for p in result.patterns if p.pattern_type == "poor_retrieval")
+    assert result.patterns[-1] is pattern and pattern.suggested_fix.startswith("Not a lead")
+    assert result.patterns[0].pattern_type == "low_rating"
+
+
+def test_without_ratings_the_failure_rate_is_a_lower_bound_from_errors() -> None:
+    rows = [
+        {"interaction_id": str(i), "error_occurred": i % 10 == 0, "latency_ms": 9000.0} for i in range(100)
+    ]
+    result = FailurePatternAnalyzer().analyze(rows)
+    assert result.outcome.rate == pytest.approx(0.1) and result.outcome.lower_bound
+    assert "a lower bound" in result.outcome.describe()
+    slow = next(d for d in result.diagnostics if d.signal == "slow")
+    assert slow.verdict == "ubiquitous" and result.counts["failures"] == 10
