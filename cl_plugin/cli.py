@@ -125,9 +125,13 @@ def _step_summary(step: str, report: dict[str, Any]) -> str:
         drifted = ", ".join(report["drifted_features"]) or "nothing"
         return f"drift {'detected' if report['drifted'] else 'not detected'} ({drifted} vs the {report['against']})"
     if step == "analyze_failures":
-        return f"{report['patterns']} failure patterns" + (
+        rate = report.get("failure_rate")
+        text = f"failure rate {_pct(rate)} (outcomes), " if "failure_rate" in report else ""
+        text += f"{report['patterns']} failure patterns" + (
             f", top: {report['top'][0]['type']}" if report["top"] else ""
         )
+        leads = [s for s, verdict in (report.get("diagnostics") or {}).items() if verdict == "explains"]
+        return text + (f"; goes with failures: {', '.join(leads)}" if leads else "")
     if step == "select":
         return f"{report['selected']} interactions queued for labels"
     if step == "annotate":

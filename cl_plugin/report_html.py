@@ -399,9 +399,11 @@ def failures(r: _Report) -> str:
     for p in patterns:
         agents = ", ".join(f"{a} ({n:,})" for a, n in sorted(p.affected_agents.items(), key=lambda x: -x[1]))
         examples = "".join(f'<li class="query">{r.text(q)}</li>' for q in r.queries(p.example_ids[:2]))
+        diagnostic = p.details.get("diagnostic")
+        kind = p.pattern_type.replace("_", " ")
         rows.append(
             (
-                p.pattern_type.replace("_", " "),
+                f"{kind} (diagnostic: {diagnostic['verdict'].replace('_', ' ')})" if diagnostic else kind,
                 p.description,
                 number(p.frequency),
                 number(p.rate, 2, percent=True),
@@ -421,12 +423,45 @@ def failures(r: _Report) -> str:
         "example queries",
         "suggested fix",
     )
+    outcome = r.analysis.outcome
     note = _note(
-        f"{counts.get('failures', 0):,} of {counts['interactions']:,} interactions show a failure signal"
+        f"{counts.get('failures', 0):,} of {counts['interactions']:,} interactions show an outcome failure (a low "
+        f"rating, thumbs down, correction, error or hallucination); estimated failure rate "
+        f"{number(outcome.rate, 2, percent=True)} ({outcome.describe()}). Diagnostics (poor retrieval, slow, an "
+        "unsure router) are not failures: the table below says which go with the failures"
         + ("; clusters come from a uniform sample of the failures" if r.analysis.sampled else "")
         + "."
     )
-    return note + _table(r, head, rows, numeric=(2, 3, 4))
+    return note + _table(r, head, rows, numeric=(2, 3, 4)) + _diagnostics(r)
+
+
+def _diagnostics(r: _Report) -> str:
+    """How each diagnostic splits between failed and good interactions, and what that says."""
+    found = r.analysis.diagnostics
+    if not found:
+        return ""
+    rows = [
+        (
+            d.signal.replace("_", " "),
+            number(d.prevalence, 2, percent=True),
+            number(d.share_failed, 2, percent=True),
+            number(d.share_reference, 2, percent=True),
+            "rated good" if d.reference == "good" else "not failed",
+            "n/a" if d.q_value is None else f"{d.q_value:.1g}",
+            d.verdict.replace("_", " "),
+            d.describe(),
+        )
+        for d in found
+    ]
+    head = ("diagnostic", "seen on", "of failed", "of reference", "reference", "q", "verdict", "reading")
+    return (
+        '<h3 id="diagnostics">Diagnostics: what goes with the failures</h3>'
+        + _note(
+            "Each diagnostic's share among the failed interactions against a reference group; "
+            "Fisher's exact test, Benjamini-Hochberg over the diagnostics."
+        )
+        + _table(r, head, rows, numeric=(1, 2, 3, 5))
+    )
 
 
 def queue(r: _Report) -> str:

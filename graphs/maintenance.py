@@ -359,10 +359,26 @@ def build_maintenance_graph(
         analysis = FailurePatternAnalyzer(cfg.failure_analysis).analyze(rows(state), nodes=nodes)
         patterns = analysis.patterns
         summary = [
-            {"type": p.pattern_type, "count": p.frequency, "severity": p.severity, "fix": p.suggested_fix}
+            {
+                "type": p.pattern_type,
+                "count": p.frequency,
+                "severity": p.severity,
+                "fix": p.suggested_fix,
+                "diagnostic": (p.details.get("diagnostic") or {}).get("verdict"),
+            }
             for p in patterns[:20]
         ]
-        return record(state, "analyze_failures", {"patterns": len(patterns), "top": summary})
+        outcome = analysis.outcome
+        report = {
+            "patterns": len(patterns),
+            "top": summary,
+            "failures": analysis.counts.get("failures", 0),
+            "interactions": analysis.counts.get("interactions", 0),
+            "failure_rate": outcome.rate,
+            "failure_rate_basis": outcome.describe(),
+            "diagnostics": {d.signal: d.verdict for d in analysis.diagnostics},
+        }
+        return record(state, "analyze_failures", report)
 
     def select(state: MaintenanceState) -> dict[str, Any]:
         hold(state)
