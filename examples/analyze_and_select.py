@@ -3,8 +3,9 @@
     python examples/analyze_and_select.py [database-url]
 
 Fills a store with synthetic interactions that carry planted failure themes (or uses the given database
-as it is, if it already holds interactions), prints the failure patterns with their suggested fixes and
-the strongest attributions, queues 20 interactions for annotation with the reason for each, and prints the
+as it is, if it already holds interactions), prints the failure rate (outcomes: low ratings, thumbs down,
+corrections, errors, hallucinations), which diagnostics (poor retrieval, slow answers, an unsure router) go
+with the failures, the failure patterns with their suggested fixes and the strongest attributions, queues 20 interactions for annotation with the reason for each, and prints the
 day's quality metrics.
 """
 
@@ -43,7 +44,15 @@ def main(url: str = "sqlite://") -> None:
     analysis = FailurePatternAnalyzer({"min_cluster_size": 5, "similarity_threshold": 0.7}).analyze(
         interactions
     )
-    print(f"{analysis.counts['failures']} of {analysis.counts['interactions']} interactions failed\n")
+    outcome = analysis.outcome
+    print(
+        f"{analysis.counts['failures']} of {analysis.counts['interactions']} interactions failed; "
+        f"estimated failure rate {outcome.rate:.1%} ({outcome.describe()})"
+    )
+    print("diagnostics, not failures themselves:")
+    for d in analysis.diagnostics:
+        print(f"  {d.signal} [{d.verdict}]: {d.describe()}")
+    print()
     for pattern in analysis.patterns[:5]:
         print(
             f"{pattern.pattern_type} (rate {pattern.rate:.0%}, severity {pattern.severity:.2f}): {pattern.description}"
