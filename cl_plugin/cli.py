@@ -432,12 +432,40 @@ def _version(version: int | None) -> str:
     return "-" if version is None else f"v{version}"
 
 
+def _format_failures(failures: Any, indent: str = "") -> list[str]:
+    """The outcomes (the estimated failure rate first, then each outcome's rate, count and the interactions
+    where it is observable) and, in a block of their own, the diagnostics."""
+
+    def rates(group: dict[str, Any]) -> list[str]:
+        return [
+            f"{indent}  {name.replace('_', ' '):<26} {_pct(r.rate):>6}  {r.count:,} of {r.n:,} observable"
+            for name, r in group.items()
+        ]
+
+    outcome = failures.outcome
+    return [
+        f"{indent}outcomes (the answer failed):",
+        f"{indent}  {'estimated failure rate':<26} {_pct(outcome.rate):>6}  {outcome.describe()}",
+        f"{indent}  {'any outcome failure':<26} {'':>6}  {outcome.failures:,} of {outcome.interactions:,}",
+        *rates(failures.outcome_rates()),
+        f"{indent}diagnostics (may explain failures; not failures):",
+        *rates(failures.diagnostic_rates()),
+    ]
+
+
 def _format_metrics(metrics: dict[str, Any], indent: str = "") -> str:
-    """Metrics one per line, nested ones indented; per-bin detail is left to the HTML report."""
+    """Metrics one per line, nested ones indented; per-bin detail is left to the HTML report. The failure
+    rates come as two labelled blocks: the outcomes (the answer failed), led by the estimated failure rate,
+    and the diagnostics (facts that may explain a failure, not failures)."""
     import dataclasses
+
+    from cl_plugin.metrics import FailureRates
 
     lines = []
     for key, value in metrics.items():
+        if isinstance(value, FailureRates):
+            lines.extend(_format_failures(value, indent))
+            continue
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = dataclasses.asdict(value)
         if key == "bins" or isinstance(value, list | tuple):

@@ -161,6 +161,8 @@ def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: py
     assert main(["stats", "--store", captured, "--window", "week"]) == 0
     stats = capsys.readouterr().out
     assert "interactions                 200" in stats and "CalibrationBin" not in stats
+    outcomes = stats.index("outcomes (the answer failed):")
+    assert outcomes < stats.index("estimated failure rate") < stats.index("diagnostics (may explain failures")
     points = stats[stats.index("decision points:") :].splitlines()
     [route] = [line for line in points if "/ route_decision / route " in line]
     assert route.split()[6] == "200" and points[points.index(route) + 1].startswith("      options: HRM 98")
@@ -176,6 +178,54 @@ def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: py
     store = Store.from_url(captured)
     old = store.query_interactions(limit=1)[0]
     assert store.purge(time.time() + 1)["interactions"] == 200 and old  # purge removes what is older
+
+
+def test_stats_shows_outcomes_apart_from_the_diagnostics_that_may_explain_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Right answers, rated well, all retrieved poorly: no answer failed, and every run shows the diagnostic."""
+    from cl_plugin.records import ProductionInteraction
+    from cl_plugin.store import Batch
+    from cl_plugin.store.rows import Sanitizer, row_from_interaction
+
+    url = f"sqlite:///{tmp_path / 'good.db'}"
+    now = time.time()
+    items = [
+        ProductionInteraction(
+            interaction_id=f"i{i}",
+            timestamp=now - 60 - i,
+            session_id="s",
+            user_query="what is 2 + 2?",
+            user_feedback_score=5.0,
+            thumbs_up_down="up",
+            retrieval_quality=0.1,
+            latency_ms=200.0,
+            agent_confidence=0.9,
+            error_occurred=False,
+            hallucination_detected=False,
+        )
+        for i in range(20)
+    ]
+    Store.from_url(url).setup().write(
+        Batch({"interactions": [row_from_interaction(i, Sanitizer()) for i in items]})
+    )
+    assert main(["stats", "--store", url]) == 0
+    out = capsys.readouterr().out
+    start = out.index("outcomes (the answer failed):\n")
+    middle = out.index("diagnostics (may explain failures; not failures):\n")
+    outcome, diagnostic = out[start:middle].splitlines()[1:], out[middle:].splitlines()[1:4]
+    assert outcome[0].split()[:4] == ["estimated", "failure", "rate", "0.0%"]
+    assert "0 bad of 20 rated" in outcome[0] and "lower bound" not in outcome[0]
+    assert outcome[1].split() == ["any", "outcome", "failure", "0", "of", "20"]
+    rows = {line[:28].strip(): line[28:].split() for line in outcome[2:7] + diagnostic}
+    assert list(rows) == [
+        "low rating", "thumbs down", "correction", "error", "hallucination",
+        "poor retrieval", "slow", "low confidence",
+    ]  # fmt: skip
+    assert rows["low rating"] == ["0.0%", "0", "of", "20", "observable"]
+    assert rows["correction"] == ["0.0%", "0", "of", "20", "observable"]
+    assert rows["poor retrieval"] == ["100.0%", "20", "of", "20", "observable"]
+    assert rows["slow"][0] == rows["low confidence"][0] == "0.0%"
 
 
 @pytest.mark.parametrize("command", ["stats", "report", "export"])

@@ -13,7 +13,9 @@ import scipy.stats
 from sklearn import metrics as skm
 
 import cl_plugin.metrics
+from cl_plugin import outcomes
 from cl_plugin.metrics import (
+    FailureRates,
     MetricOptions,
     Rate,
     brier_score,
@@ -33,6 +35,7 @@ from cl_plugin.metrics import (
     store_metrics,
     store_metrics_by_window,
 )
+from cl_plugin.outcomes import OutcomeCounter, OutcomeRate
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.rows import Sanitizer, dumps, row_from_interaction
@@ -249,6 +252,10 @@ def make(i: int, rng: random.Random, **over) -> ProductionInteraction:
         "retrieval_quality": maybe(round(rng.random(), 3), 0.5),
         "metadata": {} if label is None else {"best_agent": label, "best agent.v2": label},
         "graph_name": rng.choice(("g1", "g2")),
+        "corrections": [f"right answer {i}"] if rng.random() < 0.1 else [],
+        "user_corrections": f"expected {i}"
+        if rng.random() < 0.05
+        else None,  # the store adds it to corrections
     }
     fields.update(over)
     return ProductionInteraction(**fields)
@@ -290,7 +297,122 @@ def test_failure_rates_exclude_what_was_not_observed() -> None:
     )
     assert strict.poor_retrieval == Rate(3, 3, 1.0) and strict.low_rating == Rate(2, 3, 2 / 3)
     none = failure_rates([])
-    assert all(getattr(none, k.name) == Rate(0, 0, None) for k in dataclasses.fields(none))
+    assert all(
+        r == Rate(0, 0, None) for r in (*none.outcome_rates().values(), *none.diagnostic_rates().values())
+    )
+    assert none.outcome == OutcomeRate.estimate(interactions=0, failures=0) and none.outcome.rate is None
+
+
+def ten(over: dict[int, dict] | None = None) -> list[ProductionInteraction]:
+    """1 error, 2 rated bad, 4 rated good, 3 unrated (one of them corrected); every error flag known,
+    hallucinations checked on the six rated runs that did not raise."""
+    rows = [
+        {"error_occurred": True},
+        {"user_feedback_score": 2.0, "hallucination_detected": False},
+        {"thumbs_up_down": "down", "hallucination_detected": False},
+        {"user_feedback_score": 5.0, "hallucination_detected": False},
+        {"user_feedback_score": 4.0, "thumbs_up_down": "up", "hallucination_detected": False},
+        {"thumbs_up_down": "up", "hallucination_detected": False},
+        {"user_feedback_score": 3.0, "hallucination_detected": False},  # 3 stars is not low
+        {},
+        {},
+        {"corrections": ["the right answer"]},
+    ]
+    return [
+        ProductionInteraction(
+            interaction_id=f"t{i}",
+            timestamp=MONDAY + i,
+            session_id="s",
+            user_query="q",
+            **{"error_occurred": False, **row, **(over or {}).get(i, {})},
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+def test_the_outcome_estimate_by_hand() -> None:
+    f = failure_rates(ten())
+    o = f.outcome
+    assert (o.errors, o.error_known) == (1, 10)
+    assert (o.hallucinations, o.hallucination_checked) == (0, 6)
+    assert (o.bad_verdicts, o.verdicts) == (2, 6)  # the corrected answer is unrated: not a verdict
+    assert o.failures == 4 and o.interactions == 10 and not o.lower_bound  # the error, 2 bad, the corrected
+    # P(error) + P(no error) * P(hallucination) + P(neither) * P(bad verdict) = 0.1 + 0.9 * 0 + 0.9 * 2/6
+    assert o.rate == pytest.approx(0.1 + 0.9 * 2 / 6) == pytest.approx(0.4)
+    assert f.correction == Rate(1, 10, 0.1) and f.error == Rate(1, 10, 0.1)
+    assert f.low_rating == Rate(1, 4, 0.25) and f.thumbs_down == Rate(1, 3, 1 / 3)
+    counter = OutcomeCounter()
+    for i in ten():
+        counter.add(
+            i.user_feedback_score,
+            i.thumbs_up_down,
+            outcomes.corrected(i.corrections),
+            i.error_occurred,
+            i.hallucination_detected,
+        )
+    assert counter.result() == o
+    assert o.failures == sum(bool(outcomes.outcome_failures(i)) for i in ten())
+    # A correction on a rated answer makes its verdict bad; a hallucination takes it out of the verdicts.
+    worse = failure_rates(ten(over={3: {"corrections": ["no"]}, 4: {"hallucination_detected": True}})).outcome
+    assert (worse.bad_verdicts, worse.verdicts, worse.hallucinations, worse.failures) == (3, 5, 1, 6)
+    assert worse.rate == pytest.approx(0.1 + 0.9 * 1 / 6 + 0.9 * 5 / 6 * 3 / 5)
+    # Stricter stars: 3 is low below 4, which also moves the low-rating outcome.
+    strict = failure_rates(ten(), options=MetricOptions(low_rating_threshold=4.0))
+    assert strict.outcome.bad_verdicts == 3 and strict.low_rating == Rate(2, 4, 0.5)
+
+
+def test_the_outcome_estimate_by_hand_in_sql(store: Store) -> None:
+    write(store, ten())
+    got = store_metrics(store)["failures"]
+    assert_close(got, failure_rates(ten()))
+    assert got.outcome.rate == pytest.approx(0.4) and got.correction == Rate(1, 10, 0.1)
+
+
+def test_without_verdicts_the_estimate_is_a_machine_lower_bound() -> None:
+    o = failure_rates(ten()[:1] + ten()[7:9]).outcome
+    assert o.lower_bound and o.rate == pytest.approx(1 / 3) and o.verdicts == 0
+
+
+def test_failure_rates_name_their_outcomes_and_diagnostics() -> None:
+    assert FailureRates.OUTCOMES == outcomes.OUTCOMES and FailureRates.DIAGNOSTICS == outcomes.DIAGNOSTICS
+    names = {f.name for f in dataclasses.fields(FailureRates)}
+    assert names == {"outcome", *outcomes.OUTCOMES, *outcomes.DIAGNOSTICS}
+    f = failure_rates(ten())
+    assert list(f.outcome_rates()) == list(outcomes.OUTCOMES)
+    assert list(f.diagnostic_rates()) == list(outcomes.DIAGNOSTICS)
+    assert MetricOptions().low_confidence == outcomes.LOW_CONFIDENCE
+    assert MetricOptions().poor_retrieval_quality == outcomes.POOR_RETRIEVAL_QUALITY
+
+
+def test_low_confidence_is_over_the_runs_with_a_confidence() -> None:
+    rows = ten(
+        over={0: {"agent_confidence": 0.2}, 1: {"agent_confidence": 0.5}, 2: {"agent_confidence": 0.9}}
+    )
+    assert failure_rates(rows).low_confidence == Rate(1, 3, 1 / 3)  # below 0.5, not at it
+    strict = failure_rates(rows, options=MetricOptions(low_confidence=0.95))
+    assert strict.low_confidence == Rate(3, 3, 1.0)
+
+
+def sick(item: ProductionInteraction) -> ProductionInteraction:
+    """The same interaction with every diagnostic set: poor retrieval, slow, an unsure router."""
+    return dataclasses.replace(
+        item, retrieval_failed=True, retrieval_quality=0.01, latency_ms=60_000.0, agent_confidence=0.01
+    )
+
+
+def test_diagnostics_do_not_move_the_outcome(items: list[ProductionInteraction]) -> None:
+    for rows in (items, ten()):
+        base, worse = failure_rates(rows), failure_rates([sick(i) for i in rows])
+        assert worse.outcome == base.outcome and worse.outcome_rates() == base.outcome_rates()
+        assert all(r.rate == 1.0 and r.n == len(rows) for r in worse.diagnostic_rates().values())
+    assert failure_rates(items).outcome.verdicts > 0 and failure_rates(items).correction.count > 0
+
+
+def test_diagnostics_do_not_move_the_outcome_in_sql(store: Store, items: list[ProductionInteraction]) -> None:
+    write(store, [sick(i) for i in items])
+    got = store_metrics(store)["failures"]
+    assert_close(got.outcome, failure_rates(items).outcome)
+    assert all(r.rate == 1.0 for r in got.diagnostic_rates().values())
 
 
 def test_interaction_metrics_read_store_dicts_and_records_alike(items: list[ProductionInteraction]) -> None:

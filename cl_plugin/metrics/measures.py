@@ -12,11 +12,13 @@ import math
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from cl_plugin import outcomes
+from cl_plugin.outcomes import OutcomeRate
 from cl_plugin.sampling import DetailSample
 
 if TYPE_CHECKING:
@@ -112,14 +114,52 @@ class Latency:
 
 @dataclass(frozen=True, slots=True)
 class FailureRates:
-    """Failure rates by category, each over the interactions where that category is observable."""
+    """How often answers failed (outcomes), and how often runs showed what may explain it (diagnostics).
 
+    **Outcomes** (:data:`OUTCOMES`, as :data:`cl_plugin.outcomes.OUTCOMES`) say an answer failed; ``outcome``
+    chains them into one estimated failure rate (:class:`~cl_plugin.outcomes.OutcomeRate`), the figure to
+    read first. **Diagnostics** (:data:`DIAGNOSTICS`, as :data:`cl_plugin.outcomes.DIAGNOSTICS`) are facts
+    about a run (poor retrieval, slow, an unsure router) that may explain a failure but are not failures:
+    they never enter ``outcome``. Each :class:`Rate` is over the interactions where it can be observed.
+
+    An error is ``error_occurred`` only, here and in the store's SQL (:func:`~cl_plugin.metrics.store_metrics`),
+    so both paths agree; a ``failed_node`` in the metadata without ``error_occurred`` is not counted (the
+    failure analysis, which reads the metadata, counts it).
+
+    Attributes:
+        outcome: the estimated share of failed answers, each stage over the rows where it is observable.
+        low_rating: star ratings below the low-rating threshold, over the rated.
+        thumbs_down: thumbs down, over the thumbed.
+        correction: corrected interactions, over all interactions.
+        error: runs that raised, over the runs whose error flag is known.
+        hallucination: answers flagged, over the checked (all checked runs, whether they raised or not).
+        poor_retrieval: ``retrieval_failed`` or quality below the threshold, over runs that retrieved.
+        slow: latencies above the slow threshold, over the timed.
+        low_confidence: router confidence below the threshold, over the runs with a confidence.
+    """
+
+    #: The outcome fields, in :data:`cl_plugin.outcomes.OUTCOMES` order: the answer failed.
+    OUTCOMES: ClassVar[tuple[str, ...]] = outcomes.OUTCOMES
+    #: The diagnostic fields, in :data:`cl_plugin.outcomes.DIAGNOSTICS` order: may explain a failure.
+    DIAGNOSTICS: ClassVar[tuple[str, ...]] = outcomes.DIAGNOSTICS
+
+    outcome: OutcomeRate
     low_rating: Rate
     thumbs_down: Rate
+    correction: Rate
     error: Rate
     hallucination: Rate
     poor_retrieval: Rate
     slow: Rate
+    low_confidence: Rate
+
+    def outcome_rates(self) -> dict[str, Rate]:
+        """The outcome rates by name, in :data:`OUTCOMES` order."""
+        return {name: getattr(self, name) for name in self.OUTCOMES}
+
+    def diagnostic_rates(self) -> dict[str, Rate]:
+        """The diagnostic rates by name, in :data:`DIAGNOSTICS` order."""
+        return {name: getattr(self, name) for name in self.DIAGNOSTICS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +234,7 @@ class MetricOptions:
         low_rating_threshold: star ratings below it are low (the spec: below 3 stars).
         slow_response_ms: latencies above it are slow (the spec: over 5 s).
         poor_retrieval_quality: retrieval quality below it is poor (so is ``retrieval_failed``).
+        low_confidence: router confidence (``agent_confidence``) below it is low.
         label_key: the ``metadata`` key holding the right agent.
         n_bins: equal-width bins of the calibration error.
         confidence: level of the confidence intervals.
@@ -201,7 +242,8 @@ class MetricOptions:
 
     low_rating_threshold: float = 3.0
     slow_response_ms: float = 5000.0
-    poor_retrieval_quality: float = 0.3
+    poor_retrieval_quality: float = outcomes.POOR_RETRIEVAL_QUALITY
+    low_confidence: float = outcomes.LOW_CONFIDENCE
     label_key: str = "best_agent"
     n_bins: int = 10
     confidence: float = 0.95
@@ -539,6 +581,7 @@ class _Columns:
     retrieval_failed: np.ndarray
     retrieval_quality: np.ndarray
     confidence: np.ndarray
+    corrected: np.ndarray  # 1 corrected, 0 not
     agent: np.ndarray
     label: np.ndarray
 
@@ -561,43 +604,79 @@ class _Columns:
                     g("retrieval_failed"),
                     g("retrieval_quality"),
                     g("agent_confidence"),
+                    _corrected(g),
                     g("agent_selected"),
                     label if isinstance(label, str) else None,
                 )
             )
-        cols = list(zip(*rows, strict=True)) or [()] * 11
+        cols = list(zip(*rows, strict=True)) or [()] * 12
         return cls(
-            *(np.array(c, dtype=float) for c in cols[:9]), *(np.array(c, dtype=object) for c in cols[9:])
+            *(np.array(c, dtype=float) for c in cols[:10]), *(np.array(c, dtype=object) for c in cols[10:])
         )
 
     def take(self, index: np.ndarray) -> _Columns:
         return _Columns(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
+def _corrected(g: Any) -> float:
+    """1.0 when the interaction holds a correction: in ``corrections`` or, on a record (or its dict),
+    ``user_corrections``, which the store adds to ``corrections`` when it writes the record."""
+    return float(outcomes.corrected(g("corrections")) or g("user_corrections") is not None)
+
+
 def _rate(fail: np.ndarray, known: np.ndarray) -> Rate:
     return Rate.of(int((fail & known).sum()), int(known.sum()))
+
+
+def _outcome_rate(c: _Columns, o: MetricOptions) -> OutcomeRate:
+    """:class:`OutcomeRate` stage counts, as :class:`~cl_plugin.outcomes.OutcomeCounter` counts them."""
+    error, hallucination = c.error == 1, c.hallucination == 1
+    low, down, corrected = c.score < o.low_rating_threshold, c.thumbs == 0, c.corrected == 1
+    bad = low | down | corrected
+    checked = ~error & np.isfinite(c.hallucination)  # an unknown error flag does not stop the chain
+    judged = ~error & ~hallucination & (np.isfinite(c.score) | np.isfinite(c.thumbs))
+    return OutcomeRate.estimate(
+        interactions=len(c.timestamp),
+        failures=int((error | hallucination | bad).sum()),
+        errors=int(error.sum()),
+        error_known=int(np.isfinite(c.error).sum()),
+        hallucinations=int((checked & hallucination).sum()),
+        hallucination_checked=int(checked.sum()),
+        bad_verdicts=int((judged & bad).sum()),
+        verdicts=int(judged.sum()),
+    )
 
 
 def _failure_rates(c: _Columns, o: MetricOptions) -> FailureRates:
     known = np.isfinite
     poor = (c.retrieval_failed == 1) | (c.retrieval_quality < o.poor_retrieval_quality)
     return FailureRates(
+        outcome=_outcome_rate(c, o),
         low_rating=_rate(c.score < o.low_rating_threshold, known(c.score)),
         thumbs_down=_rate(c.thumbs == 0, known(c.thumbs)),
+        correction=_rate(c.corrected == 1, known(c.corrected)),
         error=_rate(c.error == 1, known(c.error)),
         hallucination=_rate(c.hallucination == 1, known(c.hallucination)),
         poor_retrieval=_rate(poor, known(c.retrieval_failed) | known(c.retrieval_quality)),
         slow=_rate(c.latency > o.slow_response_ms, known(c.latency)),
+        low_confidence=_rate(c.confidence < o.low_confidence, known(c.confidence)),
     )
 
 
 def failure_rates(interactions: Interactions, *, options: MetricOptions | None = None) -> FailureRates:
-    """Failure rates by category over interaction records (store dicts or ``ProductionInteraction``).
+    """Outcome and diagnostic rates over interaction records (store dicts or ``ProductionInteraction``).
 
-    Each rate's denominator holds only the interactions where its category is observable: low ratings
-    over the rated, thumbs down over the thumbed, errors and hallucinations over the known flags, poor
-    retrieval (``retrieval_failed`` or quality below the threshold) over runs that retrieved, slow over
-    the timed. A run without retrieval is not a retrieval failure.
+    The outcomes (low rating, thumbs down, correction, error, hallucination) say an answer failed, and
+    ``outcome`` chains them into one estimated failure rate (:class:`~cl_plugin.outcomes.OutcomeRate`:
+    errors over the known flags, hallucinations among the runs that did not raise, bad verdicts among the
+    rated runs that neither raised nor were flagged). The diagnostics (poor retrieval, slow, low
+    confidence) may explain failures and are not failures: they do not move ``outcome``.
+
+    Each rate's denominator holds only the interactions where it is observable: low ratings over the
+    rated, thumbs down over the thumbed, corrections over all, errors and hallucinations over the known
+    flags, poor retrieval (``retrieval_failed`` or quality below the threshold) over runs that retrieved,
+    slow over the timed, low confidence over the runs with a confidence. A run without retrieval is not a
+    retrieval failure. An error is ``error_occurred`` only (see :class:`FailureRates`).
     """
     o = options or MetricOptions()
     return _failure_rates(_Columns.of(interactions, o.label_key), o)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Integer, case, cast, func, literal, or_, select, tuple_
+from sqlalchemy import Integer, and_, case, cast, func, literal, or_, select, tuple_
 from sqlalchemy import Table as SATable
 from sqlalchemy.dialects import postgresql
 
@@ -31,6 +30,7 @@ from cl_plugin.metrics.measures import (
     _width,
     latency_summary,
 )
+from cl_plugin.outcomes import OutcomeRate
 from cl_plugin.sampling import DetailSample
 from cl_plugin.store.tables import Decision, Interaction
 
@@ -104,18 +104,36 @@ def _sql_rows(
     width, shift = _width(window) if window is not None else (0.0, 0.0)
     bucket = _floor((c.timestamp + shift) / width, dialect) if window is not None else literal(0)
     score, lat, quality, failed = c.user_feedback_score, c.latency_ms, c.retrieval_quality, c.retrieval_failed
-    outcomes = {
-        "low_rating": case((score < o.low_rating_threshold, 1), (score.is_not(None), 0)),
-        "thumbs_down": case((c.thumbs_up_down == "down", 1), (c.thumbs_up_down == "up", 0)),
-        "error": c.error_occurred,
-        "hallucination": c.hallucination_detected,
+    conf, thumbs = c.agent_confidence, c.thumbs_up_down
+    error, flagged = c.error_occurred, c.hallucination_detected  # error_occurred only, as in measures.py
+    low, down = score < o.low_rating_threshold, thumbs == "down"
+    # The store writes corrections as the JSON text of a non-empty list, or NULL (outcomes.corrected).
+    corrected = and_(c.corrections.is_not(None), c.corrections.not_in(("", "[]", "null")))
+    bad = or_(low, down, corrected)
+    # The stages of OutcomeRate: an unknown error or hallucination flag does not stop the chain.
+    no_error = func.coalesce(error, 0) != 1
+    neither = and_(no_error, func.coalesce(flagged, 0) != 1)
+    judged = and_(neither, or_(score.is_not(None), thumbs.in_(("up", "down"))))
+    # Each column is 1 (failed), 0 (observed, not failed) or NULL (not observable): SUM counts, COUNT is n.
+    signals = {
+        "low_rating": case((low, 1), (score.is_not(None), 0)),
+        "thumbs_down": case((down, 1), (thumbs == "up", 0)),
+        "correction": case((corrected, 1), else_=0),
+        "error": error,
+        "hallucination": flagged,
         "poor_retrieval": case(
             (or_(failed == 1, quality < o.poor_retrieval_quality), 1),
             (or_(failed.is_not(None), quality.is_not(None)), 0),
         ),
         "slow": case((lat > o.slow_response_ms, 1), (lat.is_not(None), 0)),
+        "low_confidence": case((conf < o.low_confidence, 1), (conf.is_not(None), 0)),
+        "outcome_failed": case((or_(error == 1, flagged == 1, bad), 1), else_=0),
+        "outcome_hallucination": case(
+            (and_(no_error, flagged == 1), 1), (and_(no_error, flagged.is_not(None)), 0)
+        ),
+        "outcome_verdict": case((and_(judged, bad), 1), (judged, 0)),
     }
-    r = select(bucket.label("b"), score, lat, *(v.label(k) for k, v in outcomes.items())).where(*conds)
+    r = select(bucket.label("b"), score, lat, *(v.label(k) for k, v in signals.items())).where(*conds)
     r = r.subquery()
     s, ms = r.c.user_feedback_score, r.c.latency_ms
     aggregates = [
@@ -126,8 +144,8 @@ def _sql_rows(
         func.count(ms).label("n_lat"),
         func.sum(ms).label("lat_sum"),
         func.max(ms).label("lat_max"),
-        *(func.sum(r.c[k]).label(f"{k}_count") for k in outcomes),
-        *(func.count(r.c[k]).label(f"{k}_n") for k in outcomes),
+        *(func.sum(r.c[k]).label(f"{k}_count") for k in signals),
+        *(func.count(r.c[k]).label(f"{k}_n") for k in signals),
     ]
     if dialect == "postgresql":
         quantiles = postgresql.array([literal(q) for q in _QUANTILES])
@@ -137,7 +155,7 @@ def _sql_rows(
     else:
         grouped = select(r.c.b, *aggregates).group_by(r.c.b)
     label, is_label = _label(c, o.label_key, dialect)
-    conf, n_bins = c.agent_confidence, o.n_bins
+    n_bins = o.n_bins
     routed = (
         select(
             bucket.label("b"),
@@ -185,8 +203,25 @@ def _from_sql(entry: dict[str, Any], o: MetricOptions) -> dict[str, Any]:
     else:
         latency = latency_summary(entry["latencies"])
     rates = {
-        k.name: Rate.of(int(a[f"{k.name}_count"] or 0), int(a[f"{k.name}_n"])) for k in fields(FailureRates)
+        k: Rate.of(int(a[f"{k}_count"] or 0), int(a[f"{k}_n"]))
+        for k in (
+            *FailureRates.OUTCOMES,
+            *FailureRates.DIAGNOSTICS,
+            "outcome_hallucination",
+            "outcome_verdict",
+        )
     }
+    hallucination, verdict = rates.pop("outcome_hallucination"), rates.pop("outcome_verdict")
+    outcome = OutcomeRate.estimate(
+        interactions=total,
+        failures=int(a["outcome_failed_count"] or 0),
+        errors=rates["error"].count,
+        error_known=rates["error"].n,
+        hallucinations=hallucination.count,
+        hallucination_checked=hallucination.n,
+        bad_verdicts=verdict.count,
+        verdicts=verdict.n,
+    )
     down = rates["thumbs_down"]
     counts: dict[str, tuple[int, int]] = {}
     bins = np.zeros((3, o.n_bins))
@@ -199,7 +234,7 @@ def _from_sql(entry: dict[str, Any], o: MetricOptions) -> dict[str, Any]:
         "interactions": total,
         "satisfaction": _satisfaction(total, rated, mean, var, down.n - down.count, down.count, o.confidence),
         "latency": latency,
-        "failures": FailureRates(**rates),
+        "failures": FailureRates(outcome=outcome, **rates),
         "routing": _router_accuracy(counts),
         "calibration": _calibration(bins[0].astype(int), bins[1], bins[2]),
     }
