@@ -10,9 +10,13 @@ Every interaction gets up to three scores, each in [0, 1]:
   :class:`~cl_plugin.CaptureHandler` that samples (:mod:`cl_plugin.sampling`) stores no ``decisions`` rows
   for runs outside its sample, but keeps their router's last probabilities in ``router_probabilities``, so
   those runs are scored on the same scale as the ones :func:`probabilities_from_decisions` covers.
-- **failure**: a noisy-OR of severity-weighted signals (an error 1.0, a hallucination 0.9, a user correction
-  0.8, thumbs down 0.7, failed or poor retrieval up to 0.6, a slow answer 0.3 to 0.6, a low star rating
-  0.5 for 2 stars and 1.0 for 1 star), so several failures add up without passing 1.
+- **failure**: a noisy-OR of the severity-weighted outcome failures of :mod:`cl_plugin.outcomes` (an error
+  1.0, a hallucination 0.9, a user correction 0.8, thumbs down 0.7, a low star rating 0.5 for 2 stars and
+  1.0 for 1 star), so several failures add up without passing 1. An error is ``error_occurred`` or a
+  ``failed_node`` in the metadata. The score is known when any outcome can be seen (stars, thumbs, the
+  error or hallucination flag, a correction); an item that shows none, however slow or poorly retrieved,
+  has no failure score. Diagnostics (poor or failed retrieval, a slow answer) do not count: a slow right
+  answer has not failed. They are named in the pick's reason, after its outcomes, as possible causes.
 - **diversity**: cosine distance, clipped to [0, 1], to the nearest interaction already picked or already
   labeled (an interaction in ``exclude_ids`` that is also in the input).
 
@@ -46,6 +50,7 @@ from threadpoolctl import threadpool_limits
 
 from cl_plugin.config import ActiveLearningConfig, ContinualLearningConfig, resolve_section
 from cl_plugin.errors import ConfigError, InvalidRecordError
+from cl_plugin.outcomes import POOR_RETRIEVAL_QUALITY, corrected
 from cl_plugin.records import ActiveLearningCandidate, ProductionInteraction
 
 __all__ = ["ActiveLearningSelector", "probabilities_from_decisions"]
@@ -72,9 +77,8 @@ _MAX_VOCABULARY = 16_384
 # Labeled interactions present in the input that picks keep away from (the first ones of the input).
 _MAX_REFERENCES = 500
 _REFERENCE_BLOCK = 64
-# Severity of each failure signal, before the noisy-OR.
-_ERROR, _HALLUCINATION, _CORRECTION, _THUMBS_DOWN, _RETRIEVAL = 1.0, 0.9, 0.8, 0.7, 0.6
-_POOR_RETRIEVAL = 0.5  # retrieval quality below this is a failure
+# Severity of each outcome failure, before the noisy-OR.
+_ERROR, _HALLUCINATION, _CORRECTION, _THUMBS_DOWN = 1.0, 0.9, 0.8, 0.7
 _THUMBS = {"down": 1.0, "up": 0.0}
 
 
@@ -164,14 +168,22 @@ def _columns(interactions: Iterable[Mapping[str, Any] | ProductionInteraction]) 
         stars=_floats(stars),
         thumbs_down=np.array([_THUMBS.get(t, math.nan) if isinstance(t, str) else math.nan for t in thumbs]),
         latency=_floats(latency),
-        error=_floats(error),
+        error=_errors(_floats(error), md),
         hallucination=_floats(halluc),
         retrieval_failed=_floats(failed),
         retrieval_quality=_floats(quality),
-        corrected=np.array([isinstance(c, list | tuple) and len(c) > 0 for c in corr], dtype=bool),
+        corrected=np.array([corrected(c) for c in corr], dtype=bool),
         metadata=md,
         vectors=vec,
     )
+
+
+def _errors(flags: np.ndarray, metadata: list[Any]) -> np.ndarray:
+    """The error flags, with 1.0 where the metadata names a ``failed_node`` (a run that raised)."""
+    for i, md in enumerate(metadata):
+        if type(md) is dict and md.get("failed_node"):
+            flags[i] = 1.0
+    return flags
 
 
 def _given_vectors(values: list[Any]) -> np.ndarray | None:
@@ -342,8 +354,9 @@ class ActiveLearningSelector:
             :class:`~cl_plugin.router.MetaRouter`), asked for the probabilities of the interactions that the
             ``probabilities`` argument does not cover.
         duplicate_threshold: cosine similarity above which two queries are near-duplicates.
-        slow_response_ms: latency above which an answer counts as slow.
-        low_rating_threshold: star ratings below this count as failures.
+        slow_response_ms: latency above which an answer counts as slow: a diagnostic, named in the reason
+            of a pick and not scored.
+        low_rating_threshold: star ratings below this count as failures (outcome ``low_rating``).
         **kwargs: ``active_learning`` keys that override ``config``.
 
     Raises:
@@ -479,18 +492,18 @@ class ActiveLearningSelector:
         return probs
 
     def _failure(self, c: _Columns) -> np.ndarray:
-        """Failure score per item: noisy-OR of the severity-weighted signals; NaN when none is known."""
-        low, slow_ms = self.low_rating_threshold, self.slow_response_ms
-        quality = np.clip((_POOR_RETRIEVAL - c.retrieval_quality) / _POOR_RETRIEVAL, 0.0, 1.0) * _RETRIEVAL
-        slow = np.where(c.latency > slow_ms, 0.3 + 0.3 * np.clip(c.latency / slow_ms - 1.0, 0.0, 1.0), 0.0)
+        """Failure score per item: noisy-OR of its weighted outcome failures; NaN when no outcome is known.
+
+        Diagnostics (retrieval, latency) take no part: an item that shows only them scores NaN, like an
+        item with no signal at all.
+        """
+        low = self.low_rating_threshold
         signals = np.vstack(
             [
                 np.clip((low - c.stars) / (low - 1.0), 0.0, 1.0),
                 c.thumbs_down * _THUMBS_DOWN,
                 c.error * _ERROR,
                 c.hallucination * _HALLUCINATION,
-                np.fmax(c.retrieval_failed * _RETRIEVAL, quality),
-                np.where(np.isnan(c.latency), np.nan, slow),
                 np.where(c.corrected, _CORRECTION, np.nan),
             ]
         )
@@ -585,25 +598,34 @@ class ActiveLearningSelector:
         i = pick.index
         strategy = self.config.selection_strategy
         unsure = _router_words(c, i, matrix, agents) if strategy in ("uncertainty", "hybrid") else None
-        failures = self._failure_words(c, i) if strategy in ("failure", "hybrid") else []
+        failures, diagnostics = self._failure_words(c, i) if strategy in ("failure", "hybrid") else ([], [])
         parts: list[str] = []
         if strategy == "uncertainty":
             parts.append(unsure or "no router probabilities or confidence recorded")
         elif strategy == "failure":
-            parts.extend(failures or ["no failure signal recorded"])
+            parts.extend(failures or ["no outcome failure recorded"])
         elif strategy == "hybrid":
             if unsure and (u[i] >= 0.3 or not failures):
                 parts.append(unsure)
             parts.extend(failures)
             if not parts:
-                parts.append("no failure or router uncertainty recorded")
+                parts.append("no outcome failure or router uncertainty recorded")
+        if diagnostics:
+            many = len(diagnostics) > 1
+            label = (
+                ("diagnostics" if many else "diagnostic")
+                if failures
+                else ("diagnostics only, not failures" if many else "diagnostic only, not a failure")
+            )
+            parts.append(f"{label}: {', '.join(diagnostics)}")
         if w > 0:
             parts.append(_distance_words(pick, references))
         if pick.duplicates:
             parts.append(f"kept over {pick.duplicates} near-duplicate{'s' if pick.duplicates > 1 else ''}")
         return "; ".join(parts)
 
-    def _failure_words(self, c: _Columns, i: int) -> list[str]:
+    def _failure_words(self, c: _Columns, i: int) -> tuple[list[str], list[str]]:
+        """The item's outcome failures, then its diagnostics (possible causes, not failures), in words."""
         words = []
         if c.error[i] == 1:
             words.append("the run raised an error")
@@ -616,15 +638,16 @@ class ActiveLearningSelector:
             words.append(f"rated {stars:g} star{'' if stars == 1 else 's'}")
         if c.thumbs_down[i] == 1:
             words.append("thumbs down")
+        diagnostics = []
         quality = c.retrieval_quality[i]
         shown = f" (quality {quality:.2f})" if not math.isnan(quality) else ""
         if c.retrieval_failed[i] == 1:
-            words.append(f"retrieval failed{shown}")
-        elif quality < _POOR_RETRIEVAL:
-            words.append(f"poor retrieval{shown}")
+            diagnostics.append(f"retrieval failed{shown}")
+        elif quality < POOR_RETRIEVAL_QUALITY:
+            diagnostics.append(f"poor retrieval{shown}")
         if c.latency[i] > self.slow_response_ms:
-            words.append(f"slow ({c.latency[i] / 1000:.1f} s)")
-        return words
+            diagnostics.append(f"slow ({c.latency[i] / 1000:.1f} s)")
+        return words, diagnostics
 
 
 def _router_words(c: _Columns, i: int, matrix: np.ndarray, agents: list[str]) -> str | None:

@@ -284,7 +284,7 @@ def build_maintenance_graph(
                 names = _point_names(test["name"])
                 if (
                     names is not None
-                ):  # a decision point's test: its results are the served decisions' ratings
+                ):  # a decision point's test: its results are the served decisions' outcomes
                     outcomes = ab_outcomes(store, test["test_id"])
                     framework.sync_results(test["test_id"], {g: _summary(v) for g, v in outcomes.items()})
                 status = framework.get_test_status(test["test_id"])

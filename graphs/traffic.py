@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cl_plugin.outcomes import outcome_value
 from cl_plugin.records import ProductionInteraction
 from graphs import tasks as task_families
 from graphs.tasks import Task, check_answer
@@ -553,9 +554,12 @@ def run_ab_traffic(
 ) -> dict[str, TrafficReport]:
     """Like :func:`run_traffic`, with each request sent to the graph of its A/B group.
 
-    The group comes from ``framework.assign_group(test_id, request id)``; when the user rates the answer,
-    ``framework.record_result`` gets 1.0 unless the user gave one or two stars, the success metric a team
-    could observe in production.
+    The group comes from ``framework.assign_group(test_id, request id)``. ``framework.record_result`` gets
+    the request's outcome (:func:`cl_plugin.outcomes.outcome_value`, the A/B test's default metric), the
+    success metric a team could observe in production: 0.0 when the run raised, or the user gave one or two
+    stars, a thumbs down or a correction; 1.0 when the user rated the answer and nothing failed. A request
+    nobody judged (no failure, no rating) records nothing. How long the answer took counts only through
+    the user's rating: a slow right answer the user rated well is a success.
 
     Args:
         graphs: the compiled graph of each group (``"A"``: production, ``"B"``: candidate).
@@ -572,14 +576,29 @@ def run_ab_traffic(
     for q in production_queries(n, seed=seed, mix=mix, drift=drift, pii_rate=pii_rate, users=users):
         request_id = uuid.UUID(int=random.Random(f"{seed}:{q.index}").getrandbits(128), version=4)
         group = framework.assign_group(test_id, str(request_id))
-        feedback = _serve(graphs[group], q, handler, rng, reports[group], run_id=request_id)
-        if feedback is not None and "score" in feedback:
-            framework.record_result(test_id, group, q.text, None, 0.0 if feedback["score"] <= 2 else 1.0)
+        feedback, raised = _serve(graphs[group], q, handler, rng, reports[group], run_id=request_id)
+        outcome = _outcome(feedback, raised)
+        if outcome is not None:
+            framework.record_result(test_id, group, q.text, None, outcome)
         if on_query is not None:
             on_query()
     for report in reports.values():
         report.elapsed_s = time.perf_counter() - start
     return reports
+
+
+def _outcome(feedback: Mapping[str, Any] | None, raised: bool) -> float | None:
+    """The request's outcome metric from its user's feedback and whether the run raised (None: unjudged)."""
+    feedback = feedback or {}
+    correction = feedback.get("correction")
+    row = {
+        "user_feedback_score": feedback.get("score"),
+        "thumbs_up_down": feedback.get("thumbs"),
+        "corrections": None if correction is None else [correction],
+        "error_occurred": raised,
+    }
+    # Simulated scores are whole stars, so the default threshold (below 3) is ab_outcomes' ``<= 2``.
+    return outcome_value(row)
 
 
 def _serve(
@@ -590,8 +609,12 @@ def _serve(
     report: TrafficReport,
     *,
     run_id: uuid.UUID | None = None,
-) -> dict[str, Any] | None:
-    """Send one query through ``graph``, let its user react, and count it in ``report``."""
+) -> tuple[dict[str, Any] | None, bool]:
+    """Send one query through ``graph``, let its user react, and count it in ``report``.
+
+    Returns:
+        The user's feedback (None when they said nothing) and whether the run raised.
+    """
     run_id = run_id or uuid.uuid4()
     config = {
         "callbacks": [handler] if handler is not None else [],
@@ -600,10 +623,12 @@ def _serve(
         "metadata": {"user_id": q.user.user_id, "session_id": q.session_id},
     }
     t0 = time.perf_counter()
+    raised = False
     try:
         out = graph.invoke({"query": q.text}, config=config)
     except Exception:
         report.errors += 1
+        raised = True
         out = {}
     latency_ms = (time.perf_counter() - t0) * 1000.0
     correct = check_answer(q.task, str(out.get("response", "")))
@@ -627,4 +652,4 @@ def _serve(
             report.stars += feedback["score"]
             report.low_rated += feedback["score"] <= 2
         report.corrections += "correction" in feedback
-    return feedback
+    return feedback, raised

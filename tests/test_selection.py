@@ -186,17 +186,9 @@ def test_failure_picks_the_failures_most_severe_first() -> None:
         _row("thumbs", "csv import encoding", thumbs_up_down="down"),
     ]
     rows = healthy[:100] + failures + healthy[100:]
-    picks = ActiveLearningSelector(selection_strategy="failure").select_for_annotation(rows, budget=8)
-    assert _ids(picks) == [
-        "error",
-        "one-star",
-        "hallucination",
-        "corrected",
-        "thumbs",
-        "retrieval",
-        "slow",
-        "two-stars",
-    ]
+    selector = ActiveLearningSelector(selection_strategy="failure")
+    picks = selector.select_for_annotation(rows, budget=6)
+    assert _ids(picks) == ["error", "one-star", "hallucination", "corrected", "thumbs", "two-stars"]
     reasons = {c.interaction_id: c.selection_reason for c in picks}
     assert reasons == {
         "error": "the run raised an error",
@@ -204,11 +196,19 @@ def test_failure_picks_the_failures_most_severe_first() -> None:
         "hallucination": "hallucination detected",
         "corrected": "the user corrected the answer",
         "thumbs": "thumbs down",
-        "retrieval": "retrieval failed (quality 0.10)",
         "two-stars": "rated 2 stars",
-        "slow": "slow (9.0 s)",
     }
     assert picks[0].failure_score == 1.0 and 0 < picks[-1].failure_score < picks[0].failure_score
+    # Poor retrieval and slowness are diagnostics: with no outcome seen, those items have no failure score.
+    everything = {c.interaction_id: c for c in selector.select_for_annotation(rows, budget=len(rows))}
+    assert everything["retrieval"].failure_score is None and everything["slow"].failure_score is None
+    assert everything["retrieval"].selection_reason == (
+        "no outcome failure recorded; diagnostic only, not a failure: retrieval failed (quality 0.10)"
+    )
+    assert everything["slow"].selection_reason == (
+        "no outcome failure recorded; diagnostic only, not a failure: slow (9.0 s)"
+    )
+    assert everything["ok-0"].failure_score == 0.0
 
 
 def test_failure_signals_add_up() -> None:
@@ -218,7 +218,72 @@ def test_failure_signals_add_up() -> None:
     ]
     picks = ActiveLearningSelector(selection_strategy="failure").select_for_annotation(rows, budget=2)
     assert _ids(picks) == ["two", "one"]
-    assert picks[0].selection_reason == "rated 2 stars; thumbs down; slow (7.0 s)"
+    assert picks[0].selection_reason == "rated 2 stars; thumbs down; diagnostic: slow (7.0 s)"
+
+
+def test_failure_ignores_diagnostics_on_a_well_rated_answer() -> None:
+    plain = _row(
+        "plain", "refund invoice euro", user_feedback_score=4.0, latency_ms=900.0, retrieval_quality=0.9
+    )
+    diagnosed = _row(
+        "diagnosed",
+        "kubernetes pod eviction",
+        user_feedback_score=4.0,
+        latency_ms=12000.0,
+        retrieval_quality=0.05,
+    )
+    for rows in ([plain, diagnosed], [diagnosed, plain]):
+        picks = ActiveLearningSelector(selection_strategy="failure").select_for_annotation(rows, budget=2)
+        scores = {c.interaction_id: c.failure_score for c in picks}
+        assert scores == {"plain": 0.0, "diagnosed": 0.0}
+        assert picks[0].interaction_id == rows[0]["interaction_id"]  # a tie: input order, not diagnostics
+    reasons = {c.interaction_id: c.selection_reason for c in picks}
+    assert reasons["diagnosed"] == (
+        "no outcome failure recorded; diagnostics only, not failures: poor retrieval (quality 0.05), slow (12.0 s)"
+    )
+    assert reasons["plain"] == "no outcome failure recorded"
+
+
+def test_failure_ranks_a_low_rating_above_poor_retrieval_alone() -> None:
+    rows = [
+        _row(
+            "retrieval",
+            "okta saml settings",
+            retrieval_failed=True,
+            retrieval_quality=0.0,
+            latency_ms=30000.0,
+        ),
+        _row("two-stars", "refund not credited", user_feedback_score=2.0, retrieval_quality=0.9),
+    ]
+    picks = ActiveLearningSelector(selection_strategy="failure").select_for_annotation(rows, budget=2)
+    assert _ids(picks) == ["two-stars", "retrieval"]
+    assert picks[0].failure_score == pytest.approx(0.5) and picks[1].failure_score is None
+
+
+def test_failure_reason_names_the_outcome_then_the_diagnostic() -> None:
+    rows = [
+        _row("a", "pdf export timeout", user_feedback_score=1.0, retrieval_quality=0.12, latency_ms=800.0)
+    ]
+    (pick,) = ActiveLearningSelector(selection_strategy="failure").select_for_annotation(rows, budget=1)
+    assert pick.selection_reason == "rated 1 star; diagnostic: poor retrieval (quality 0.12)"
+    assert pick.failure_score == 1.0
+    hybrid = ActiveLearningSelector(selection_strategy="hybrid").select_for_annotation(rows, budget=1)
+    assert hybrid[0].selection_reason.startswith("rated 1 star; diagnostic: poor retrieval (quality 0.12); ")
+
+
+def test_failure_counts_a_failed_node_and_corrections_as_json_text() -> None:
+    rows = [
+        _row("node", "sql join timed out", metadata={"failed_node": "sql"}),
+        _row("text", "reset password email", corrections='["use the admin console"]'),
+        _row("empty", "csv import encoding", corrections="[]", user_feedback_score=5.0),
+    ]
+    picks = ActiveLearningSelector(selection_strategy="failure").select_for_annotation(rows, budget=3)
+    assert [(c.interaction_id, c.failure_score) for c in picks] == [
+        ("node", 1.0),
+        ("text", 0.8),
+        ("empty", 0.0),
+    ]
+    assert picks[0].selection_reason == "the run raised an error"
 
 
 # -- hybrid --------------------------------------------------------------------------------------------

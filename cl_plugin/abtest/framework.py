@@ -163,7 +163,12 @@ class ABTestFramework:
                 Only its description is stored.
             model_b: the candidate, likewise.
             metric_fn: ``metric_fn(input_data, output) -> float``, used by :meth:`record_result` when it is
-                given no metric. It stays in this process.
+                given no metric. It stays in this process. There is none by default; the project's default
+                success metric is an interaction's outcome, :func:`cl_plugin.outcomes.outcome_value` (0.0 on
+                an error, a hallucination, a low rating, a thumbs down or a correction; 1.0 when the user
+                rated it and nothing failed; None, record nothing, when nobody judged it). It reads the
+                interaction, not ``(input_data, output)``, so pass its value as ``metric=``; the decision
+                points' tests use it through :func:`cl_plugin.store.points.ab_outcomes`.
 
         Returns:
             The test id.

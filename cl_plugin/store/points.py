@@ -9,12 +9,14 @@ seen, with the options observed there and the label coverage of its interactions
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import and_, case, distinct, func, or_, select
 
+from cl_plugin.outcomes import outcome_value
 from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
 
 if TYPE_CHECKING:
@@ -216,33 +218,68 @@ def _parsed(text: str | None) -> Any:
 
 
 def ab_outcomes(store: Store, test_id: str, *, max_bad_score: float = 2.0) -> dict[str, list[float]]:
-    """The outcome of each rated interaction a served decision put in one of an A/B test's groups.
+    """The outcome of each judged interaction a served decision put in one of an A/B test's groups.
 
     A :class:`~cl_plugin.serving.LearnedRouter` records the test and the group with each decision it
-    serves; the outcome is the user's verdict on the answer: 0.0 for a score at or below ``max_bad_score``
-    or a thumbs down, 1.0 for any other rating. Unrated interactions count in neither group.
+    serves. The outcome is :func:`cl_plugin.outcomes.outcome_value`, the A/B test's default metric: 0.0 when
+    the interaction shows an outcome failure (the run raised, as ``error_occurred`` or a ``failed_node`` in
+    its metadata; a hallucination was flagged; the user corrected the answer, gave a thumbs down or a score
+    at or below ``max_bad_score``), 1.0 when the user rated it (stars or thumbs) and nothing failed. So an
+    errored run counts as a failure even when nobody rated it, and an interaction nobody judged (no
+    failure, no rating) counts in neither group. Diagnostics do not count: a slow, poorly retrieved answer
+    the user rated well is a success.
+
+    The rating rule is ``score <= max_bad_score``, exactly: with the default 2.0, one and two stars are bad
+    and a fractional 2.5 is not (:func:`~cl_plugin.outcomes.outcome_failures` with its default threshold of
+    3 would call 2.5 low; pass ``max_bad_score=2.5`` or higher to count it).
 
     Returns:
         ``{"A": [...], "B": [...]}``, one outcome per interaction (its first decision in the test).
     """
     joined = Decision.__table__.join(Interaction.__table__, _D.interaction_id == _I.interaction_id)
     query = (
-        select(_D.interaction_id, _D.statistics, _I.user_feedback_score, _I.thumbs_up_down)
+        select(
+            _D.interaction_id,
+            _D.statistics,
+            _I.user_feedback_score,
+            _I.thumbs_up_down,
+            _I.error_occurred,
+            _I.hallucination_detected,
+            _I.corrections,
+            _I.metadata,
+        )
         .select_from(joined)
         .where(_D.statistics.like(f'%"ab_test":"{test_id}"%'))
         .order_by(_D.timestamp, _D.decision_id)
     )
+    # outcome_value calls a score low below its threshold; the float just above max_bad_score makes that
+    # ``score <= max_bad_score`` with no float in between.
+    threshold = math.nextafter(float(max_bad_score), math.inf)
     outcomes: dict[str, list[float]] = {"A": [], "B": []}
     seen: set[str] = set()
     with store.read_connection() as conn:
-        for iid, statistics, score, thumbs in conn.execute(query):
+        for iid, statistics, score, thumbs, error, hallucination, corrections, metadata in conn.execute(
+            query
+        ):
             stats = _parsed(statistics)
             if iid in seen or not isinstance(stats, dict) or stats.get("ab_test") != test_id:
                 continue
             group = stats.get("ab_group")
-            if group not in outcomes or (score is None and thumbs is None):
+            if group not in outcomes:
+                continue
+            value = outcome_value(
+                {
+                    "user_feedback_score": score,
+                    "thumbs_up_down": thumbs,
+                    "error_occurred": error,
+                    "hallucination_detected": hallucination,
+                    "corrections": corrections,
+                    "metadata": metadata,
+                },
+                low_rating_threshold=threshold,
+            )
+            if value is None:
                 continue
             seen.add(iid)
-            bad = (score is not None and score <= max_bad_score) or thumbs == "down"
-            outcomes[group].append(0.0 if bad else 1.0)
+            outcomes[group].append(value)
     return outcomes

@@ -137,5 +137,31 @@ def test_ab_traffic_sends_each_request_to_its_group_and_records_rated_answers() 
     )
     assert reports["A"].invocations == answers["A"] and reports["B"].invocations == answers["B"]
     assert answers["A"] + answers["B"] == 200 and min(answers.values()) > 60
-    assert len(framework.results) == reports["A"].rated + reports["B"].rated > 0
-    assert {metric for _, _, metric in framework.results} <= {0.0, 1.0}
+    # Every rated answer records its outcome, and so does a correction of an answer nobody rated.
+    rated = reports["A"].rated + reports["B"].rated
+    assert rated <= len(framework.results) <= rated + reports["A"].corrections + reports["B"].corrections
+    assert len(framework.results) > 0 and {metric for _, _, metric in framework.results} <= {0.0, 1.0}
+
+
+def test_ab_traffic_records_a_run_that_raised_as_a_failure_even_unrated() -> None:
+    from graphs.traffic import run_ab_traffic
+
+    class Broken:
+        def invoke(self, inputs: dict, config: dict) -> dict:
+            raise RuntimeError("the retriever is down")
+
+    class Right:
+        def invoke(self, inputs: dict, config: dict) -> dict:
+            return {"response": f"Answer: {tasks[inputs['query']]}", "agent_selected": "HRM"}
+
+    tasks = {q.text: q.task.answer for q in production_queries(300, seed=5, drift=DEFAULT_DRIFT)}
+    framework = SplitByParity()
+    reports = run_ab_traffic({"A": Broken(), "B": Right()}, framework, "t1", None, 300, seed=5)
+    a = [metric for _, group, metric in framework.results if group == "A"]
+    b = [metric for _, group, metric in framework.results if group == "B"]
+    assert reports["A"].errors == reports["A"].invocations == len(a) > reports["A"].rated  # unrated ones too
+    assert set(a) == {0.0}
+    # Right answers draw no corrections: only the rated ones record, the few a noisy user rated low as failures.
+    assert reports["B"].errors == 0 and reports["B"].correct == reports["B"].invocations
+    assert len(b) == reports["B"].rated < reports["B"].invocations
+    assert b.count(0.0) == reports["B"].low_rated and b.count(1.0) > 0.8 * len(b)

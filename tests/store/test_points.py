@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypedDict
 
+import orjson
 from langgraph.graph import END, START, StateGraph
 
 from cl_plugin import CaptureHandler, record_decision
-from cl_plugin.store.points import DecisionPoint
+from cl_plugin.store import Batch, Store
+from cl_plugin.store.points import DecisionPoint, ab_outcomes
 
 
 class Request(TypedDict, total=False):
@@ -87,3 +89,68 @@ def test_a_point_with_one_option_is_not_learnable_and_filters_apply(tmp_path) ->
         [route_point] = [p for p in h.store.decision_points() if p.kind == "route"]
         assert route_point.options == {"billing": 3} and not route_point.learnable
         assert h.store.decision_points(graph_name="another graph") == []
+
+
+def _served(iid: str, test_id: str, group: str, t: float) -> dict:
+    """A decision a LearnedRouter served inside an A/B test."""
+    return {
+        "decision_id": f"{iid}:route",
+        "interaction_id": iid,
+        "run_id": None,
+        "node": "triage",
+        "kind": "route",
+        "chosen": "desk",
+        "confidence": None,
+        "alternatives": None,
+        "features": None,
+        "statistics": orjson.dumps({"ab_test": test_id, "ab_group": group}).decode(),
+        "timestamp": t,
+    }
+
+
+def test_ab_outcomes_count_outcome_failures_and_judged_answers_only(store: Store) -> None:
+    rows = {  # interaction id: (group, its fields, the outcome it must count as; None: in neither group)
+        "errored-unrated": ("A", {"error_occurred": 1}, 0.0),
+        "failed-node-unrated": ("A", {"metadata": orjson.dumps({"failed_node": "sql"}).decode()}, 0.0),
+        "flagged": ("A", {"hallucination_detected": 1, "user_feedback_score": 5.0}, 0.0),
+        "corrected-unrated": ("B", {"corrections": orjson.dumps(["it is 42"]).decode()}, 0.0),
+        "two-stars": ("B", {"user_feedback_score": 2.0}, 0.0),
+        "two-and-a-half": ("B", {"user_feedback_score": 2.5}, 1.0),
+        "thumbs-down": ("B", {"thumbs_up_down": "down"}, 0.0),
+        "slow-poor-retrieval-rated-well": (
+            "B",
+            {
+                "user_feedback_score": 4.0,
+                "latency_ms": 30000.0,
+                "retrieval_quality": 0.05,
+                "retrieval_failed": 1,
+            },
+            1.0,
+        ),
+        "thumbs-up": ("A", {"thumbs_up_down": "up", "error_occurred": 0}, 1.0),
+        "unjudged-slow": ("A", {"latency_ms": 30000.0, "error_occurred": 0, "retrieval_quality": 0.05}, None),
+    }
+    interactions, decisions = [], []
+    for n, (iid, (group, fields, _)) in enumerate(rows.items()):
+        interactions.append(
+            {
+                "interaction_id": iid,
+                "timestamp": 1000.0 + n,
+                "session_id": "s",
+                "user_query": "q",
+                "response": "r",
+            }
+            | fields
+        )
+        decisions.append(_served(iid, "t-1", group, 1000.0 + n))
+    decisions.append(_served("two-stars", "t-2", "A", 2000.0) | {"decision_id": "other-test"})
+    store.write(Batch({"interactions": interactions, "decisions": decisions}))
+    want: dict[str, list[float]] = {"A": [], "B": []}
+    for group, _, value in rows.values():
+        if value is not None:
+            want[group].append(value)
+    assert ab_outcomes(store, "t-1") == want == {"A": [0.0, 0.0, 0.0, 1.0], "B": [0.0, 0.0, 1.0, 0.0, 1.0]}
+    assert ab_outcomes(store, "t-2") == {"A": [0.0], "B": []}
+    # The rating rule is score <= max_bad_score, exactly.
+    assert ab_outcomes(store, "t-1", max_bad_score=2.5)["B"] == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert ab_outcomes(store, "t-1", max_bad_score=1.0)["B"] == [0.0, 1.0, 1.0, 0.0, 1.0]
