@@ -37,7 +37,6 @@ SECTIONS = {
 }
 #: Fewest labeled route decisions for a reliability diagram worth reading.
 MIN_LABELED = 20
-_SIGNALS = ("low_rating", "thumbs_down", "error", "hallucination", "poor_retrieval", "slow")
 
 _CSS = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --soft: #f5f7fa; --accent: #0072B2; }
@@ -146,6 +145,13 @@ def summary(r: _Report) -> str:
     sat, lat, fail, cal = m["satisfaction"], m["latency"], m["failures"], r.calibration
     tiles = [
         _tile(r, "interactions", "Interactions", number(m["interactions"])),
+        _tile(
+            r,
+            "failure_rate",
+            "Failure rate (outcomes)",
+            number(r.analysis.outcome.rate, 2, percent=True),
+            r.analysis.outcome.describe(),
+        ),
         _tile(r, "mean_score", "Mean rating", number(sat.mean_score), _interval(sat.mean_score_ci)),
         _tile(r, "share_rated", "Rated", number(sat.share_rated, 2, percent=True), f"{sat.rated:,} ratings"),
         _tile(
@@ -161,9 +167,9 @@ def summary(r: _Report) -> str:
         _tile(
             r,
             "failures",
-            "Failed interactions",
+            "Failed interactions (outcomes)",
             number(r.analysis.counts.get("failures", 0)),
-            "any failure signal",
+            "a low rating, thumbs down, correction, error or hallucination",
         ),
         _tile(
             r,
@@ -173,14 +179,30 @@ def summary(r: _Report) -> str:
             f"{cal.n:,} labeled decisions" + ("" if cal.n >= MIN_LABELED else f", {MIN_LABELED} needed"),
         ),
     ]
-    rates = []
-    for signal in _SIGNALS:
-        rate = getattr(fail, signal)
-        rates.append(
-            (signal.replace("_", " "), number(rate.rate, 2, percent=True), number(rate.count), number(rate.n))
+    head = ("rate", "interactions", "observable in")
+
+    def rows(rates: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        return [
+            (name.replace("_", " "), number(rate.rate, 2, percent=True), number(rate.count), number(rate.n))
+            for name, rate in rates.items()
+        ]
+
+    outcomes = _table(r, ("outcome: the answer failed", *head), rows(fail.outcome_rates()), numeric=(1, 2, 3))
+    diagnostics = _table(
+        r,
+        ("diagnostic: not a failure", *head),
+        rows(fail.diagnostic_rates()),
+        numeric=(1, 2, 3),
+    )
+    return (
+        f'<div class="tiles">{"".join(tiles)}</div>'
+        + outcomes
+        + _note(
+            "Diagnostics say how runs went and may explain failures; "
+            '<a href="#diagnostics">Failure patterns</a> shows which go with them.'
         )
-    table = _table(r, ("failure signal", "rate", "interactions", "observable in"), rates, numeric=(1, 2, 3))
-    return f'<div class="tiles">{"".join(tiles)}</div>' + table
+        + diagnostics
+    )
 
 
 def quality(r: _Report) -> str:
@@ -188,11 +210,13 @@ def quality(r: _Report) -> str:
     if not series:
         return _empty("no interactions in this window")
     if not any(b["satisfaction"].rated for b in series) and not any(
-        getattr(b["failures"], s).n for b in series for s in ("low_rating", "error", "slow")
+        b["failures"].outcome.rate is not None for b in series
     ):
-        return _empty("no ratings and no observable failure signal in this window")
+        return _empty("no ratings and no observable outcome in this window")
     starts = [b["start_time"] for b in series]
-    rates = {s.replace("_", " "): [getattr(b["failures"], s).rate for b in series] for s in _SIGNALS}
+    rates = {"failure rate (outcomes)": [b["failures"].outcome.rate for b in series]}
+    for name in ("low_rating", "thumbs_down", "correction", "error", "hallucination"):
+        rates[name.replace("_", " ")] = [getattr(b["failures"], name).rate for b in series]
     svg = plots.quality_over_time(
         starts,
         r.width,
@@ -201,8 +225,9 @@ def quality(r: _Report) -> str:
         {k: v for k, v in rates.items() if any(x is not None for x in v)},
     )
     return _note(
-        f"{len(series)} buckets of {_duration(r.width)}; rates over the interactions where each "
-        "signal could be observed."
+        f"{len(series)} buckets of {_duration(r.width)}; the failure rate is estimated from the outcomes as in "
+        "the summary, each outcome's rate is over the interactions where it could be observed. Diagnostics are "
+        "not plotted: they are not failures."
     ) + _figure(svg)
 
 

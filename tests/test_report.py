@@ -122,6 +122,32 @@ def test_the_report_has_every_section_and_needs_no_network(rich: tuple[Store, Pa
     assert "sqlite:///" in page and "Generated" in page
 
 
+def test_the_summary_leads_with_the_outcome_failure_rate_and_labels_diagnostics(
+    rich: tuple[Store, Path],
+) -> None:
+    store, path = rich
+    page, m = path.read_text(), store_metrics(store)
+    outcome = m["failures"].outcome
+    # the example graph's runs carry their error flag, so the rows' and the database's estimates agree
+    assert _tile(page, "failure_rate") == number(outcome.rate, 2, percent=True) != "n/a"
+    assert _tile(page, "failures") == number(outcome.failures)
+    summary = _section(page, "summary")
+    outcomes, diagnostics = (
+        summary.index("outcome: the answer failed"),
+        summary.index("diagnostic: not a failure"),
+    )
+    assert (
+        outcomes
+        < summary.index("<td>low rating</td>")
+        < diagnostics
+        < summary.index("<td>poor retrieval</td>")
+    )
+    assert "<td>correction</td>" in summary and "<td>low confidence</td>" in summary
+    assert "Failure rate (outcomes)" in summary and html.escape(outcome.describe()) in summary
+    failures = _section(page, "failures")
+    assert "show an outcome failure" in failures and "Diagnostics: what goes with the failures" in failures
+
+
 def test_the_summary_figures_are_the_store_metrics(rich: tuple[Store, Path]) -> None:
     store, path = rich
     page, m = path.read_text(), store_metrics(store)
