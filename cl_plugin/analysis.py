@@ -218,8 +218,8 @@ class Diagnostic:
                 f"seen on {self.prevalence:.0%} of the {self.observable:,} interactions that could show it, "
                 f"failed or not ({split}): too common to tell failures apart; check its threshold"
             ),
-            "too_few": f"too few failed or {ref} interactions to tell whether it goes with failures"
-            + (f" ({split})" if split else ""),
+            "too_few": f"too few failed or {'good' if self.reference == 'good' else 'other'} interactions to "
+            "tell whether it goes with failures" + (f" ({split})" if split else ""),
         }[self.verdict]
         return verdict[0].upper() + verdict[1:] + "."
 

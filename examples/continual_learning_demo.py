@@ -8,7 +8,8 @@ and wording drift half-way (:data:`graphs.traffic.OPS_DRIFT`), and the script wa
 
 1. each interaction is logged with ``await logger.log_interaction(...)``, and the simulated user's rating
    or correction arrives afterwards with ``logger.record_feedback(...)``;
-2. ``FailurePatternAnalyzer`` finds the failure patterns;
+2. ``FailurePatternAnalyzer`` estimates the failure rate from the outcomes (printed beside the share of
+   wrong answers), says which diagnostics go with the failures, and finds the failure patterns;
 3. ``ActiveLearningSelector`` picks what is worth a label, and a simulated annotator who knows each task's
    best agent labels it;
 4. ``IncrementalRetrainingPipeline`` checks that a retrain is due and retrains the router and the index;
@@ -100,6 +101,7 @@ async def main(url: str | None = None) -> None:
     logger = ProductionInteractionLogger(config["logging"])
     rng = random.Random(1)
     tasks = {}
+    wrong = 0
     for query in production_queries(400, seed=21, drift=OPS_DRIFT):
         out, latency_ms = answer(graph, query)
         interaction = ProductionInteraction(
@@ -119,6 +121,7 @@ async def main(url: str | None = None) -> None:
         await logger.log_interaction(interaction)
         tasks[interaction.interaction_id] = query.task
         correct = check_answer(query.task, out["response"])
+        wrong += not correct
         feedback = simulated_feedback(query.user, query.task, correct, latency_ms, rng)
         if feedback:
             logger.record_feedback(interaction.interaction_id, **feedback)
@@ -130,7 +133,14 @@ async def main(url: str | None = None) -> None:
 
     print("\n2. Failure pattern identification")
     interactions = logger.query_interactions(limit=10_000)
-    patterns = FailurePatternAnalyzer(config["failure_analysis"]).analyze_failures(interactions)
+    analysis = FailurePatternAnalyzer(config["failure_analysis"]).analyze(interactions)
+    patterns = analysis.patterns  # what analyze_failures(interactions) returns
+    print(
+        f"   estimated failure rate {analysis.outcome.rate:.1%} from the outcomes ({analysis.outcome.describe()}); "
+        f"{wrong / len(tasks):.1%} of the answers were wrong"
+    )
+    for diagnostic in analysis.diagnostics:
+        print(f"   diagnostic {diagnostic.signal} [{diagnostic.verdict}]: {diagnostic.describe()}")
     print(f"   identified {len(patterns)} failure patterns")
     for pattern in patterns[:4]:
         print(f"   - {pattern.pattern_type} ({pattern.frequency} interactions): {pattern.suggested_fix}")
