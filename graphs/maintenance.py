@@ -285,7 +285,9 @@ def build_maintenance_graph(
                 if (
                     names is not None
                 ):  # a decision point's test: its results are the served decisions' outcomes
-                    outcomes = ab_outcomes(store, test["test_id"])
+                    outcomes = ab_outcomes(
+                        store, test["test_id"], low_rating_threshold=cfg.failure_analysis.low_rating_threshold
+                    )
                     framework.sync_results(test["test_id"], {g: _summary(v) for g, v in outcomes.items()})
                 status = framework.get_test_status(test["test_id"])
                 decision = status["recommendation"]

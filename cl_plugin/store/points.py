@@ -9,7 +9,6 @@ seen, with the options observed there and the label coverage of its interactions
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -217,21 +216,20 @@ def _parsed(text: str | None) -> Any:
         return None
 
 
-def ab_outcomes(store: Store, test_id: str, *, max_bad_score: float = 2.0) -> dict[str, list[float]]:
+def ab_outcomes(store: Store, test_id: str, *, low_rating_threshold: float = 3.0) -> dict[str, list[float]]:
     """The outcome of each judged interaction a served decision put in one of an A/B test's groups.
 
     A :class:`~cl_plugin.serving.LearnedRouter` records the test and the group with each decision it
     serves. The outcome is :func:`cl_plugin.outcomes.outcome_value`, the A/B test's default metric: 0.0 when
     the interaction shows an outcome failure (the run raised, as ``error_occurred`` or a ``failed_node`` in
     its metadata; a hallucination was flagged; the user corrected the answer, gave a thumbs down or a score
-    at or below ``max_bad_score``), 1.0 when the user rated it (stars or thumbs) and nothing failed. So an
+    below ``low_rating_threshold``), 1.0 when the user rated it (stars or thumbs) and nothing failed. So an
     errored run counts as a failure even when nobody rated it, and an interaction nobody judged (no
     failure, no rating) counts in neither group. Diagnostics do not count: a slow, poorly retrieved answer
     the user rated well is a success.
 
-    The rating rule is ``score <= max_bad_score``, exactly: with the default 2.0, one and two stars are bad
-    and a fractional 2.5 is not (:func:`~cl_plugin.outcomes.outcome_failures` with its default threshold of
-    3 would call 2.5 low; pass ``max_bad_score=2.5`` or higher to count it).
+    A score is low below ``low_rating_threshold`` (default 3, as ``failure_analysis.low_rating_threshold``),
+    the same rule as the failure rate and the failure analysis: one, two and 2.5 stars are bad, three are not.
 
     Returns:
         ``{"A": [...], "B": [...]}``, one outcome per interaction (its first decision in the test).
@@ -252,9 +250,6 @@ def ab_outcomes(store: Store, test_id: str, *, max_bad_score: float = 2.0) -> di
         .where(_D.statistics.like(f'%"ab_test":"{test_id}"%'))
         .order_by(_D.timestamp, _D.decision_id)
     )
-    # outcome_value calls a score low below its threshold; the float just above max_bad_score makes that
-    # ``score <= max_bad_score`` with no float in between.
-    threshold = math.nextafter(float(max_bad_score), math.inf)
     outcomes: dict[str, list[float]] = {"A": [], "B": []}
     seen: set[str] = set()
     with store.read_connection() as conn:
@@ -276,7 +271,7 @@ def ab_outcomes(store: Store, test_id: str, *, max_bad_score: float = 2.0) -> di
                     "corrections": corrections,
                     "metadata": metadata,
                 },
-                low_rating_threshold=threshold,
+                low_rating_threshold=low_rating_threshold,
             )
             if value is None:
                 continue

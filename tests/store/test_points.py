@@ -115,7 +115,8 @@ def test_ab_outcomes_count_outcome_failures_and_judged_answers_only(store: Store
         "flagged": ("A", {"hallucination_detected": 1, "user_feedback_score": 5.0}, 0.0),
         "corrected-unrated": ("B", {"corrections": orjson.dumps(["it is 42"]).decode()}, 0.0),
         "two-stars": ("B", {"user_feedback_score": 2.0}, 0.0),
-        "two-and-a-half": ("B", {"user_feedback_score": 2.5}, 1.0),
+        "two-and-a-half": ("B", {"user_feedback_score": 2.5}, 0.0),
+        "three-stars": ("B", {"user_feedback_score": 3.0}, 1.0),
         "thumbs-down": ("B", {"thumbs_up_down": "down"}, 0.0),
         "slow-poor-retrieval-rated-well": (
             "B",
@@ -149,8 +150,10 @@ def test_ab_outcomes_count_outcome_failures_and_judged_answers_only(store: Store
     for group, _, value in rows.values():
         if value is not None:
             want[group].append(value)
-    assert ab_outcomes(store, "t-1") == want == {"A": [0.0, 0.0, 0.0, 1.0], "B": [0.0, 0.0, 1.0, 0.0, 1.0]}
+    assert (
+        ab_outcomes(store, "t-1") == want == {"A": [0.0, 0.0, 0.0, 1.0], "B": [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]}
+    )
     assert ab_outcomes(store, "t-2") == {"A": [0.0], "B": []}
-    # The rating rule is score <= max_bad_score, exactly.
-    assert ab_outcomes(store, "t-1", max_bad_score=2.5)["B"] == [0.0, 0.0, 0.0, 0.0, 1.0]
-    assert ab_outcomes(store, "t-1", max_bad_score=1.0)["B"] == [0.0, 1.0, 1.0, 0.0, 1.0]
+    # A score is low below the threshold, as in the failure rate and the failure analysis.
+    assert ab_outcomes(store, "t-1", low_rating_threshold=3.5)["B"] == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert ab_outcomes(store, "t-1", low_rating_threshold=2.0)["B"] == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]
