@@ -1080,7 +1080,8 @@ def _drift(
     store: Store, cfg: ContinualLearningConfig, window: Mapping[str, Any], current: list[dict], run_id: str
 ) -> dict[str, Any]:
     """Compare the window with the one before it (or, without one, its older half with its newer half) on
-    latency, router confidence, retrieval quality, query length and the agent mix."""
+    latency, router confidence, retrieval quality (of the interactions that retrieved, when each side has
+    enough of them), query length and the agent mix."""
     from cl_plugin.drift import compare_columns
 
     span = window["end"] - window["start"]
@@ -1102,12 +1103,18 @@ def _drift(
         return {
             "latency_ms": [number(r, "latency_ms") for r in rows],
             "agent_confidence": [number(r, "agent_confidence") for r in rows],
-            "retrieval_quality": [number(r, "retrieval_quality") for r in rows],
+            # the quality of the retrievals that ran: a query that needed none is not a retrieval scoring 0
+            "retrieval_quality": [
+                float(r["retrieval_quality"]) for r in rows if r["retrieval_quality"] is not None
+            ],
             "query_length": [float(len(r["user_query"] or "")) for r in rows],
             "agent_selected": [r["agent_selected"] or "none" for r in rows],
         }
 
-    result = compare_columns(columns(reference), columns(current), threshold=cfg.drift_detection.threshold)
+    before, after = columns(reference), columns(current)
+    if min(len(before["retrieval_quality"]), len(after["retrieval_quality"])) < _MIN_DRIFT_ROWS:
+        del before["retrieval_quality"], after["retrieval_quality"]  # too few retrievals to compare
+    result = compare_columns(before, after, threshold=cfg.drift_detection.threshold)
     if result.drifted:
         drifted = [c for c in result.columns if c.drifted]
         worst = max(drifted, key=lambda c: c.statistic / c.threshold)

@@ -1,9 +1,16 @@
 """The example multi-agent MCTS system: a meta-controller routes each query to HRM, TRM or MCTS.
 
 ```
-START -> entry -> retrieve_context -> route_decision -> HRM | TRM | MCTS | all three (parallel, via Send)
+START -> entry -> retrieve_context (looks the query up only when it is factual or unparsed)
+      -> route_decision -> HRM | TRM | MCTS | all three (parallel, via Send)
       -> aggregate -> consensus_check -> route_decision (iteration + 1)  or  synthesize -> END
 ```
+
+``retrieve_context`` looks the query up in the index only where retrieval can help (:func:`needs_retrieval`):
+for a factual question, or for a query whose problem could not be parsed (the graph does not know what it
+is, so looking it up may help). An ordering, root or selection problem states everything needed to solve
+it, so it gets no retrieval: ``context`` is empty and ``retrieval_quality`` None, and no retriever run is
+recorded. Agents that want documents for their own method still ask the index themselves.
 
 The three agents solve the problems of :mod:`graphs.tasks` offline, each with its own method:
 
@@ -59,18 +66,22 @@ from graphs.tasks import BEST_AGENT, default_corpus, extract_answer, parse_probl
 
 __all__ = [
     "AGENTS",
+    "RETRIEVAL_FAMILIES",
     "SEED_SET_SEED",
     "AgentState",
     "Router",
     "build_mcts_agent_graph",
     "default_rag",
     "default_router",
+    "needs_retrieval",
     "new_thread_config",
     "seed_set",
     "starting_model_set",
 ]
 
 AGENTS: tuple[str, ...] = ("HRM", "TRM", "MCTS")
+#: Problem families whose queries are looked up in the index before routing (the others state their data).
+RETRIEVAL_FAMILIES: frozenset[str] = frozenset({"factual"})
 #: Seed of the labelled queries :func:`default_router` learns from (kept apart from evaluation seeds).
 SEED_SET_SEED = 917_301
 _NODE = {"HRM": "hrm", "TRM": "trm", "MCTS": "mcts"}
@@ -89,7 +100,8 @@ class AgentState(TypedDict, total=False):
     ``agent_confidence`` (the first routing decision: an agent or ``"parallel"``); ``routing_history`` (one
     entry per iteration: agent, confidence, probabilities, iteration, reason); ``agent_outputs`` (one per
     agent run, tagged with its iteration); ``consensus`` (reached, score, agents, reason, ...);
-    ``retrieval_quality`` (cosine score of the best retrieved document); ``mcts_stats`` (empty unless MCTS ran).
+    ``retrieval_quality`` (cosine score of the best retrieved document; None when the query needed no
+    retrieval, see :func:`needs_retrieval`); ``mcts_stats`` (empty unless MCTS ran).
     """
 
     query: str
@@ -97,7 +109,7 @@ class AgentState(TypedDict, total=False):
     problem: dict[str, Any] | None
     iteration: int
     context: list[dict[str, Any]]
-    retrieval_quality: float
+    retrieval_quality: float | None
     routing_history: Annotated[list[dict[str, Any]], operator.add]
     agent_selected: str
     agent_confidence: float
@@ -171,6 +183,19 @@ def _problem_of(state: AgentState) -> dict[str, Any] | None:
         return {"family": task["family"], **task["data"]}
     parsed = parse_problem(state["query"])
     return {"family": parsed[0], **parsed[1]} if parsed else None
+
+
+def needs_retrieval(problem: dict[str, Any] | None) -> bool:
+    """Whether the graph looks a query up in the index before routing it.
+
+    Args:
+        problem: the parsed problem (``{"family": ..., **data}``), or None when none could be parsed.
+
+    Returns:
+        True for a family of :data:`RETRIEVAL_FAMILIES`, and for an unparsed query (what it asks is
+        unknown, so the documents may tell); False for a problem that states its own data.
+    """
+    return problem is None or problem.get("family") in RETRIEVAL_FAMILIES
 
 
 def _ask(chat_model: BaseChatModel, role: str, state: AgentState, draft: str) -> str:
@@ -285,6 +310,8 @@ def build_mcts_agent_graph(
         }
 
     def retrieve_context(state: AgentState) -> dict[str, Any]:
+        if not needs_retrieval(state.get("problem")):
+            return {"context": [], "retrieval_quality": None}
         docs = retriever().invoke(state["query"])
         context = [{"id": d.id, "text": d.page_content, "score": d.metadata["score"]} for d in docs]
         return {"context": context, "retrieval_quality": round(context[0]["score"], 4) if context else 0.0}

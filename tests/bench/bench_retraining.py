@@ -16,7 +16,8 @@ pipeline then retrains from
 and each router is scored on fresh held-out tasks with ground truth: the old mix in the classic wording and
 the new mix with 80% in the new wording (1,000 each, seed apart from the traffic). Routing accuracy is the
 share of queries whose most likely agent is the family's best agent, with the routing context computed by
-the model set's own index, as the graph computes it. Target: ``feedback+100`` gains >= 15 points on the new mix
+the model set's own index, as the graph computes it (only the queries it looks up retrieve:
+:func:`graphs.mcts_agents.needs_retrieval`). Target: ``feedback+100`` gains >= 15 points on the new mix
 over the stale router and loses <= 3 points on the old mix (medians over seeds).
 
 Speed: ``retrain_sync`` over ``--size`` interactions, median of ``--runs``: interactions read back from a
@@ -45,9 +46,10 @@ from cl_plugin.selection import ActiveLearningSelector
 from cl_plugin.store import Store
 from graphs.mcts_agents import (
     build_mcts_agent_graph,
+    needs_retrieval,
     starting_model_set,
 )
-from graphs.tasks import BEST_AGENT, sample_tasks
+from graphs.tasks import BEST_AGENT, parse_problem, sample_tasks
 from graphs.traffic import OPS_DRIFT, DriftSchedule, production_queries, run_traffic, synthetic_interactions
 
 OLD_MIX, NEW_MIX = OPS_DRIFT.phases[0][1], OPS_DRIFT.phases[1][1]
@@ -62,6 +64,10 @@ def routing_accuracy(model_set: ModelSet, mix: dict[str, float], ops_share: floa
     texts = [q.text for q in queries]
     contexts = []
     for text in texts:
+        problem = parse_problem(text)
+        if not needs_retrieval({"family": problem[0]} if problem else None):
+            contexts.append({"retrieval_quality": None, "retrieved": False})  # the graph does not look it up
+            continue
         hits = model_set.rag.search(text, 1) if model_set.rag is not None else []
         contexts.append({"retrieval_quality": round(hits[0][2], 4) if hits else 0.0, "retrieved": bool(hits)})
     predicted = model_set.router.predict(texts, contexts=contexts)

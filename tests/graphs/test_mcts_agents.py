@@ -21,6 +21,7 @@ from graphs.mcts_agents import (
     build_mcts_agent_graph,
     default_rag,
     default_router,
+    needs_retrieval,
     new_thread_config,
     seed_set,
 )
@@ -138,7 +139,7 @@ def test_a_run_records_its_route_mcts_and_consensus_decisions(rag: RagIndex) -> 
     assert sum(mcts["alternatives"].values()) == pytest.approx(1.0, abs=1e-3)
     assert mcts["statistics"]["iterations"] == 200
     assert consensus["chosen"] == "not_reached"
-    assert handler.retrievals == 1
+    assert handler.retrievals == 0  # the search problem states its numbers: nothing to look up
     assert out["response"].splitlines()[-1] == "Answer: 69"
 
 
@@ -324,13 +325,41 @@ class ContextRecorder(FixedRouter):
 def test_the_router_sees_retrieval_and_earlier_confidences_but_nothing_after_routing(rag: RagIndex) -> None:
     router = ContextRecorder("HRM")
     graph = build_mcts_agent_graph(router=router, rag=rag, max_iterations=2).compile()
-    out = graph.invoke({"query": SEARCH})
+    out = graph.invoke({"query": "Which team maintains the ledger service?"})
     first = router.contexts[0]
     assert set(first) == {"retrieval_quality", "retrieved", "earlier_confidences"}
     assert first["retrieval_quality"] == out["retrieval_quality"] and first["retrieved"] is True
     assert first["earlier_confidences"] == []
     if len(router.contexts) > 1:  # an escalation round sees the confidence of the first decision
         assert router.contexts[1]["earlier_confidences"] == [0.8]
+
+
+def test_the_router_is_told_that_nothing_was_retrieved_for_a_query_that_needs_no_retrieval(
+    rag: RagIndex,
+) -> None:
+    router = ContextRecorder("MCTS")
+    out = build_mcts_agent_graph(router=router, rag=rag).compile().invoke({"query": SEARCH})
+    assert router.contexts[0]["retrieved"] is False and router.contexts[0]["retrieval_quality"] is None
+    assert out["retrieval_quality"] is None and out["context"] == []
+    assert out["response"].splitlines()[-1] == "Answer: 69"
+
+
+def test_only_factual_and_unparsed_queries_are_looked_up(rag: RagIndex) -> None:
+    graph = build_mcts_agent_graph(rag=rag).compile()
+    for family in FAMILIES:
+        [task] = sample_tasks(1, seed=3, mix={family: 1.0})
+        handler = Decisions()
+        out = graph.invoke({"query": task.query}, config={"callbacks": [handler]})
+        assert handler.retrievals == (family == "factual"), family
+        assert (out["retrieval_quality"] is not None) is (family == "factual"), family
+        assert bool(out["context"]) is (family == "factual"), family
+    handler = Decisions()
+    out = graph.invoke(
+        {"query": "How do I get started with the billing service?"}, config={"callbacks": [handler]}
+    )
+    assert out["problem"] is None and handler.retrievals == 1 and out["retrieval_quality"] is not None
+    assert needs_retrieval(None) and needs_retrieval({"family": "factual"})
+    assert not any(needs_retrieval({"family": f}) for f in FAMILIES if f != "factual")
 
 
 def test_a_router_without_a_context_argument_still_works(rag: RagIndex) -> None:
