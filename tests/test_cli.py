@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -89,6 +90,24 @@ def test_demo_runs_the_whole_loop_into_sqlite_with_the_runtime_dependencies_only
         ]
     assert interactions == 150 + 150 + 600 + 150 and runs == [("completed",), ("completed",)]
     assert tests >= 1 and versions >= 2
+    # The report's headline failure rate reads like the printed table: within a few points of the share
+    # of wrong answers, and its top pattern is an outcome, not a diagnostic.
+    queries = wrong = 0.0
+    for line in out.splitlines():
+        cells = line.split()
+        if len(cells) >= 6 and cells[-5].isdigit() and cells[-3].endswith("%"):
+            queries += int(cells[-5])
+            wrong += int(cells[-5]) * (1 - float(cells[-3][:-1]) / 100)
+    assert queries == interactions
+    page = (tmp_path / "report.html").read_text()
+    headline = re.search(r'data-metric="failure_rate">.*?<div class="value">([\d.]+)%</div>', page)
+    assert headline and abs(float(headline.group(1)) / 100 - wrong / queries) <= 0.04, (
+        headline,
+        wrong / queries,
+    )
+    failures = page[page.index('<section id="failures">') :]
+    first = re.search(r"<tbody><tr><td>([^<]*)</td>", failures)
+    assert first and "diagnostic" not in first.group(1) and "retrieval" not in first.group(1)
 
 
 @pytest.fixture
