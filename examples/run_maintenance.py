@@ -42,7 +42,12 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         else r["reason"]
     ),
     "analyze_failures": lambda r: (
-        f"{r['patterns']} patterns"
+        (
+            f"failure rate {r['failure_rate']:.1%} ({r['failure_rate_basis']}); "
+            if r.get("failure_rate") is not None
+            else "no outcome observed; "
+        )
+        + f"{r['patterns']} patterns"
         + (f", first {r['top'][0]['type']}: {r['top'][0]['fix']}" if r["top"] else "")
     ),
     "select": lambda r: f"{r['selected']} interactions queued for annotation",
