@@ -446,6 +446,7 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
         from threadpoolctl import threadpool_limits
 
         import graphs.maintenance as maintenance
+        import graphs.maintenance.context as maintenance_context
 
         threadpool_limits(1)  # two shared cores: BLAS threads in each child only slow every child down
         node, stop = stop_at or ("", "")
@@ -466,7 +467,7 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
 
             return run
 
-        add_node, save = StateGraph.add_node, maintenance.save_maintenance_run
+        add_node, save = StateGraph.add_node, maintenance_context.save_maintenance_run
 
         def add_watched_node(self: Any, name: str, action: Any = None, **kwargs: Any) -> Any:
             return add_node(self, name, watched(name, action), **kwargs)
@@ -477,7 +478,7 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
             save(store, run)
 
         StateGraph.add_node = add_watched_node  # type: ignore[method-assign]
-        maintenance.save_maintenance_run = save_or_stop
+        maintenance_context.save_maintenance_run = save_or_stop
         store = Store.from_url(f"sqlite:///{root}/store.db").setup()
         registry = ModelRegistry(store, f"{root}/models/artifacts")
         with SqliteSaver.from_conn_string(f"{root}/checkpoints.db") as saver:
