@@ -70,6 +70,7 @@ __all__ = [
     "SEED_SET_SEED",
     "AgentState",
     "Router",
+    "agent",
     "build_mcts_agent_graph",
     "default_rag",
     "default_router",
@@ -511,3 +512,26 @@ def build_mcts_agent_graph(
     builder.add_conditional_edges("consensus_check", after_consensus, ["route_decision", "synthesize"])
     builder.add_edge("synthesize", END)
     return builder
+
+
+def agent() -> Any:
+    """The example graph as LangGraph's server loads it (``langgraph.json``; no checkpointer: the server
+    brings its own): it serves the registry's ``production`` router and index of the store at
+    ``$CL_PLUGIN_STORE_URL`` (see :meth:`graphs.maintenance.MaintenanceContext.from_env`), following them
+    when a maintenance run promotes others, and captures every run into that store. The first time, the
+    starting model set is registered and put in production."""
+    return _served_agent()
+
+
+@functools.cache
+def _served_agent() -> Any:
+    from cl_plugin.capture import CaptureHandler
+    from graphs.maintenance import register_starting_models
+    from graphs.maintenance.graph import env_context
+
+    context = env_context()
+    register_starting_models(context.registry, actor="server")
+    graph = build_mcts_agent_graph(
+        router=context.registry.watch("router"), rag=context.registry.watch("rag_index")
+    ).compile(name="agent")
+    return graph.with_config(callbacks=[CaptureHandler(context.store)])
