@@ -2,7 +2,7 @@
 
 Every subcommand takes ``--store URL`` (default: the ``CL_PLUGIN_STORE`` environment variable):
 
-* ``demo``: the whole loop on simulated traffic, in embedded SQLite (:func:`graphs.demo.run_demo`);
+* ``demo``: the whole loop on simulated traffic, in embedded SQLite (:func:`cl_plugin.graphs.demo.run_demo`);
 * ``migrate``: create the store's tables, or bring them to the newest migration (the commands that write
   do it themselves; those that only read, ``stats``, ``report`` and ``export``, ask for it);
 * ``maintain``: one maintenance cycle, or the resumption of a paused or crashed one;
@@ -61,7 +61,7 @@ def _bar(total: int, desc: str) -> Any:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from graphs.demo import run_demo
+    from cl_plugin.graphs.demo import run_demo
 
     bars: list[Any] = []
 
@@ -159,7 +159,7 @@ def _step_summary(step: str, report: dict[str, Any]) -> str:
 
 
 def _maintain(args: argparse.Namespace) -> int:
-    from graphs.maintenance import run_maintenance
+    from cl_plugin.graphs.maintenance import run_maintenance
 
     store = _open_store(args)
     config = _maintenance_config(args)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 
+from cl_plugin.graphs.failures import planted_failures
+
 from cl_plugin import (
     ActiveLearningSelector,
     FailurePatternAnalyzer,
@@ -22,7 +24,6 @@ from cl_plugin import (
 )
 from cl_plugin.store import Batch
 from cl_plugin.store.rows import Sanitizer, row_from_interaction
-from graphs.failures import planted_failures
 
 
 def main(url: str = "sqlite://") -> None:

@@ -12,8 +12,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph, new_thread_config
+
 from cl_plugin import CaptureHandler
-from graphs.mcts_agents import build_mcts_agent_graph, new_thread_config
 
 
 def main(url: str | None = None) -> None:

@@ -2,8 +2,8 @@
 
     python examples/continual_learning_demo.py [database-url]
 
-The example multi-agent graph serves 400 simulated production queries (:mod:`graphs.traffic`) whose mix
-and wording drift half-way (:data:`graphs.traffic.OPS_DRIFT`), and the script walks the design's
+The example multi-agent graph serves 400 simulated production queries (:mod:`cl_plugin.graphs.traffic`) whose mix
+and wording drift half-way (:data:`cl_plugin.graphs.traffic.OPS_DRIFT`), and the script walks the design's
 "Complete Workflow Example":
 
 1. each interaction is logged with ``await logger.log_interaction(...)``, and the simulated user's rating
@@ -32,6 +32,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cl_plugin.graphs.mcts_agents import (
+    build_mcts_agent_graph,
+    new_thread_config,
+    starting_model_set,
+)
+from cl_plugin.graphs.tasks import BEST_AGENT, check_answer
+from cl_plugin.graphs.traffic import (
+    OPS_DRIFT,
+    DriftSchedule,
+    ProductionQuery,
+    production_queries,
+    simulated_feedback,
+)
+
 from cl_plugin import (
     ABTestFramework,
     ActiveLearningSelector,
@@ -42,13 +56,6 @@ from cl_plugin import (
     ProductionInteraction,
     ProductionInteractionLogger,
 )
-from graphs.mcts_agents import (
-    build_mcts_agent_graph,
-    new_thread_config,
-    starting_model_set,
-)
-from graphs.tasks import BEST_AGENT, check_answer
-from graphs.traffic import OPS_DRIFT, DriftSchedule, ProductionQuery, production_queries, simulated_feedback
 
 #: After the drift: the new family mix, 80% of it in the on-call engineers' wording.
 AFTER_DRIFT = DriftSchedule(((0.0, OPS_DRIFT.phases[-1][1]),), phrasing=((0.0, OPS_DRIFT.phrasing[-1][1]),))

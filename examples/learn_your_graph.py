@@ -9,7 +9,7 @@ wording it does not know to ``software``, so "I can't sign in to Outlook" lands 
 
 Three lines make it learn: a :class:`~cl_plugin.CaptureHandler` on every run, a
 :class:`~cl_plugin.LearnedRouter` wrapping the rule as the edge's path function, and
-:func:`~graphs.maintenance.run_maintenance` with ``maintenance.points`` naming the decision point
+:func:`~cl_plugin.graphs.maintenance.run_maintenance` with ``maintenance.points`` naming the decision point
 ``helpdesk/triage/route``. Simulated users (seeded) rate 70% of the answers: 4-5 stars when the right desk
 answered, 1-2 otherwise. The script serves the first requests with the rule alone (the router falls back
 to it while no model exists, and explores another desk on 10% of them), then runs a few maintenance
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from cl_plugin.graphs.maintenance import run_maintenance
 from langgraph.graph import END, START, StateGraph
 
 from cl_plugin import CaptureHandler, LearnedRouter, PointRef, Store
-from graphs.maintenance import run_maintenance
 
 GRAPH = "helpdesk"
 POINT = f"{GRAPH}/triage/route"

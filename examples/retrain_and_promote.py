@@ -2,7 +2,7 @@
 
     python examples/retrain_and_promote.py [database-url]
 
-The example graph serves 400 simulated queries whose wording drifts half-way (:data:`graphs.traffic.OPS_DRIFT`)
+The example graph serves 400 simulated queries whose wording drifts half-way (:data:`cl_plugin.graphs.traffic.OPS_DRIFT`)
 with capture on; users rate and sometimes correct. The pipeline retrains router and index from what was
 captured, compares candidate and production on held-out sessions, and registers the candidate. The script
 promotes it when it passed the gate, sends a few more queries through the same compiled graph (which
@@ -16,10 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cl_plugin.graphs.maintenance import register_starting_models
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
+
 from cl_plugin import CaptureHandler, IncrementalRetrainingPipeline, ModelRegistry, Store
-from graphs.maintenance import register_starting_models
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import OPS_DRIFT, run_traffic
 
 NAMES = {"router": "router", "rag_index": "rag_index", "replay": "router-replay"}
 

@@ -3,7 +3,7 @@
     python examples/run_maintenance.py [database-url]
 
 The example graph serves 400 simulated queries whose mix and wording drift half-way
-(:data:`graphs.traffic.OPS_DRIFT`), with capture on. The first cycle (``annotation="feedback"``) checks
+(:data:`cl_plugin.graphs.traffic.OPS_DRIFT`), with capture on. The first cycle (``annotation="feedback"``) checks
 the window, tests it for drift, analyses failures, selects interactions, labels them from their ratings,
 retrains, gates the candidate and starts an A/B test of it; each step's report is printed. Then 300 more
 queries arrive, and the second cycle (``annotation="human"``) pauses in ``annotate`` with ``interrupt()``.
@@ -20,15 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cl_plugin.graphs.maintenance import build_maintenance_graph, register_starting_models, run_maintenance
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.tasks import BEST_AGENT, Task
+from cl_plugin.graphs.traffic import OPS_DRIFT, production_queries, run_traffic
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from cl_plugin import CaptureHandler, ModelRegistry, Store
 from cl_plugin.store.runs import maintenance_runs
-from graphs.maintenance import build_maintenance_graph, register_starting_models, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.tasks import BEST_AGENT, Task
-from graphs.traffic import OPS_DRIFT, production_queries, run_traffic
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "review_ab_tests": lambda r: (

@@ -1,7 +1,7 @@
 """The three agents of the example system, as plain functions: HRM, TRM and MCTS, and their self-check.
 
-Each takes a parsed problem of :mod:`graphs.tasks` (and the retrieval index where it reads documents) and
-returns ``(answer, detail)``; :mod:`graphs.mcts_agents` wires them into the graph. See that module for
+Each takes a parsed problem of :mod:`cl_plugin.graphs.tasks` (and the retrieval index where it reads documents) and
+returns ``(answer, detail)``; :mod:`cl_plugin.graphs.mcts_agents` wires them into the graph. See that module for
 what each agent's method is.
 """
 

@@ -4,7 +4,7 @@
 
 1. registers the example graph's starting router and index as version 1 in production;
 2. serves simulated users through the graph (which follows the registry's ``production`` alias) with
-   capture on; half-way the query mix and wording drift (:data:`graphs.traffic.OPS_DRIFT`);
+   capture on; half-way the query mix and wording drift (:data:`cl_plugin.graphs.traffic.OPS_DRIFT`);
 3. runs a maintenance cycle: drift check, failure analysis, selection, labels from feedback, retraining,
    evaluation against production, and an A/B test of the candidate;
 4. serves further traffic split between production and candidate, recording each rated answer in the test;
@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cl_plugin.graphs.maintenance import register_starting_models, run_maintenance
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import OPS_DRIFT, DriftSchedule, TrafficReport, run_ab_traffic, run_traffic
+
 from cl_plugin.capture import CaptureHandler
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import register_starting_models, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import OPS_DRIFT, DriftSchedule, TrafficReport, run_ab_traffic, run_traffic
 
 __all__ = ["DemoResult", "run_demo"]
 

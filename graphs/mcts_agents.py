@@ -12,7 +12,7 @@ is, so looking it up may help). An ordering, root or selection problem states ev
 it, so it gets no retrieval: ``context`` is empty and ``retrieval_quality`` None, and no retriever run is
 recorded. Agents that want documents for their own method still ask the index themselves.
 
-The three agents solve the problems of :mod:`graphs.tasks` offline, each with its own method:
+The three agents solve the problems of :mod:`cl_plugin.graphs.tasks` offline, each with its own method:
 
 * **HRM** (hierarchical reasoning) decomposes: it orders jobs level by level, follows a question's hops
   through the retrieved documents, brackets a root between integers and interpolates once, and fills a
@@ -50,6 +50,8 @@ import re
 import uuid
 from typing import Annotated, Any, Protocol, TypedDict
 
+from cl_plugin.graphs import agents as solvers
+from cl_plugin.graphs.tasks import BEST_AGENT, default_corpus, extract_answer, parse_problem, sample_tasks
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
@@ -61,8 +63,6 @@ from cl_plugin.modelset import ModelSet
 from cl_plugin.rag import RagIndex
 from cl_plugin.registry import ModelHandle
 from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
-from graphs import agents as solvers
-from graphs.tasks import BEST_AGENT, default_corpus, extract_answer, parse_problem, sample_tasks
 
 __all__ = [
     "AGENTS",
@@ -145,7 +145,7 @@ def default_router(seed: int = 0) -> MetaRouter:
 
 
 def default_rag() -> RagIndex:
-    """A :class:`~cl_plugin.rag.RagIndex` over :func:`graphs.tasks.default_corpus`."""
+    """A :class:`~cl_plugin.rag.RagIndex` over :func:`cl_plugin.graphs.tasks.default_corpus`."""
     return RagIndex().add(default_corpus())
 
 
@@ -517,7 +517,7 @@ def build_mcts_agent_graph(
 def agent() -> Any:
     """The example graph as LangGraph's server loads it (``langgraph.json``; no checkpointer: the server
     brings its own): it serves the registry's ``production`` router and index of the store at
-    ``$CL_PLUGIN_STORE_URL`` (see :meth:`graphs.maintenance.MaintenanceContext.from_env`), following them
+    ``$CL_PLUGIN_STORE_URL`` (see :meth:`cl_plugin.graphs.maintenance.MaintenanceContext.from_env`), following them
     when a maintenance run promotes others, and captures every run into that store. The first time, the
     starting model set is registered and put in production."""
     return _served_agent()
@@ -525,9 +525,10 @@ def agent() -> Any:
 
 @functools.cache
 def _served_agent() -> Any:
+    from cl_plugin.graphs.maintenance import register_starting_models
+    from cl_plugin.graphs.maintenance.graph import env_context
+
     from cl_plugin.capture import CaptureHandler
-    from graphs.maintenance import register_starting_models
-    from graphs.maintenance.graph import env_context
 
     context = env_context()
     register_starting_models(context.registry, actor="server")

@@ -262,7 +262,7 @@ _FACTUAL_TWO_HOP_OPS = {
 }
 
 #: The ways a query may be worded: ``classic`` (the seed set's register) and ``ops`` (a register that arrives
-#: later in :data:`graphs.traffic.OPS_DRIFT` and that a router trained on ``classic`` alone has not seen).
+#: later in :data:`cl_plugin.graphs.traffic.OPS_DRIFT` and that a router trained on ``classic`` alone has not seen).
 PHRASINGS: tuple[str, ...] = ("classic", "ops")
 _TEMPLATES = {
     "classic": {

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cl_plugin.graphs import tasks as task_families
+from cl_plugin.graphs.tasks import Task, check_answer
+
 from cl_plugin.outcomes import outcome_value
 from cl_plugin.records import ProductionInteraction
-from graphs import tasks as task_families
-from graphs.tasks import Task, check_answer
 
 __all__ = [
     "DEFAULT_DRIFT",
@@ -258,7 +259,7 @@ class DriftSchedule:
         phases: ``(start, mix)`` pairs: from fraction ``start`` of the stream on (0 to 1, increasing), queries
             are drawn with relative weights ``mix`` per family.
         phrasing: ``(start, share)`` pairs, increasing: from fraction ``start`` on, ``share`` of the queries
-            are worded in the ``ops`` register (:data:`graphs.tasks.PHRASINGS`) instead of the classic one.
+            are worded in the ``ops`` register (:data:`cl_plugin.graphs.tasks.PHRASINGS`) instead of the classic one.
             Empty: every query is classic.
     """
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cl_plugin.graphs.maintenance import register_starting_models
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
+
 from cl_plugin import CaptureHandler
 from cl_plugin.abtest import ABTestFramework
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import register_starting_models
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import OPS_DRIFT, run_traffic
 
 
 def captured_store(root: Path, n: int, *, seed: int = 5) -> tuple[Store, ModelRegistry]:

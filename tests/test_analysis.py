@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from cl_plugin.graphs.failures import THEMES, planted_failures
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from cl_plugin import FailureAnalysis, FailurePatternAnalyzer
@@ -16,7 +17,6 @@ from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Store
 from cl_plugin.store.rows import Sanitizer, row_from_interaction
 from cl_plugin.store.store import Batch
-from graphs.failures import THEMES, planted_failures
 
 PRIMARY = {
     "low_rating": "low_rating",

@@ -113,9 +113,10 @@ def test_demo_runs_the_whole_loop_into_sqlite_with_the_runtime_dependencies_only
 @pytest.fixture
 def captured(tmp_path: Path) -> str:
     """A store holding 200 captured interactions of the example graph, with feedback."""
+    from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+    from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
+
     from cl_plugin import CaptureHandler
-    from graphs.mcts_agents import build_mcts_agent_graph
-    from graphs.traffic import OPS_DRIFT, run_traffic
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     handler = CaptureHandler(url)

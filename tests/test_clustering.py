@@ -6,11 +6,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from cl_plugin.graphs.failures import planted_failures
 from langchain_core.embeddings import Embeddings
 from sklearn.metrics import adjusted_rand_score
 
 from cl_plugin.clustering import FailureClusterer
-from graphs.failures import planted_failures
 
 
 def _failures(n: int, seed: int = 0, themes: int = 5) -> tuple[list[str], list[str]]:

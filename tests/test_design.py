@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cl_plugin import *  # the design's workflow imports every classic name this way
-from graphs.tasks import BEST_AGENT, sample_tasks
+from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 
 DESIGN_YAML = textwrap.dedent(
     """

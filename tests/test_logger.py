@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from cl_plugin.graphs.traffic import synthetic_interactions
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cl_plugin import (
@@ -32,7 +33,6 @@ from cl_plugin import (
 )
 from cl_plugin.privacy import hash_identifier
 from cl_plugin.store.backup import backup_files, iter_backup
-from graphs.traffic import synthetic_interactions
 
 T0 = 1_700_000_000.0
 

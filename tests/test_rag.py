@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from cl_plugin.graphs.tasks import SERVICES, default_corpus
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from pydantic import Field
 
 import cl_plugin.rag
 from cl_plugin.rag import RagIndex
-from graphs.tasks import SERVICES, default_corpus
 
 DOCS = [
     "The billing service listens on port 8443.",

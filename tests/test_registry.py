@@ -15,6 +15,7 @@ import pytest
 import skops.io as sio
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from cl_plugin.graphs.tasks import sample_tasks
 from sqlalchemy import text
 
 from cl_plugin.errors import ArtifactIntegrityError, RegistryError, StoreError, UntrustedArtifactError
@@ -22,7 +23,6 @@ from cl_plugin.rag import RagIndex
 from cl_plugin.registry import DataWindow, ModelRegistry
 from cl_plugin.router import MetaRouter
 from cl_plugin.store import Store
-from graphs.tasks import sample_tasks
 from tests.conftest import SCHEMA_HEAD
 
 TASKS = sample_tasks(48, seed=7)

@@ -14,6 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cl_plugin.graphs.failures import iter_planted_failures
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.tasks import BEST_AGENT
+from cl_plugin.graphs.traffic import OPS_DRIFT, production_queries, run_traffic
 
 from cl_plugin import CaptureHandler, store_metrics
 from cl_plugin.abtest import ABTestFramework
@@ -28,10 +32,6 @@ from cl_plugin.report_html import number
 from cl_plugin.router import MetaRouter
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.rows import Sanitizer, row_from_interaction
-from graphs.failures import iter_planted_failures
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.tasks import BEST_AGENT
-from graphs.traffic import OPS_DRIFT, production_queries, run_traffic
 from tests.conftest import IN_CI
 
 CANARY = "report.canary.7731@example.org"

@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cl_plugin.graphs.maintenance import register_starting_models
+from cl_plugin.graphs.mcts_agents import starting_model_set
+from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 from sklearn.metrics import f1_score
 
 from cl_plugin import IncrementalRetrainingPipeline
@@ -21,9 +24,6 @@ from cl_plugin.registry import ModelRegistry
 from cl_plugin.router import MetaRouter
 from cl_plugin.store import Store
 from cl_plugin.training_data import prepare_training_data
-from graphs.maintenance import register_starting_models
-from graphs.mcts_agents import starting_model_set
-from graphs.tasks import BEST_AGENT, sample_tasks
 
 AGENTS = ("HRM", "TRM", "MCTS")
 

@@ -6,10 +6,10 @@ import doctest
 
 import numpy as np
 import pytest
+from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 
 import cl_plugin.router
 from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
-from graphs.tasks import BEST_AGENT, sample_tasks
 
 AGENTS = ["HRM", "MCTS", "TRM"]
 

@@ -208,7 +208,7 @@ def test_the_report_says_its_route_figures_come_from_the_capture_sample(
 def test_the_maintenance_graph_attributes_errors_from_the_capture_sample(
     captured: tuple[CaptureHandler, set[str], set[str]], tmp_path: Path
 ) -> None:
-    from graphs.maintenance import run_maintenance
+    from cl_plugin.graphs.maintenance import run_maintenance
 
     h, _, _ = captured  # last in this module: the cycle writes its own records into the shared store
     config = {"maintenance": {"model_dir": str(tmp_path / "models"), "min_interactions": 10}}

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from cl_plugin.graphs.failures import planted_failures
 
 import cl_plugin.selection
 from cl_plugin import ActiveLearningSelector, probabilities_from_decisions
@@ -15,7 +16,6 @@ from cl_plugin.config import ActiveLearningConfig, ContinualLearningConfig
 from cl_plugin.errors import ConfigError, InvalidRecordError
 from cl_plugin.records import ActiveLearningCandidate, ProductionInteraction
 from cl_plugin.store import Batch, Store
-from graphs.failures import planted_failures
 
 TOPICS = {
     "billing": "refund invoice euro charge card payment credit statement",

@@ -4,7 +4,7 @@ the few helpers the steps share (the lease, the run's record in the store, the w
 
 The context reaches a step as LangGraph's runtime context (``runtime.context``): it is passed to
 ``graph.invoke(..., context=...)`` on every call, a resume included (LangGraph does not checkpoint it), or
-it is the graph's default (see :func:`graphs.maintenance.graph.maintenance_graph`).
+it is the graph's default (see :func:`cl_plugin.graphs.maintenance.graph.maintenance_graph`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class MaintenanceContext:
         judge: the chat model that labels when ``maintenance.annotation`` is ``llm``.
         clock: the time source (unix seconds).
         declared: declared options of the learned graphs' conditional edges, by point
-            (:func:`graphs.maintenance.points.declared`).
+            (:func:`cl_plugin.graphs.maintenance.points.declared`).
 
     Raises:
         ConfigError: a bad configuration key.
@@ -158,7 +158,7 @@ class MaintenanceContext:
         graphs: Sequence[Any] = (),
     ) -> MaintenanceContext:
         """The context of the maintenance graph over ``store`` (the arguments of
-        :func:`~graphs.maintenance.build_maintenance_graph`)."""
+        :func:`~cl_plugin.graphs.maintenance.build_maintenance_graph`)."""
         from .points import declared
 
         return cls(
@@ -198,7 +198,7 @@ def coerce_config(
 
 
 class Outcome(NamedTuple):
-    """What a step returns to the wrapper that runs it (see :func:`graphs.maintenance.graph.step`):
+    """What a step returns to the wrapper that runs it (see :func:`cl_plugin.graphs.maintenance.graph.step`):
     ``report`` is saved as the step's entry in the run's record (None: the step saved it itself), and
     ``update`` is the rest of its state update (``status`` and ``reason`` stop the run)."""
 

@@ -44,7 +44,7 @@ def resolve(runtime: Runtime[Any], context: ContextSource) -> MaintenanceContext
 def step(name: str, fn: Step, context: ContextSource, *, lease: bool = True) -> Step:
     """The node that runs step ``fn``: it resolves the context (:func:`resolve`), renews the run's lease
     (``lease``; ``begin`` and ``finish`` take and release it themselves), notes when the step starts, and
-    saves the report of the :class:`~graphs.maintenance.context.Outcome` the step returns to the run's
+    saves the report of the :class:`~cl_plugin.graphs.maintenance.context.Outcome` the step returns to the run's
     record (with its time) before returning the state update. A step that sets ``status`` stops the run
     where its edge says so (:func:`stop_or`)."""
 

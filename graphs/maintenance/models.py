@@ -10,14 +10,14 @@ from .context import AGENTS, MODEL_NAMES, TEST_PREFIX
 
 
 def register_starting_models(registry: Any, *, actor: str | None = None) -> dict[str, int]:
-    """Register the example graph's starting model set (:func:`graphs.mcts_agents.starting_model_set`) and
+    """Register the example graph's starting model set (:func:`cl_plugin.graphs.mcts_agents.starting_model_set`) and
     put it in production, unless the registry has a production router already.
 
     Returns:
         The production version of each role (router, rag_index, replay) that was registered; empty when a
         production router existed.
     """
-    from graphs.mcts_agents import starting_model_set
+    from cl_plugin.graphs.mcts_agents import starting_model_set
 
     if registry.get_alias(MODEL_NAMES["router"], "production") is not None:
         return {}

@@ -25,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cl_plugin.graphs.failures import iter_planted_failures, planted_failures
+
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.clustering import FailureClusterer
-from graphs.failures import iter_planted_failures, planted_failures
 
 CHUNK = 10_000
 

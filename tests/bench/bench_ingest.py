@@ -36,11 +36,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
+from cl_plugin.graphs.traffic import synthetic_interactions
 
 from cl_plugin import ProductionInteractionLogger
 from cl_plugin.store import Store
 from cl_plugin.store.rows import Sanitizer, interaction_rows
-from graphs.traffic import synthetic_interactions
 
 
 def reference_shaped(items: list, dim: int = 384, *, corpus: int | None = 2000) -> list:

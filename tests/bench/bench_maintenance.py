@@ -3,8 +3,8 @@
     python tests/bench/bench_maintenance.py [--seeds 1 2 3] [--period 600] [--size 10000]
 
 Closed loop, per seed: two copies of the example graph serve the same seeded simulated users, on the budget
-of one agent per request (:data:`graphs.demo.BUDGET`, where a routing mistake reaches the user). Period 0 is
-:data:`graphs.traffic.OPS_DRIFT` (the mix and wording drift half-way); periods 1 to 3 stay in the new mix
+of one agent per request (:data:`cl_plugin.graphs.demo.BUDGET`, where a routing mistake reaches the user). Period 0 is
+:data:`cl_plugin.graphs.traffic.OPS_DRIFT` (the mix and wording drift half-way); periods 1 to 3 stay in the new mix
 and wording. After each of periods 0, 1 and 2 the learning system runs one maintenance cycle (feedback
 labels, retraining, the gate, and promotion of a candidate that passes it, with A/B testing off so the
 cycle's effect shows in the next period); the baseline keeps its starting router. The table gives, for each
@@ -12,7 +12,7 @@ period, routing accuracy (first route is the task's best agent), mean stars and 
 answers with 1-2 stars) of both systems, medians over seeds. Target: from period 1 (after the first cycle)
 the learning system is ahead on all three.
 
-Speed: one cycle over ``--size`` interactions (:func:`graphs.traffic.synthetic_interactions` in SQLite, with
+Speed: one cycle over ``--size`` interactions (:func:`cl_plugin.graphs.traffic.synthetic_interactions` in SQLite, with
 a production model set registered), per step, median of 3. Target: <= 60 s for 10k.
 """
 
@@ -27,13 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cl_plugin.graphs.demo import BUDGET, NEW
+from cl_plugin.graphs.maintenance import register_starting_models, run_maintenance
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import OPS_DRIFT, TrafficReport, run_traffic, synthetic_interactions
+
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.demo import BUDGET, NEW
-from graphs.maintenance import register_starting_models, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import OPS_DRIFT, TrafficReport, run_traffic, synthetic_interactions
 
 PERIODS = 4
 METRICS = (("routing", "routing_accuracy"), ("stars", "mean_stars"), ("failures", "failure_rate"))

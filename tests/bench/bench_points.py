@@ -48,12 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpdesk_domain as desk
+from cl_plugin.graphs.maintenance import run_maintenance
 from langgraph.checkpoint.memory import InMemorySaver
 
 from cl_plugin import CaptureHandler, LearnedRouter
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import run_maintenance
 
 POINT = "helpdesk/triage/route"
 HELD_OUT_SEED = 99_991

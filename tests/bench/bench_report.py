@@ -21,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cl_plugin.graphs.traffic import synthetic_interactions
+
 from cl_plugin.privacy import default_redactor
 from cl_plugin.report import build_report
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.rows import Sanitizer, row_from_interaction
-from graphs.traffic import synthetic_interactions
 
 T0 = 1_700_000_000.0
 

@@ -3,7 +3,7 @@
     python tests/bench/bench_retraining.py [--traffic 2000] [--seeds 1 2 3] [--size 10000] [--runs 3]
 
 Learning under drift, per seed: the example graph serves ``--traffic`` queries of
-:data:`graphs.traffic.OPS_DRIFT` (half-way the mix turns refinement- and search-heavy and 80% of queries
+:data:`cl_plugin.graphs.traffic.OPS_DRIFT` (half-way the mix turns refinement- and search-heavy and 80% of queries
 arrive in a wording the starting router never saw) with capture on and simulated users rating and
 correcting. :class:`~cl_plugin.selection.ActiveLearningSelector` (hybrid, with the production router's
 probabilities) picks 100 interactions, which an oracle labels with the best agent of their task. The
@@ -17,11 +17,11 @@ and each router is scored on fresh held-out tasks with ground truth: the old mix
 the new mix with 80% in the new wording (1,000 each, seed apart from the traffic). Routing accuracy is the
 share of queries whose most likely agent is the family's best agent, with the routing context computed by
 the model set's own index, as the graph computes it (only the queries it looks up retrieve:
-:func:`graphs.mcts_agents.needs_retrieval`). Target: ``feedback+100`` gains >= 15 points on the new mix
+:func:`cl_plugin.graphs.mcts_agents.needs_retrieval`). Target: ``feedback+100`` gains >= 15 points on the new mix
 over the stale router and loses <= 3 points on the old mix (medians over seeds).
 
 Speed: ``retrain_sync`` over ``--size`` interactions, median of ``--runs``: interactions read back from a
-SQLite store (:func:`graphs.traffic.synthetic_interactions`: every one labeled, 60% rated, many queries
+SQLite store (:func:`cl_plugin.graphs.traffic.synthetic_interactions`: every one labeled, 60% rated, many queries
 repeated, so deduplication leaves fewer labels), and interactions of distinct tasks in both wordings (every
 one a label: the router is fitted on all of them). Target: <= 30 s for 10k.
 """
@@ -38,19 +38,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
+from cl_plugin.graphs.mcts_agents import (
+    build_mcts_agent_graph,
+    needs_retrieval,
+    starting_model_set,
+)
+from cl_plugin.graphs.tasks import BEST_AGENT, parse_problem, sample_tasks
+from cl_plugin.graphs.traffic import (
+    OPS_DRIFT,
+    DriftSchedule,
+    production_queries,
+    run_traffic,
+    synthetic_interactions,
+)
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
 from cl_plugin.modelset import ModelSet
 from cl_plugin.retraining import IncrementalRetrainingPipeline
 from cl_plugin.selection import ActiveLearningSelector
 from cl_plugin.store import Store
-from graphs.mcts_agents import (
-    build_mcts_agent_graph,
-    needs_retrieval,
-    starting_model_set,
-)
-from graphs.tasks import BEST_AGENT, parse_problem, sample_tasks
-from graphs.traffic import OPS_DRIFT, DriftSchedule, production_queries, run_traffic, synthetic_interactions
 
 OLD_MIX, NEW_MIX = OPS_DRIFT.phases[0][1], OPS_DRIFT.phases[1][1]
 NEW_OPS_SHARE = OPS_DRIFT.phrasing[-1][1]

@@ -2,7 +2,7 @@
 
     python tests/bench/bench_selection.py [--runs 5] [--seeds 10] [--sizes 10000 100000]
 
-Speed: ``select_for_annotation`` with budget 50 on rows of :func:`graphs.failures.planted_failures`, median
+Speed: ``select_for_annotation`` with budget 50 on rows of :func:`cl_plugin.graphs.failures.planted_failures`, median
 (and spread) of ``--runs`` calls after one warm-up call, for every strategy. Beside it, in the same run,
 the floor any text-based selector pays: reading the fields (``ProductionInteraction``-free dict reads) and
 one ``TfidfVectorizer.fit_transform`` of the same queries. Targets (hybrid): 10k <= 0.3 s, 100k <= 3 s.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cl_plugin.graphs.failures import planted_failures
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from cl_plugin.selection import ActiveLearningSelector
-from graphs.failures import planted_failures
 
 STRATEGIES = ("hybrid", "failure", "uncertainty", "diversity")
 COVERAGE_CONFIGS: tuple[tuple[str, dict], ...] = (

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import production_queries
 from sqlalchemy import inspect, text
 
 from cl_plugin import CaptureHandler
 from cl_plugin.store import Batch, Store
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import production_queries
 from tests.conftest import SCHEMA_HEAD
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from cl_plugin.graphs.maintenance import LEASE, build_maintenance_graph, run_maintenance
 from sqlalchemy import text
 
 from cl_plugin.errors import RegistryError
@@ -34,7 +35,6 @@ from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.backup import backup_files, iter_backup, read_backup
 from cl_plugin.store.runs import lease_holder, maintenance_runs
-from graphs.maintenance import LEASE, build_maintenance_graph, run_maintenance
 from tests.conftest import SCHEMA_HEAD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,7 +250,7 @@ def test_sigkill_mid_backup_append_keeps_every_complete_record_readable_after_la
 @pytest.fixture
 def production_registry(tmp_path: Path) -> tuple[str, Path]:
     """A SQLite store whose registry serves the example graph's starting set as production (v1)."""
-    from graphs.maintenance import register_starting_models
+    from cl_plugin.graphs.maintenance import register_starting_models
 
     url, artifacts = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "artifacts"
     store = Store.from_url(url).setup()
@@ -262,7 +262,7 @@ def production_registry(tmp_path: Path) -> tuple[str, Path]:
 
 
 def training_rows(n: int) -> list[dict[str, Any]]:
-    from graphs.tasks import BEST_AGENT, sample_tasks
+    from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 
     return [
         {
@@ -389,8 +389,8 @@ def test_sigkill_mid_migration_leaves_the_old_schema_and_its_data_and_setup_comp
 KILL_THREAD = "maintenance-killed"
 # Imported once by the forkserver, so that each child starts in milliseconds instead of ten seconds.
 _PRELOAD = [
-    "graphs.maintenance",
-    "graphs.mcts_agents",
+    "cl_plugin.graphs.maintenance",
+    "cl_plugin.graphs.mcts_agents",
     "cl_plugin.abtest",
     "cl_plugin.analysis",
     "cl_plugin.drift",
@@ -441,12 +441,11 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
     import traceback
 
     try:
+        import cl_plugin.graphs.maintenance as maintenance
+        import cl_plugin.graphs.maintenance.context as maintenance_context
         from langgraph.checkpoint.sqlite import SqliteSaver
         from langgraph.graph import StateGraph
         from threadpoolctl import threadpool_limits
-
-        import graphs.maintenance as maintenance
-        import graphs.maintenance.context as maintenance_context
 
         threadpool_limits(1)  # two shared cores: BLAS threads in each child only slow every child down
         node, stop = stop_at or ("", "")
@@ -706,10 +705,9 @@ def test_sigkill_inside_any_maintenance_node_resumes_to_the_uninterrupted_outcom
 def test_a_killed_runs_lease_is_taken_over_once_it_expires_and_the_dead_run_stays_stopped(
     maintenance_template: Path, tmp_path: Path
 ) -> None:
+    from cl_plugin.graphs.maintenance import LeaseLostError
     from langgraph.checkpoint.sqlite import SqliteSaver
     from threadpoolctl import threadpool_limits
-
-    from graphs.maintenance import LeaseLostError
 
     shutil.copytree(maintenance_template, tmp_path, dirs_exist_ok=True)
     config = maintenance_config(tmp_path, "ab_test")

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cl_plugin.graphs.maintenance import register_starting_models, run_maintenance
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
 from sqlalchemy import text
 
 from cl_plugin import CaptureHandler
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import register_starting_models, run_maintenance
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import OPS_DRIFT, run_traffic
 from tests.conftest import SCHEMA_HEAD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +29,8 @@ CAPTURE = r"""
 import json, sys, time
 from cl_plugin import CaptureHandler
 from cl_plugin.store import Store
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import run_traffic
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import run_traffic
 args = json.loads(sys.argv[1])
 time.sleep(max(0.0, args["start_at"] - time.time()))
 # Nobody set the database up: every process takes the empty store at once, so their first-use setups race.

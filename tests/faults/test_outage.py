@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.traffic import production_queries
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from cl_plugin import CaptureHandler
 from cl_plugin.store import Store
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.traffic import production_queries
 from tests.conftest import PG_URL
 from tests.user_graph import serve
 

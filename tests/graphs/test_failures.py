@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from cl_plugin.graphs.failures import HEALTHY_TOPICS, THEMES, iter_planted_failures, planted_failures
 
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
 from cl_plugin.store.rows import INTERACTION_COLUMNS, Sanitizer, row_from_interaction
 from cl_plugin.store.store import Batch
-from graphs.failures import HEALTHY_TOPICS, THEMES, iter_planted_failures, planted_failures
 
 
 def _signals(row: dict) -> bool:

@@ -14,6 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cl_plugin.graphs.maintenance import (
+    LEASE,
+    build_maintenance_graph,
+    register_starting_models,
+    run_maintenance,
+)
+from cl_plugin.graphs.mcts_agents import (
+    build_mcts_agent_graph,
+)
+from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -23,11 +33,6 @@ from cl_plugin import CaptureHandler
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
 from cl_plugin.store.runs import lease_holder, maintenance_runs
-from graphs.maintenance import LEASE, build_maintenance_graph, register_starting_models, run_maintenance
-from graphs.mcts_agents import (
-    build_mcts_agent_graph,
-)
-from graphs.traffic import OPS_DRIFT, run_traffic
 from tests.seeded import captured_store, record_a_winning_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,7 +226,7 @@ CRASH_SCRIPT = textwrap.dedent(
     from langgraph.checkpoint.sqlite import SqliteSaver
     from cl_plugin.store import Store
     from cl_plugin.registry import ModelRegistry
-    from graphs.maintenance import run_maintenance
+    from cl_plugin.graphs.maintenance import run_maintenance
 
     root, thread_id, crash = sys.argv[1], sys.argv[2], sys.argv[3] == "crash"
     if crash:  # die the hard way in the middle of retraining
@@ -431,7 +436,7 @@ def test_a_retrain_killed_before_aliasing_its_candidate_takes_that_candidate_on_
 
 
 def test_a_run_paused_for_labels_past_its_lease_is_taken_over_and_stops_when_resumed(world: tuple) -> None:
-    from graphs.maintenance import LeaseLostError
+    from cl_plugin.graphs.maintenance import LeaseLostError
 
     store, registry, config = world
     config = with_(config, lease_ttl_seconds=60.0)

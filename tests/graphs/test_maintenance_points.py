@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import pytest
+from cl_plugin.graphs.maintenance import RECORDED_POLICY, run_maintenance
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -23,7 +24,6 @@ from pydantic import Field
 from cl_plugin import CaptureHandler, LearnedRouter, record_decision
 from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
-from graphs.maintenance import RECORDED_POLICY, run_maintenance
 
 QUEUE_POINT = "mail/intake/route"
 TONE_POINT = "mail/orders/tone"

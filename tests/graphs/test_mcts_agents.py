@@ -7,6 +7,16 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
+from cl_plugin.graphs.mcts_agents import (
+    AGENTS,
+    build_mcts_agent_graph,
+    default_rag,
+    default_router,
+    needs_retrieval,
+    new_thread_config,
+    seed_set,
+)
+from cl_plugin.graphs.tasks import BEST_AGENT, FAMILIES, Task, check_answer, sample_tasks
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
@@ -16,16 +26,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from cl_plugin.capture import DECISION_EVENT
 from cl_plugin.rag import RagIndex
 from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
-from graphs.mcts_agents import (
-    AGENTS,
-    build_mcts_agent_graph,
-    default_rag,
-    default_router,
-    needs_retrieval,
-    new_thread_config,
-    seed_set,
-)
-from graphs.tasks import BEST_AGENT, FAMILIES, Task, check_answer, sample_tasks
 
 SEARCH = "Choose some of the numbers 20, 5, 18, 31, 13, 10 and 32 so their total is as large as possible without going over 69."
 

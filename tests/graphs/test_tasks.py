@@ -7,8 +7,7 @@ import re
 from dataclasses import replace
 
 import pytest
-
-from graphs.tasks import (
+from cl_plugin.graphs.tasks import (
     BEST_AGENT,
     FAMILIES,
     SERVICES,

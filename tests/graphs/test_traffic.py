@@ -6,11 +6,9 @@ import random
 import statistics
 
 import pytest
-
-from cl_plugin import CaptureHandler
-from graphs.mcts_agents import build_mcts_agent_graph
-from graphs.tasks import make_task, parse_problem
-from graphs.traffic import (
+from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
+from cl_plugin.graphs.tasks import make_task, parse_problem
+from cl_plugin.graphs.traffic import (
     DEFAULT_DRIFT,
     OPS_DRIFT,
     DriftSchedule,
@@ -19,6 +17,8 @@ from graphs.traffic import (
     run_traffic,
     simulated_feedback,
 )
+
+from cl_plugin import CaptureHandler
 
 
 def test_the_stream_is_the_same_for_the_same_seed() -> None:
@@ -36,7 +36,7 @@ def test_the_family_mix_drifts_on_schedule() -> None:
 
 
 def test_the_ops_register_arrives_on_schedule() -> None:
-    from graphs.tasks import parse_problem
+    from cl_plugin.graphs.tasks import parse_problem
 
     qs = list(production_queries(2000, seed=0, drift=OPS_DRIFT))
     ops = lambda part: sum(" / " in q.text or " dp" in q.text for q in part) / len(part)  # noqa: E731
@@ -135,7 +135,7 @@ class SplitByParity:
 
 
 def test_ab_traffic_sends_each_request_to_its_group_and_records_rated_answers() -> None:
-    from graphs.traffic import run_ab_traffic
+    from cl_plugin.graphs.traffic import run_ab_traffic
 
     answers = {"A": 0, "B": 0}
 
@@ -160,7 +160,7 @@ def test_ab_traffic_sends_each_request_to_its_group_and_records_rated_answers() 
 
 
 def test_ab_traffic_records_a_run_that_raised_as_a_failure_even_unrated() -> None:
-    from graphs.traffic import run_ab_traffic
+    from cl_plugin.graphs.traffic import run_ab_traffic
 
     class Broken:
         def invoke(self, inputs: dict, config: dict) -> dict:

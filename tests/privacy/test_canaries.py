@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from cl_plugin.graphs.maintenance import run_maintenance
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.tools import tool
@@ -34,7 +35,6 @@ from cl_plugin.cli import main as cli_main
 from cl_plugin.langsmith import FeedbackMirror, export_to_dataset, sanitizing_client, sanitizing_tracer
 from cl_plugin.privacy import default_redactor, safe_identifier
 from cl_plugin.registry import ModelRegistry
-from graphs.maintenance import run_maintenance
 from tests.langsmith_server import LangSmithServer
 from tests.privacy.canaries import as_id, canaries_for, files_under, readable_bytes, scan, sentence
 
@@ -204,7 +204,7 @@ def test_no_canary_reaches_any_sink(
     monkeypatch.delenv("CL_PLUGIN_HASH_KEY", raising=False)
     monkeypatch.setenv("CL_PLUGIN_HASH_KEY_FILE", str(tmp_path / "keys" / "id-hash.key"))
     caplog.set_level(logging.DEBUG, logger="cl_plugin")
-    caplog.set_level(logging.DEBUG, logger="graphs")
+    caplog.set_level(logging.DEBUG, logger="cl_plugin.graphs")
     storage = tmp_path / "storage"
     sinks: dict[str, bytes] = {}
 
