@@ -22,6 +22,9 @@ from graphs.mcts_agents import build_mcts_agent_graph
 from graphs.traffic import OPS_DRIFT, run_traffic
 from tests.conftest import SCHEMA_HEAD
 
+# Many processes capturing at once: long-running, so outside the quick loop (-m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # One capturing process: serves ``n`` queries through the example graph with a CaptureHandler attached.

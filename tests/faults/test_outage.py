@@ -189,6 +189,7 @@ def _pg_ready(url: str, timeout: float) -> bool:
     return wait_until(ready, timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_restart_mid_traffic_spills_and_replays_every_interaction_once(
     private_cluster: PrivateCluster, private_pg_url: str, tmp_path: Path

@@ -117,6 +117,7 @@ def test_the_generated_key_is_kept_owner_only_and_reused(key_file: Path) -> None
     assert id_hash_key() == first
 
 
+@pytest.mark.slow
 def test_processes_creating_the_key_at_once_agree_on_one(key_file: Path) -> None:
     code = "from cl_plugin.privacy import id_hash_key; print(id_hash_key())"
     env = {**os.environ, "CL_PLUGIN_HASH_KEY_FILE": str(key_file)}
