@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,11 +11,35 @@ from importlib import resources
 import pytest
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 
 from cl_plugin.store import Store
 
-PG_URL = os.environ.get("CL_PLUGIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+#: The PostgreSQL test server's database as configured; the tests connect to it directly when they run in
+#: one process.
+SERVER_PG_URL = os.environ.get("CL_PLUGIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: The pytest-xdist worker this process is ("gw0", "gw1", ...), or None without parallel workers.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _worker_url(url: str, worker: str | None) -> str:
+    """Each xdist worker gets a database of its own on the test server (``test_gw0``, ...), so that what
+    spans a whole database (advisory locks, connection counts, the public schema) is never shared between
+    two workers running at once."""
+    if worker is None:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database or 'test'}_{worker}").render_as_string(hide_password=False)
+
+
+#: The database the tests use: the configured one, or the worker's own under pytest-xdist.
+PG_URL = _worker_url(SERVER_PG_URL, XDIST_WORKER)
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy psycopg URL as a libpq connection string."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def _schema_head() -> str:
@@ -35,11 +60,27 @@ def _pg_unreachable_reason() -> str | None:
     except ImportError:
         return "psycopg is not installed (pip install 'cl-plugin[postgres]')"
     try:
-        conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(conninfo, connect_timeout=3):
+        if PG_URL != SERVER_PG_URL:
+            _create_database(SERVER_PG_URL, make_url(PG_URL).database)
+        with psycopg.connect(libpq(PG_URL), connect_timeout=3):
             return None
     except Exception as exc:
         return f"PostgreSQL at {PG_URL} is unreachable: {type(exc).__name__}: {exc}".strip()
+
+
+def _create_database(server_url: str, name: str | None) -> None:
+    """Create the database ``name`` on the server of ``server_url`` unless it exists; it is kept for the
+    next run (every test works in a schema of its own inside it, dropped afterwards)."""
+    import psycopg
+    from psycopg import errors, sql
+
+    assert name
+    with psycopg.connect(libpq(server_url), connect_timeout=3, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return
+        # A concurrent run with the same worker names may create it first.
+        with contextlib.suppress(errors.DuplicateDatabase, errors.UniqueViolation):
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 _PG_REASON = _pg_unreachable_reason()
@@ -83,7 +124,7 @@ def pg_url() -> Iterator[str]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    conninfo = libpq(PG_URL)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +61,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_loop_into_sqlite_with_the_runtime_dependencies_only(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", RUNTIME_ONLY, "demo", "--interactions", "300", "--storage", str(tmp_path)],
@@ -110,19 +112,27 @@ def test_demo_runs_the_whole_loop_into_sqlite_with_the_runtime_dependencies_only
     assert first and "diagnostic" not in first.group(1) and "retrieval" not in first.group(1)
 
 
-@pytest.fixture
-def captured(tmp_path: Path) -> str:
-    """A store holding 200 captured interactions of the example graph, with feedback."""
+@pytest.fixture(scope="module")
+def captured_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory whose ``cli.db`` holds 200 captured interactions of the example graph, with feedback;
+    built once, only ever copied."""
     from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
     from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
 
     from cl_plugin import CaptureHandler
 
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    handler = CaptureHandler(url)
+    root = tmp_path_factory.mktemp("cli-captured")
+    handler = CaptureHandler(f"sqlite:///{root / 'cli.db'}")
     run_traffic(build_mcts_agent_graph().compile(), handler, 200, seed=4, drift=OPS_DRIFT)
     handler.close()
-    return url
+    return root
+
+
+@pytest.fixture
+def captured(captured_template: Path, tmp_path: Path) -> str:
+    """A private copy of the captured store (the tests run maintenance on it, purge it, ...)."""
+    shutil.copytree(captured_template, tmp_path, dirs_exist_ok=True)
+    return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 def test_maintain_runs_a_cycle_and_prints_each_step(

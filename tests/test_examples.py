@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Each example runs in a fresh interpreter: long-running, so outside the quick loop.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 

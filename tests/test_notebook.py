@@ -11,6 +11,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+# The notebook runs in a kernel: long-running, so outside the quick loop.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "continual_learning.ipynb"
 

@@ -260,6 +260,7 @@ def test_bad_arguments_name_the_key(tmp_path: Path, kwargs: dict, key: str) -> N
     assert err.value.key == key
 
 
+@pytest.mark.slow
 def test_importing_the_report_does_not_load_matplotlib() -> None:
     code = "import sys, cl_plugin, cl_plugin.report; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -293,6 +294,7 @@ def _browse(path: Path, *args: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True).stdout
 
 
+@pytest.mark.slow
 def test_chromium_renders_a_full_page_that_is_not_blank(rich: tuple[Store, Path]) -> None:
     from PIL import Image  # a dependency of matplotlib
 
@@ -308,6 +310,7 @@ def test_chromium_renders_a_full_page_that_is_not_blank(rich: tuple[Store, Path]
     assert colours > 50 and 0.02 < dark < 0.5  # text, plots and the header, on a white page
 
 
+@pytest.mark.slow
 def test_chromium_sees_every_section_heading(rich: tuple[Store, Path]) -> None:
     dom = _browse(rich[1], "--dump-dom")
     for key, heading in SECTIONS.items():
@@ -381,6 +384,7 @@ def test_every_value_of_the_decision_points_section_is_escaped(shop: tuple[Store
     assert "<img" not in section and html.escape(HOSTILE) in section
 
 
+@pytest.mark.slow
 def test_chromium_shows_a_markup_option_as_text(shop: tuple[Store, Path]) -> None:
     dom = _browse(shop[1], "--dump-dom")
     section = _section(dom, "points")

@@ -37,6 +37,9 @@ from cl_plugin.store.backup import backup_files, iter_backup, read_backup
 from cl_plugin.store.runs import lease_holder, maintenance_runs
 from tests.conftest import SCHEMA_HEAD
 
+# Child processes killed mid-phase, then rerun: minutes in all, so outside the quick loop (-m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 NAMES = {"router": "router", "rag_index": "rag_index", "replay": "router-replay"}
@@ -648,7 +651,6 @@ def maintenance_nodes() -> list[str]:
         store.close()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("node", maintenance_nodes())
 def test_sigkill_inside_any_maintenance_node_resumes_to_the_uninterrupted_outcome(
     node: str,
@@ -701,7 +703,6 @@ def test_sigkill_inside_any_maintenance_node_resumes_to_the_uninterrupted_outcom
     }
 
 
-@pytest.mark.slow
 def test_a_killed_runs_lease_is_taken_over_once_it_expires_and_the_dead_run_stays_stopped(
     maintenance_template: Path, tmp_path: Path
 ) -> None:

@@ -22,6 +22,9 @@ from cl_plugin.registry import ModelRegistry
 from cl_plugin.store import Store
 from tests.conftest import SCHEMA_HEAD
 
+# Many processes capturing at once: long-running, so outside the quick loop (-m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # One capturing process: serves ``n`` queries through the example graph with a CaptureHandler attached.

@@ -11,7 +11,6 @@ exactly once, with the same node runs and decisions as a run without an outage.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,8 @@ from sqlalchemy.engine import make_url
 
 from cl_plugin import CaptureHandler
 from cl_plugin.store import Store
-from tests.conftest import PG_URL
+from tests.conftest import libpq
+from tests.faults.conftest import PrivateCluster
 from tests.user_graph import serve
 
 N_BEFORE, N_DURING, N_AFTER = 20, 30, 20
@@ -170,27 +170,14 @@ def test_sqlite_disk_full_mid_traffic_spills_and_replays_every_interaction_once(
 
 
 # -- PostgreSQL: the server stops and starts -----------------------------------------------------------
+# On a private cluster (tests/faults/conftest.py): stopping the shared test server would break the other
+# PostgreSQL tests running on parallel workers.
 
 
-def _pg_cluster() -> tuple[str, str]:
-    """(version, name) of the local cluster serving the test database, or skip with the reason."""
-    if "127.0.0.1" not in PG_URL and "localhost" not in PG_URL:
-        pytest.skip("the test server is not local; it cannot be stopped from here")
-    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir():
-        pytest.skip("pg_ctlcluster is not available to stop and start the server")
-    versions = sorted(os.listdir("/etc/postgresql"))
-    if not versions:
-        pytest.skip("no PostgreSQL cluster configured under /etc/postgresql")
-    status = subprocess.run(["pg_ctlcluster", versions[-1], "main", "status"], capture_output=True, text=True)
-    if status.returncode != 0:
-        pytest.skip(f"cannot control the PostgreSQL cluster: {status.stdout.strip()} {status.stderr.strip()}")
-    return versions[-1], "main"
-
-
-def _pg_ready(timeout: float) -> bool:
+def _pg_ready(url: str, timeout: float) -> bool:
     import psycopg
 
-    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    conninfo = libpq(url)
 
     def ready() -> bool:
         try:
@@ -202,12 +189,12 @@ def _pg_ready(timeout: float) -> bool:
     return wait_until(ready, timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_restart_mid_traffic_spills_and_replays_every_interaction_once(
-    pg_url: str, tmp_path: Path
+    private_cluster: PrivateCluster, private_pg_url: str, tmp_path: Path
 ) -> None:
-    version, cluster = _pg_cluster()
-    store = Store.from_url(pg_url).setup()
+    store = Store.from_url(private_pg_url).setup()
     handler = CaptureHandler(store, journal_dir=tmp_path / "journal", flush_interval=0.05)
     handler.writer.retry_interval = handler.writer._backoff = 0.1
     traffic = Traffic(handler)
@@ -216,13 +203,13 @@ def test_postgres_restart_mid_traffic_spills_and_replays_every_interaction_once(
         assert handler.flush(timeout=30)
         assert store.count_interactions() == N_BEFORE
         try:
-            subprocess.run(["pg_ctlcluster", version, cluster, "stop", "-m", "fast"], check=True, timeout=60)
+            private_cluster.stop("fast")
             traffic.serve(N_DURING)
             assert handler.flush(timeout=30) is False  # the rows wait in the journal
             assert handler.writer.stats.spilled > 0, handler.writer.stats
         finally:
-            subprocess.run(["pg_ctlcluster", version, cluster, "start"], check=False, timeout=60)
-            assert _pg_ready(60), "the PostgreSQL server did not come back"
+            private_cluster.start(check=False)
+            assert _pg_ready(private_cluster.url, 60), "the PostgreSQL server did not come back"
         traffic.serve(N_AFTER)
         assert_everything_arrived_once(store, traffic, handler, tmp_path)
     finally:

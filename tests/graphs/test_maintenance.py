@@ -242,6 +242,7 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_retrain_resumes_where_it_stopped(world: tuple, tmp_path: Path) -> None:
     store, _, config = world
     script = tmp_path / "crash.py"
@@ -332,6 +333,7 @@ def test_a_new_candidate_waits_while_an_ab_test_is_running(world: tuple) -> None
     assert [t["test_id"] for t in store.ab_tests(status="running")] == [running]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_on_postgresql_a_paused_run_resumes_from_the_postgres_checkpointer(
     pg_url: str, tmp_path: Path

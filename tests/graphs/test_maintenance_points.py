@@ -204,6 +204,7 @@ def test_the_gate_refuses_a_candidate_when_the_rule_is_already_right(tmp_path: P
         w.close()
 
 
+@pytest.mark.slow
 def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_decisions(world: World) -> None:
     world.serve(500, seed=3)
     ab = {

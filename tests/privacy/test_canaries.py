@@ -194,6 +194,7 @@ def test_the_redactor_catches_every_canary_in_its_sentence() -> None:
     assert len(CANARIES) == len(FIELDS) * 17 == len({c.value for c in CANARIES})
 
 
+@pytest.mark.slow
 def test_no_canary_reaches_any_sink(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
