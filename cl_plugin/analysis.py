@@ -72,6 +72,7 @@ from scipy import stats
 from cl_plugin.clustering import FailureClusterer, QueryCluster
 from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, resolve_section
 from cl_plugin.outcomes import LOW_CONFIDENCE, POOR_RETRIEVAL_QUALITY, OutcomeCounter, OutcomeRate, corrected
+from cl_plugin.outcomes import as_number as _number
 from cl_plugin.privacy import default_redactor
 from cl_plugin.records import FailurePattern, ProductionInteraction
 
@@ -344,12 +345,6 @@ def _stack(vectors: list[np.ndarray | None]) -> np.ndarray | None:
     if not vectors or any(v is None for v in vectors) or len({v.size for v in vectors}) != 1:  # type: ignore[union-attr]
         return None
     return np.stack(vectors)  # type: ignore[arg-type]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        return None
-    return float(value)
 
 
 def _signals(row: _Row, low_threshold: float, slow_ms: float) -> tuple[int, int, float, tuple[float, ...]]:

@@ -85,7 +85,8 @@ def _get(item: Any) -> Any:
     return lambda key, default=None: getattr(item, key, default)
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A stored number as a float; None for a missing, NaN, boolean or non-numeric value."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return None
     return float(value)
@@ -109,7 +110,7 @@ def outcome_failures(item: Any, *, low_rating_threshold: float = 3.0) -> tuple[s
         ('low_rating',)
     """
     get = _get(item)
-    score = _number(get("user_feedback_score"))
+    score = as_number(get("user_feedback_score"))
     found = (
         score is not None and score < low_rating_threshold,
         get("thumbs_up_down") == "down",
@@ -134,8 +135,8 @@ def diagnostic_signals(
         ('poor_retrieval', 'low_confidence')
     """
     get = _get(item)
-    quality, latency = _number(get("retrieval_quality")), _number(get("latency_ms"))
-    confidence = _number(get("agent_confidence"))
+    quality, latency = as_number(get("retrieval_quality")), as_number(get("latency_ms"))
+    confidence = as_number(get("agent_confidence"))
     found = (
         bool(get("retrieval_failed")) or (quality is not None and quality < poor_retrieval_quality),
         latency is not None and latency > slow_response_ms,
@@ -159,7 +160,7 @@ def outcome_value(item: Any, *, low_rating_threshold: float = 3.0) -> float | No
     if outcome_failures(item, low_rating_threshold=low_rating_threshold):
         return 0.0
     get = _get(item)
-    if _number(get("user_feedback_score")) is not None or get("thumbs_up_down") in ("up", "down"):
+    if as_number(get("user_feedback_score")) is not None or get("thumbs_up_down") in ("up", "down"):
         return 1.0
     return None
 
