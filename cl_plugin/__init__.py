@@ -5,7 +5,25 @@ Capture production traffic, analyse failures, select what to label, retrain, A/B
 
 from typing import Any
 
+from cl_plugin.analysis.metrics import (
+    MetricOptions,
+    interaction_metrics,
+    metrics_by_window,
+    point_metrics,
+    router_metrics,
+    store_metrics,
+    store_metrics_by_window,
+)
 from cl_plugin.capture import CaptureHandler, arecord_decision, record_decision
+from cl_plugin.capture.langsmith import (
+    ExportResult,
+    FeedbackMirror,
+    FeedbackMirrorStats,
+    export_to_dataset,
+    sanitizing_client,
+    sanitizing_tracer,
+)
+from cl_plugin.capture.logger import ProductionInteractionLogger
 from cl_plugin.config import ContinualLearningConfig, load_config
 from cl_plugin.errors import (
     ABTestEndedError,
@@ -25,26 +43,8 @@ from cl_plugin.errors import (
     UnknownInteractionError,
     UntrustedArtifactError,
 )
-from cl_plugin.langsmith import (
-    ExportResult,
-    FeedbackMirror,
-    FeedbackMirrorStats,
-    export_to_dataset,
-    sanitizing_client,
-    sanitizing_tracer,
-)
-from cl_plugin.logger import ProductionInteractionLogger
-from cl_plugin.metrics import (
-    MetricOptions,
-    interaction_metrics,
-    metrics_by_window,
-    point_metrics,
-    router_metrics,
-    store_metrics,
-    store_metrics_by_window,
-)
 from cl_plugin.privacy import DataQualityValidator, PIIRedactor
-from cl_plugin.records import ActiveLearningCandidate, FailurePattern, ProductionInteraction
+from cl_plugin.records import ActiveLearningCandidate, FailurePattern, PointRef, ProductionInteraction
 from cl_plugin.store import Store
 
 __all__ = [
@@ -126,7 +126,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ABTestFramework": "cl_plugin.abtest",
     "ADWIN": "cl_plugin.drift",
-    "ActiveLearningSelector": "cl_plugin.selection",
+    "ActiveLearningSelector": "cl_plugin.analysis.selection",
     "Attribution": "cl_plugin.analysis",
     "DDM": "cl_plugin.drift",
     "DriftDetector": "cl_plugin.drift",
@@ -134,23 +134,22 @@ _LAZY = {
     "EDDM": "cl_plugin.drift",
     "FailureAnalysis": "cl_plugin.analysis",
     "FailurePatternAnalyzer": "cl_plugin.analysis",
-    "IncrementalRetrainingPipeline": "cl_plugin.retraining",
+    "IncrementalRetrainingPipeline": "cl_plugin.learning.retraining",
     "KSWIN": "cl_plugin.drift",
     "LearnedRouter": "cl_plugin.serving",
-    "MetaRouter": "cl_plugin.router",
-    "ModelRegistry": "cl_plugin.registry",
-    "ModelSet": "cl_plugin.modelset",
+    "MetaRouter": "cl_plugin.learning.router",
+    "ModelRegistry": "cl_plugin.learning.registry",
+    "ModelSet": "cl_plugin.learning.modelset",
     "PageHinkley": "cl_plugin.drift",
-    "PointRef": "cl_plugin.points",
-    "RagIndex": "cl_plugin.rag",
-    "ReplayBuffer": "cl_plugin.labels",
-    "RoutingDecision": "cl_plugin.router",
-    "RoutingLabel": "cl_plugin.labels",
+    "RagIndex": "cl_plugin.learning.rag",
+    "ReplayBuffer": "cl_plugin.learning.labels",
+    "RoutingDecision": "cl_plugin.learning.router",
+    "RoutingLabel": "cl_plugin.learning.labels",
     "build_report": "cl_plugin.report",
     "compare_columns": "cl_plugin.drift",
-    "probabilities_from_decisions": "cl_plugin.selection",
+    "probabilities_from_decisions": "cl_plugin.analysis.selection",
     "required_sample_size": "cl_plugin.abtest",
-    "routing_labels": "cl_plugin.labels",
+    "routing_labels": "cl_plugin.learning.labels",
     "statistical_power": "cl_plugin.abtest",
     "text_drift": "cl_plugin.drift",
 }

@@ -243,7 +243,7 @@ def _labels_for_paused_run(store: Any, saver: Any, thread_id: str) -> dict[str, 
 
 
 def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
-    from cl_plugin.points import PointRef
+    from cl_plugin.records import PointRef
 
     stdin = stdin or sys.stdin
     try:
@@ -310,7 +310,7 @@ def _point_of(store: Any, row: dict[str, Any], points: dict[tuple[Any, ...], Any
     With ``--point``, that point if the interaction decided there; otherwise the first point it decided at
     that maintenance learns by default (any kind but a ``Send`` fan-out, with 2 to 20 options).
     """
-    from cl_plugin.points import MAX_OPTIONS
+    from cl_plugin.learning.points import MAX_OPTIONS
 
     if not row:
         return None
@@ -350,7 +350,7 @@ def _ask(prompt: str, stdin: TextIO, keys: dict[str, str], noun: str = "agent") 
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from cl_plugin.metrics import point_metrics, store_metrics
+    from cl_plugin.analysis.metrics import point_metrics, store_metrics
 
     store = _open_store(args, write=False)
     metrics = store_metrics(store, window=args.window)
@@ -362,7 +362,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _registry_records(store: Any) -> Any:
     """The registry over the store's model records, for reading versions and aliases (no artifact is
     loaded, so the artifact directory is never opened)."""
-    from cl_plugin.registry import ModelRegistry
+    from cl_plugin.learning.registry import ModelRegistry
 
     return ModelRegistry(store, "cache/models/artifacts")
 
@@ -459,7 +459,7 @@ def _format_metrics(metrics: dict[str, Any], indent: str = "") -> str:
     and the diagnostics (facts that may explain a failure, not failures)."""
     import dataclasses
 
-    from cl_plugin.metrics import FailureRates
+    from cl_plugin.analysis.metrics import FailureRates
 
     lines = []
     for key, value in metrics.items():
@@ -503,7 +503,7 @@ def _purge(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     store = _open_store(args, write=False)
     if args.format == "langsmith":
-        from cl_plugin.langsmith import export_to_dataset, sanitizing_client
+        from cl_plugin.capture.langsmith import export_to_dataset, sanitizing_client
 
         result = export_to_dataset(store, sanitizing_client(), args.dataset)
         print(f"exported to LangSmith dataset {args.dataset!r}: {result}")

@@ -296,7 +296,7 @@ class MaintenanceConfig(_Section):
     @classmethod
     def _point_specs(cls, value: Any) -> Any:
         if isinstance(value, list):
-            from cl_plugin.points import PointRef
+            from cl_plugin.records import PointRef
 
             for spec in value:
                 PointRef.parse(spec)  # a ValueError naming the forms a point takes

@@ -22,8 +22,9 @@ from cl_plugin import (
     Store,
     store_metrics,
 )
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.store import Batch
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 
 
 def main(url: str = "sqlite://") -> None:

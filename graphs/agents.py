@@ -12,7 +12,7 @@ import random
 import re
 from typing import Any
 
-from cl_plugin.rag import RagIndex
+from cl_plugin.learning.rag import RagIndex
 
 __all__ = ["UNKNOWN", "hrm", "mcts", "self_check", "trm"]
 

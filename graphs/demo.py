@@ -29,7 +29,7 @@ from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
 from cl_plugin.graphs.traffic import OPS_DRIFT, DriftSchedule, TrafficReport, run_ab_traffic, run_traffic
 
 from cl_plugin.capture import CaptureHandler
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 
 __all__ = ["DemoResult", "run_demo"]

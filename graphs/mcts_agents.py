@@ -58,11 +58,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Overwrite, Send
 
 from cl_plugin.capture import record_decision
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from cl_plugin.modelset import ModelSet
-from cl_plugin.rag import RagIndex
-from cl_plugin.registry import ModelHandle
-from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
+from cl_plugin.learning.labels import ReplayBuffer, RoutingLabel
+from cl_plugin.learning.modelset import ModelSet
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.registry import ModelHandle
+from cl_plugin.learning.router import PARALLEL, MetaRouter, RoutingDecision
 
 __all__ = [
     "AGENTS",
@@ -124,7 +124,7 @@ class AgentState(TypedDict, total=False):
 
 
 class Router(Protocol):
-    """What the graph needs from a meta-controller (a :class:`~cl_plugin.router.MetaRouter` fits)."""
+    """What the graph needs from a meta-controller (a :class:`~cl_plugin.learning.router.MetaRouter` fits)."""
 
     def route(self, query: str, context: dict[str, Any] | None = None) -> RoutingDecision: ...
 
@@ -136,7 +136,7 @@ def seed_set() -> tuple[list[str], list[str]]:
 
 
 def default_router(seed: int = 0) -> MetaRouter:
-    """A :class:`~cl_plugin.router.MetaRouter` trained on :func:`seed_set`.
+    """A :class:`~cl_plugin.learning.router.MetaRouter` trained on :func:`seed_set`.
 
     Args:
         seed: the classifier's random state.
@@ -145,7 +145,7 @@ def default_router(seed: int = 0) -> MetaRouter:
 
 
 def default_rag() -> RagIndex:
-    """A :class:`~cl_plugin.rag.RagIndex` over :func:`cl_plugin.graphs.tasks.default_corpus`."""
+    """A :class:`~cl_plugin.learning.rag.RagIndex` over :func:`cl_plugin.graphs.tasks.default_corpus`."""
     return RagIndex().add(default_corpus())
 
 
@@ -258,11 +258,11 @@ def build_mcts_agent_graph(
     """Build the multi-agent graph (uncompiled: compile it with your own checkpointer).
 
     Args:
-        router: the meta-controller, or a :class:`~cl_plugin.registry.ModelHandle` from
+        router: the meta-controller, or a :class:`~cl_plugin.learning.registry.ModelHandle` from
             ``registry.watch("router")`` so that a promoted version serves the next request without a
             restart; default :func:`default_router`. Its ``route`` gets the routing context (retrieval
             relevance, earlier confidences) when it takes a ``context`` argument.
-        rag: the retrieval index, or a :class:`~cl_plugin.registry.ModelHandle` following one; default
+        rag: the retrieval index, or a :class:`~cl_plugin.learning.registry.ModelHandle` following one; default
             :func:`default_rag`.
         chat_model: when given, HRM, TRM and the synthesis ask it (with the retrieved context and the
             offline draft) and use its text; otherwise they answer offline.

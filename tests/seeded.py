@@ -11,7 +11,7 @@ from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
 
 from cl_plugin import CaptureHandler
 from cl_plugin.abtest import ABTestFramework
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 
 

@@ -13,9 +13,10 @@ from cl_plugin import FailureAnalysis, FailurePatternAnalyzer
 from cl_plugin.analysis import failure_signals
 from cl_plugin.config import ContinualLearningConfig
 from cl_plugin.errors import ConfigError
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 from cl_plugin.store.store import Batch
 
 PRIMARY = {

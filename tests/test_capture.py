@@ -21,8 +21,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, RetryPolicy, Send, interrupt
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger, UnknownInteractionError, record_decision
+from cl_plugin.capture.langsmith import FeedbackMirror, sanitizing_client, sanitizing_tracer
 from cl_plugin.errors import InvalidRecordError, PrivacyConfigError
-from cl_plugin.langsmith import FeedbackMirror, sanitizing_client, sanitizing_tracer
 from cl_plugin.privacy import hash_identifier, safe_identifier
 from tests.langsmith_server import LangSmithServer
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
+from cl_plugin.capture.sampling import is_sampled
 from cl_plugin.errors import ConfigError
-from cl_plugin.sampling import is_sampled
 from tests.user_graph import three_step_graph
 
 

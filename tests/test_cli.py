@@ -214,9 +214,10 @@ def test_stats_shows_outcomes_apart_from_the_diagnostics_that_may_explain_them(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """Right answers, rated well, all retrieved poorly: no answer failed, and every run shows the diagnostic."""
+    from cl_plugin.privacy import Sanitizer
     from cl_plugin.records import ProductionInteraction
     from cl_plugin.store import Batch
-    from cl_plugin.store.rows import Sanitizer, row_from_interaction
+    from cl_plugin.store.rows import row_from_interaction
 
     url = f"sqlite:///{tmp_path / 'good.db'}"
     now = time.time()
@@ -318,9 +319,10 @@ def local_langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[LangSmithServer
 def test_export_to_langsmith_creates_the_dataset_and_its_examples_without_pii(
     tmp_path: Path, local_langsmith: LangSmithServer, capsys: pytest.CaptureFixture
 ) -> None:
+    from cl_plugin.privacy import Sanitizer
     from cl_plugin.records import ProductionInteraction
     from cl_plugin.store import Batch
-    from cl_plugin.store.rows import Sanitizer, row_from_interaction
+    from cl_plugin.store.rows import row_from_interaction
 
     email, card = "jane.doe@example.com", "4111 1111 1111 1111"
     url = f"sqlite:///{tmp_path / 'export.db'}"
@@ -421,9 +423,10 @@ def test_annotate_offers_the_points_options_and_labels_the_point(
 def test_annotate_keeps_the_agent_menu_for_items_without_a_decision_point(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from cl_plugin.privacy import Sanitizer
     from cl_plugin.records import ProductionInteraction
     from cl_plugin.store import Batch
-    from cl_plugin.store.rows import Sanitizer, row_from_interaction
+    from cl_plugin.store.rows import row_from_interaction
 
     url = f"sqlite:///{tmp_path / 'logged.db'}"
     store = Store.from_url(url).setup()

@@ -10,7 +10,7 @@ from cl_plugin.graphs.failures import planted_failures
 from langchain_core.embeddings import Embeddings
 from sklearn.metrics import adjusted_rand_score
 
-from cl_plugin.clustering import FailureClusterer
+from cl_plugin.analysis.clustering import FailureClusterer
 
 
 def _failures(n: int, seed: int = 0, themes: int = 5) -> tuple[list[str], list[str]]:

@@ -257,7 +257,7 @@ def test_the_drift_snippet(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_pipeline_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cl_plugin.modelset import ModelSet
+    from cl_plugin.learning.modelset import ModelSet
     from tests.test_retraining import rows
 
     monkeypatch.chdir(tmp_path)

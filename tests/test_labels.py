@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 
-from cl_plugin.labels import ReplayBuffer, RoutingLabel, routing_context, routing_labels
+from cl_plugin.learning.labels import ReplayBuffer, RoutingLabel, routing_context, routing_labels
+from cl_plugin.learning.router import MetaRouter
 from cl_plugin.records import ProductionInteraction
-from cl_plugin.router import MetaRouter
 
 
 def interaction(

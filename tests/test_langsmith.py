@@ -17,7 +17,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langsmith import utils as ls_utils
 from urllib3.util import Retry
 
-from cl_plugin.langsmith import (
+from cl_plugin.capture.langsmith import (
     ExportResult,
     FeedbackMirror,
     example_id,
@@ -25,10 +25,10 @@ from cl_plugin.langsmith import (
     sanitizing_client,
     sanitizing_tracer,
 )
-from cl_plugin.privacy import REDACTED, PIIRedactor, hash_identifier
+from cl_plugin.privacy import REDACTED, PIIRedactor, Sanitizer, hash_identifier
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 from tests.langsmith_server import LangSmithServer
 
 EMAIL = "jane.doe@example.com"

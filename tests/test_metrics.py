@@ -12,9 +12,9 @@ import pytest
 import scipy.stats
 from sklearn import metrics as skm
 
-import cl_plugin.metrics
+import cl_plugin.analysis.metrics
 from cl_plugin import outcomes
-from cl_plugin.metrics import (
+from cl_plugin.analysis.metrics import (
     FailureRates,
     MetricOptions,
     Rate,
@@ -36,9 +36,10 @@ from cl_plugin.metrics import (
     store_metrics_by_window,
 )
 from cl_plugin.outcomes import OutcomeCounter, OutcomeRate
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, dumps, row_from_interaction
+from cl_plugin.store.rows import dumps, row_from_interaction
 
 MONDAY = 1_700_438_400.0  # 2023-11-20 00:00 UTC, a Monday
 AGENTS = ("HRM", "TRM", "MCTS")
@@ -65,7 +66,7 @@ def assert_close(got: object, want: object, path: str = "") -> None:
 
 
 def test_doctests_pass() -> None:
-    assert doctest.testmod(cl_plugin.metrics).failed == 0
+    assert doctest.testmod(cl_plugin.analysis.metrics).failed == 0
 
 
 # -- satisfaction, latency ---------------------------------------------------------------------------------
@@ -104,7 +105,11 @@ def test_latency_percentiles_match_numpy() -> None:
     assert lat.n == 1001
     assert (lat.p50_ms, lat.p95_ms, lat.p99_ms) == pytest.approx(np.percentile(x, [50, 95, 99]))
     assert (lat.mean_ms, lat.max_ms) == pytest.approx((x.mean(), x.max()))
-    assert latency_summary([None, None]) == latency_summary([]) == cl_plugin.metrics.Latency(0, *[None] * 5)
+    assert (
+        latency_summary([None, None])
+        == latency_summary([])
+        == cl_plugin.analysis.metrics.Latency(0, *[None] * 5)
+    )
     one = latency_summary([120.0])
     assert (one.p50_ms, one.p99_ms, one.max_ms) == (120.0, 120.0, 120.0)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from cl_plugin.errors import ArtifactIntegrityError
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from cl_plugin.modelset import ModelSet
-from cl_plugin.rag import RagIndex
-from cl_plugin.registry import DataWindow, ModelRegistry
-from cl_plugin.router import MetaRouter
+from cl_plugin.learning.labels import ReplayBuffer, RoutingLabel
+from cl_plugin.learning.modelset import ModelSet
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.registry import DataWindow, ModelRegistry
+from cl_plugin.learning.router import MetaRouter
 from cl_plugin.store import Store
 
 QUERIES = ["square root of 2 to 4 decimals", "order jobs B and C", "best subset of 3, 5 and 7 under 9"]

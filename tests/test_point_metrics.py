@@ -12,7 +12,7 @@ import pytest
 from langgraph.graph import END, START, StateGraph
 
 from cl_plugin import CaptureHandler, LearnedRouter, ModelRegistry, PointRef, point_metrics, record_decision
-from cl_plugin.router import MetaRouter
+from cl_plugin.learning.router import MetaRouter
 
 SHELVES = ("books", "toys")
 N = 60

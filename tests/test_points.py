@@ -10,7 +10,8 @@ import pytest
 from langgraph.graph import END, START, StateGraph
 
 from cl_plugin import CaptureHandler, record_decision
-from cl_plugin.points import PointRef, declared_options, point_rows
+from cl_plugin.learning.points import declared_options, point_rows
+from cl_plugin.records import PointRef
 from cl_plugin.store.points import DecisionPoint
 from tests.user_graph import serve
 

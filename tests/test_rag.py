@@ -13,8 +13,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from pydantic import Field
 
-import cl_plugin.rag
-from cl_plugin.rag import RagIndex
+import cl_plugin.learning.rag
+from cl_plugin.learning.rag import RagIndex
 
 DOCS = [
     "The billing service listens on port 8443.",
@@ -109,7 +109,7 @@ def test_the_retriever_fires_retriever_callbacks_and_returns_scored_documents() 
 
 
 def test_the_module_examples_run() -> None:
-    assert doctest.testmod(cl_plugin.rag).failed == 0
+    assert doctest.testmod(cl_plugin.learning.rag).failed == 0
 
 
 def _ids(hits: list[tuple[str, str, float]]) -> list[str]:

@@ -19,9 +19,9 @@ from cl_plugin.graphs.tasks import sample_tasks
 from sqlalchemy import text
 
 from cl_plugin.errors import ArtifactIntegrityError, RegistryError, StoreError, UntrustedArtifactError
-from cl_plugin.rag import RagIndex
-from cl_plugin.registry import DataWindow, ModelRegistry
-from cl_plugin.router import MetaRouter
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.registry import DataWindow, ModelRegistry
+from cl_plugin.learning.router import MetaRouter
 from cl_plugin.store import Store
 from tests.conftest import SCHEMA_HEAD
 
@@ -332,7 +332,7 @@ def test_migrating_from_0002_keeps_the_data_and_adds_the_registry(store_url: str
 def test_an_artifact_file_outside_the_registry_is_checked_against_its_digest(
     router: MetaRouter, tmp_path: Path
 ) -> None:
-    from cl_plugin.registry import read_artifact, write_artifact
+    from cl_plugin.learning.registry import read_artifact, write_artifact
 
     path = tmp_path / "router.skops"
     digest = write_artifact(router, path, name="router")

@@ -24,14 +24,14 @@ from cl_plugin.abtest import ABTestFramework
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.drift import DriftDetector
 from cl_plugin.errors import ConfigError, StoreSchemaError
-from cl_plugin.privacy import default_redactor
+from cl_plugin.learning.registry import ModelRegistry
+from cl_plugin.learning.router import MetaRouter
+from cl_plugin.privacy import Sanitizer, default_redactor
 from cl_plugin.records import ProductionInteraction
-from cl_plugin.registry import ModelRegistry
 from cl_plugin.report import MIN_LABELED, SECTIONS, build_report
-from cl_plugin.report_html import number
-from cl_plugin.router import MetaRouter
+from cl_plugin.report.html import number
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 from tests.conftest import IN_CI
 
 CANARY = "report.canary.7731@example.org"

@@ -15,15 +15,15 @@ from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 from sklearn.metrics import f1_score
 
 from cl_plugin import IncrementalRetrainingPipeline
+from cl_plugin.analysis.metrics import expected_calibration_error
 from cl_plugin.errors import ConfigError
-from cl_plugin.labels import RoutingLabel
-from cl_plugin.metrics import expected_calibration_error
-from cl_plugin.modelset import ModelSet
-from cl_plugin.rag import RagIndex
-from cl_plugin.registry import ModelRegistry
-from cl_plugin.router import MetaRouter
+from cl_plugin.learning.labels import RoutingLabel
+from cl_plugin.learning.modelset import ModelSet
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.registry import ModelRegistry
+from cl_plugin.learning.router import MetaRouter
+from cl_plugin.learning.training_data import prepare_training_data
 from cl_plugin.store import Store
-from cl_plugin.training_data import prepare_training_data
 
 AGENTS = ("HRM", "TRM", "MCTS")
 

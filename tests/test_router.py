@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from cl_plugin.graphs.tasks import BEST_AGENT, sample_tasks
 
-import cl_plugin.router
-from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
+import cl_plugin.learning.router
+from cl_plugin.learning.router import PARALLEL, MetaRouter, RoutingDecision
 
 AGENTS = ["HRM", "MCTS", "TRM"]
 
@@ -121,7 +121,7 @@ def test_an_unfitted_router_says_to_fit_first() -> None:
 
 
 def test_the_module_examples_run() -> None:
-    assert doctest.testmod(cl_plugin.router).failed == 0
+    assert doctest.testmod(cl_plugin.learning.router).failed == 0
 
 
 def test_label_weights_decide_between_conflicting_labels() -> None:
@@ -161,7 +161,7 @@ def noisy(n: int, seed: int, noise: float) -> tuple[list[str], list[str]]:
 def test_temperature_calibration_improves_held_out_probabilities() -> None:
     from sklearn.metrics import log_loss
 
-    from cl_plugin.metrics import expected_calibration_error
+    from cl_plugin.analysis.metrics import expected_calibration_error
 
     train, calib, test = noisy(600, 101, 0.25), noisy(600, 4, 0.25), noisy(600, 5, 0.25)
 
@@ -219,7 +219,7 @@ def test_the_routing_context_is_learned_when_the_text_cannot_tell() -> None:
 
 
 def test_context_features_are_scaled_and_default_to_unknown() -> None:
-    from cl_plugin.router import CONTEXT_FEATURES, context_features
+    from cl_plugin.learning.router import CONTEXT_FEATURES, context_features
 
     x = context_features(
         ["order 3 jobs", "refine it"],

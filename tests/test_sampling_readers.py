@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-import cl_plugin.metrics.nodes
-import cl_plugin.sampling
+import cl_plugin.analysis.metrics.nodes
+import cl_plugin.capture.sampling
 from cl_plugin import CaptureHandler, router_metrics, store_metrics
 from cl_plugin.analysis import FailurePatternAnalyzer
-from cl_plugin.metrics import node_figures, node_metrics
+from cl_plugin.analysis.metrics import node_figures, node_metrics
+from cl_plugin.analysis.selection import ActiveLearningSelector, probabilities_from_decisions
+from cl_plugin.capture.sampling import DetailSample, detail_sample, is_sampled
 from cl_plugin.report import build_report
-from cl_plugin.report_html import MIN_LABELED
-from cl_plugin.sampling import DetailSample, detail_sample, is_sampled
-from cl_plugin.selection import ActiveLearningSelector, probabilities_from_decisions
+from cl_plugin.report.html import MIN_LABELED
 from tests.user_graph import three_step_graph
 
 N = 60
@@ -51,8 +51,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Capture
 
 
 def test_the_sampling_docstrings_run() -> None:
-    assert doctest.testmod(cl_plugin.sampling).failed == 0
-    assert doctest.testmod(cl_plugin.metrics.nodes).failed == 0
+    assert doctest.testmod(cl_plugin.capture.sampling).failed == 0
+    assert doctest.testmod(cl_plugin.analysis.metrics.nodes).failed == 0
 
 
 def test_rates_over_interactions_use_every_row(captured: tuple[CaptureHandler, set[str], set[str]]) -> None:

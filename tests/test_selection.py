@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cl_plugin.graphs.failures import planted_failures
 
-import cl_plugin.selection
+import cl_plugin.analysis.selection
 from cl_plugin import ActiveLearningSelector, probabilities_from_decisions
 from cl_plugin.config import ActiveLearningConfig, ContinualLearningConfig
 from cl_plugin.errors import ConfigError, InvalidRecordError
@@ -464,4 +464,4 @@ def test_selection_from_the_store_then_queue_then_the_next_cycle_skips_the_queue
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(cl_plugin.selection).failed == 0
+    assert doctest.testmod(cl_plugin.analysis.selection).failed == 0

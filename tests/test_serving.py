@@ -19,9 +19,9 @@ from langgraph.graph import END, START, StateGraph
 from cl_plugin import CaptureHandler
 from cl_plugin.abtest import ABTestFramework
 from cl_plugin.abtest.assignment import assign
-from cl_plugin.points import PointRef
-from cl_plugin.registry import ModelRegistry
-from cl_plugin.router import MetaRouter, Scorer
+from cl_plugin.learning.registry import ModelRegistry
+from cl_plugin.learning.router import MetaRouter, Scorer
+from cl_plugin.records import PointRef
 from cl_plugin.serving import LearnedRouter, point_test_prefix
 from cl_plugin.store import Store
 from cl_plugin.store.points import point_decisions

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cl_plugin.labels import RoutingLabel
+from cl_plugin.learning.labels import RoutingLabel
+from cl_plugin.learning.training_data import prepare_training_data
 from cl_plugin.records import ProductionInteraction
-from cl_plugin.training_data import prepare_training_data
 
 
 def row(iid: str, query: str, agent: str, session: str, **extra: object) -> dict:

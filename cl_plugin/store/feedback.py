@@ -14,7 +14,8 @@ from typing import Any
 from uuid import UUID
 
 from cl_plugin.errors import UnknownInteractionError
-from cl_plugin.store.rows import Sanitizer, feedback_row
+from cl_plugin.privacy import Sanitizer
+from cl_plugin.store.rows import feedback_row
 
 __all__ = ["default_sanitizer", "record_feedback"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from cl_plugin.store.rows import repair_text
+from cl_plugin.privacy import repair_text
 
 __all__ = ["Journal"]
 

@@ -45,17 +45,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cl_plugin.errors import InvalidRecordError, RegistryError, StoreError, StoreSchemaError
+from cl_plugin.privacy import Sanitizer, repair_text
 from cl_plugin.records import ActiveLearningCandidate
 from cl_plugin.store.engine import WRITE, make_engine
 from cl_plugin.store.feedback import default_sanitizer, record_feedback
-from cl_plugin.store.rows import (
-    INTERACTION_COLUMNS,
-    Sanitizer,
-    dumps,
-    interaction_from_row,
-    repair_text,
-    rows_to_interactions,
-)
+from cl_plugin.store.rows import INTERACTION_COLUMNS, dumps, interaction_from_row, rows_to_interactions
 from cl_plugin.store.schema import (
     current_revision,
     head_revision,
@@ -1012,7 +1006,7 @@ class Store:
     def _model_transaction(self, model_name: str) -> Iterator[Connection]:
         """A write transaction that holds the model's registry lock, so version numbers and alias moves of
         one model happen one at a time."""
-        with self.transaction(f"cl_plugin.registry:{model_name}") as conn:
+        with self.transaction(f"cl_plugin.learning.registry:{model_name}") as conn:
             yield conn
 
     @contextmanager

@@ -17,7 +17,7 @@ candidate that did not pass the gate.
 * ``annotate`` labels the selected interactions: ``human`` pauses the graph with :func:`~langgraph.types.interrupt`
   (resume with ``Command(resume={interaction_id: agent, ...})``), ``llm`` asks a judge chat model,
   ``feedback`` derives labels from ratings, ``none`` skips it.
-* ``retrain`` runs :class:`~cl_plugin.retraining.IncrementalRetrainingPipeline` against the registry's
+* ``retrain`` runs :class:`~cl_plugin.learning.retraining.IncrementalRetrainingPipeline` against the registry's
   ``production`` model set; ``evaluate`` applies the gate; ``ab_test`` starts a test of production against
   the candidate, or ``promote`` moves ``production`` when A/B testing is off and ``auto_promote`` is on.
 
@@ -48,10 +48,10 @@ run's record, and the edges stop the run once a step set ``status``. The decisio
 
 What is learned (``maintenance.points``):
 
-* a list of decision points (``"graph/node/kind"``, see :class:`~cl_plugin.points.PointRef`) or ``"auto"``
+* a list of decision points (``"graph/node/kind"``, see :class:`~cl_plugin.learning.points.PointRef`) or ``"auto"``
   (every point but a ``Send`` fan-out with 2 to 20 options): each point gets its own router, trained on its
   decisions' labels (ratings, annotations, complement labels from bad ratings, inverse-propensity weights;
-  see :func:`cl_plugin.labels.routing_labels`), registered under the point's names, gated against its
+  see :func:`cl_plugin.learning.labels.routing_labels`), registered under the point's names, gated against its
   incumbent (the point's production router, or before there is one the graph's own policy as recorded; a
   tie does not pass, and a candidate that only ratings say may gain needs an A/B test), A/B tested through
   the decisions a :class:`~cl_plugin.serving.LearnedRouter` serves, and promoted on its own; every step

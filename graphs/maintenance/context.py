@@ -77,7 +77,7 @@ class MaintenanceContext:
         store: a set-up :class:`~cl_plugin.store.Store`.
         config: the ``continual_learning`` configuration (a config, a dict of sections or a YAML path;
             kept as a :class:`~cl_plugin.config.ContinualLearningConfig`).
-        registry: the :class:`~cl_plugin.registry.ModelRegistry`; by default one over ``store`` with
+        registry: the :class:`~cl_plugin.learning.registry.ModelRegistry`; by default one over ``store`` with
             artifacts under ``maintenance.model_dir``.
         judge: the chat model that labels when ``maintenance.annotation`` is ``llm``.
         clock: the time source (unix seconds).
@@ -97,7 +97,7 @@ class MaintenanceContext:
     declared: Mapping[tuple[str | None, str | None, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from cl_plugin.registry import ModelRegistry
+        from cl_plugin.learning.registry import ModelRegistry
 
         if self.store is None:
             object.__setattr__(self, "store", env_store())

@@ -176,7 +176,7 @@ def build_maintenance_graph(
         store: a set-up :class:`~cl_plugin.store.Store`.
         config: the ``continual_learning`` configuration: a :class:`~cl_plugin.config.ContinualLearningConfig`,
             a dict of sections, or a YAML file's path. Its ``maintenance`` section drives this graph.
-        registry: the :class:`~cl_plugin.registry.ModelRegistry` holding the production model set; by default
+        registry: the :class:`~cl_plugin.learning.registry.ModelRegistry` holding the production model set; by default
             one over ``store`` with artifacts under ``maintenance.model_dir``.
         judge: the chat model that labels when ``maintenance.annotation`` is ``llm``.
         clock: the time source (unix seconds).

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cl_plugin.points import MAX_OPTIONS, PointRef, declared_options
+from cl_plugin.learning.points import MAX_OPTIONS, declared_options
+from cl_plugin.records import PointRef
 
 from .context import MODEL_NAMES, MaintenanceContext, MaintenanceState
 

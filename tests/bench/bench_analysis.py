@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cl_plugin.graphs.failures import iter_planted_failures, planted_failures
 
 from cl_plugin.analysis import FailurePatternAnalyzer
-from cl_plugin.clustering import FailureClusterer
+from cl_plugin.analysis.clustering import FailureClusterer
 
 CHUNK = 10_000
 

@@ -39,8 +39,9 @@ import numpy as np
 from cl_plugin.graphs.traffic import synthetic_interactions
 
 from cl_plugin import ProductionInteractionLogger
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.store import Store
-from cl_plugin.store.rows import Sanitizer, interaction_rows
+from cl_plugin.store.rows import interaction_rows
 
 
 def reference_shaped(items: list, dim: int = 384, *, corpus: int | None = 2000) -> list:

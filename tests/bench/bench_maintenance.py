@@ -33,7 +33,7 @@ from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
 from cl_plugin.graphs.traffic import OPS_DRIFT, TrafficReport, run_traffic, synthetic_interactions
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 
 PERIODS = 4

@@ -32,9 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cl_plugin.graphs.traffic import synthetic_interactions
 
-from cl_plugin.metrics import interaction_metrics, metrics_by_window, store_metrics, store_metrics_by_window
+from cl_plugin.analysis.metrics import (
+    interaction_metrics,
+    metrics_by_window,
+    store_metrics,
+    store_metrics_by_window,
+)
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 
 
 def fill(store: Store, n: int) -> None:

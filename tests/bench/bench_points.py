@@ -52,7 +52,7 @@ from cl_plugin.graphs.maintenance import run_maintenance
 from langgraph.checkpoint.memory import InMemorySaver
 
 from cl_plugin import CaptureHandler, LearnedRouter
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 
 POINT = "helpdesk/triage/route"

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cl_plugin.graphs.traffic import synthetic_interactions
 
-from cl_plugin.privacy import default_redactor
+from cl_plugin.privacy import Sanitizer, default_redactor
 from cl_plugin.report import build_report
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 
 T0 = 1_700_000_000.0
 

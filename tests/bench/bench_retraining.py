@@ -5,7 +5,7 @@
 Learning under drift, per seed: the example graph serves ``--traffic`` queries of
 :data:`cl_plugin.graphs.traffic.OPS_DRIFT` (half-way the mix turns refinement- and search-heavy and 80% of queries
 arrive in a wording the starting router never saw) with capture on and simulated users rating and
-correcting. :class:`~cl_plugin.selection.ActiveLearningSelector` (hybrid, with the production router's
+correcting. :class:`~cl_plugin.analysis.selection.ActiveLearningSelector` (hybrid, with the production router's
 probabilities) picks 100 interactions, which an oracle labels with the best agent of their task. The
 pipeline then retrains from
 
@@ -53,9 +53,9 @@ from cl_plugin.graphs.traffic import (
 )
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger
-from cl_plugin.modelset import ModelSet
-from cl_plugin.retraining import IncrementalRetrainingPipeline
-from cl_plugin.selection import ActiveLearningSelector
+from cl_plugin.analysis.selection import ActiveLearningSelector
+from cl_plugin.learning.modelset import ModelSet
+from cl_plugin.learning.retraining import IncrementalRetrainingPipeline
 from cl_plugin.store import Store
 
 OLD_MIX, NEW_MIX = OPS_DRIFT.phases[0][1], OPS_DRIFT.phases[1][1]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cl_plugin.graphs.failures import planted_failures
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from cl_plugin.selection import ActiveLearningSelector
+from cl_plugin.analysis.selection import ActiveLearningSelector
 
 STRATEGIES = ("hybrid", "failure", "uncertainty", "diversity")
 COVERAGE_CONFIGS: tuple[tuple[str, dict], ...] = (

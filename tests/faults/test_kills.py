@@ -30,8 +30,8 @@ from cl_plugin.graphs.maintenance import LEASE, build_maintenance_graph, run_mai
 from sqlalchemy import text
 
 from cl_plugin.errors import RegistryError
-from cl_plugin.modelset import ModelSet
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.modelset import ModelSet
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.backup import backup_files, iter_backup, read_backup
 from cl_plugin.store.runs import lease_holder, maintenance_runs
@@ -101,10 +101,10 @@ if phase in ("batch", "backup"):
     print(json.dumps({"written": s.written, "unchanged": s.unchanged, "errors": s.errors}))
 
 elif phase == "retrain":
-    import cl_plugin.modelset as modelset
-    import cl_plugin.registry as registry_module
-    from cl_plugin.registry import ModelRegistry
-    from cl_plugin.retraining import IncrementalRetrainingPipeline
+    import cl_plugin.learning.modelset as modelset
+    import cl_plugin.learning.registry as registry_module
+    from cl_plugin.learning.registry import ModelRegistry
+    from cl_plugin.learning.retraining import IncrementalRetrainingPipeline
     from cl_plugin.store import Store
     if kill == "save":  # the output directory is half written
         tick, write = countdown(2), modelset.write_artifact
@@ -397,10 +397,10 @@ _PRELOAD = [
     "cl_plugin.abtest",
     "cl_plugin.analysis",
     "cl_plugin.drift",
-    "cl_plugin.labels",
+    "cl_plugin.learning.labels",
     "cl_plugin.privacy",
-    "cl_plugin.retraining",
-    "cl_plugin.selection",
+    "cl_plugin.learning.retraining",
+    "cl_plugin.analysis.selection",
     "langgraph.checkpoint.sqlite",
     "threadpoolctl",
     __name__,

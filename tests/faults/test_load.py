@@ -18,7 +18,7 @@ from cl_plugin.graphs.traffic import OPS_DRIFT, run_traffic
 from sqlalchemy import text
 
 from cl_plugin import CaptureHandler
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 from tests.conftest import SCHEMA_HEAD
 

@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 from cl_plugin.graphs.failures import HEALTHY_TOPICS, THEMES, iter_planted_failures, planted_failures
 
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
-from cl_plugin.store.rows import INTERACTION_COLUMNS, Sanitizer, row_from_interaction
+from cl_plugin.store.rows import INTERACTION_COLUMNS, row_from_interaction
 from cl_plugin.store.store import Batch
 
 

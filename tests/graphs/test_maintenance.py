@@ -30,7 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 
 from cl_plugin import CaptureHandler
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 from cl_plugin.store.runs import lease_holder, maintenance_runs
 from tests.seeded import captured_store, record_a_winning_candidate
@@ -225,12 +225,12 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, signal, sys, json
     from langgraph.checkpoint.sqlite import SqliteSaver
     from cl_plugin.store import Store
-    from cl_plugin.registry import ModelRegistry
+    from cl_plugin.learning.registry import ModelRegistry
     from cl_plugin.graphs.maintenance import run_maintenance
 
     root, thread_id, crash = sys.argv[1], sys.argv[2], sys.argv[3] == "crash"
     if crash:  # die the hard way in the middle of retraining
-        import cl_plugin.retraining as retraining
+        import cl_plugin.learning.retraining as retraining
         retraining.IncrementalRetrainingPipeline.retrain_sync = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
     store = Store.from_url(f"sqlite:///{root}/store.db").setup()
     config = json.loads(sys.argv[4])
@@ -285,7 +285,7 @@ def test_a_later_cycle_concludes_the_ab_test_and_promotes_a_winning_candidate(wo
 
 def test_its_langsmith_traces_carry_no_pii(world: tuple) -> None:
     from cl_plugin import ProductionInteractionLogger
-    from cl_plugin.langsmith import sanitizing_client, sanitizing_tracer
+    from cl_plugin.capture.langsmith import sanitizing_client, sanitizing_tracer
     from tests.langsmith_server import LangSmithServer
 
     store, registry, config = world

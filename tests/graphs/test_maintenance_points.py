@@ -22,7 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import Field
 
 from cl_plugin import CaptureHandler, LearnedRouter, record_decision
-from cl_plugin.registry import ModelRegistry
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
 
 QUEUE_POINT = "mail/intake/route"

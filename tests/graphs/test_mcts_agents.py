@@ -24,8 +24,8 @@ from langchain_core.outputs import LLMResult
 from langgraph.checkpoint.memory import InMemorySaver
 
 from cl_plugin.capture import DECISION_EVENT
-from cl_plugin.rag import RagIndex
-from cl_plugin.router import PARALLEL, MetaRouter, RoutingDecision
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.router import PARALLEL, MetaRouter, RoutingDecision
 
 SEARCH = "Choose some of the numbers 20, 5, 18, 31, 13, 10 and 32 so their total is as large as possible without going over 69."
 
@@ -370,7 +370,7 @@ def test_a_router_without_a_context_argument_still_works(rag: RagIndex) -> None:
 def test_a_graph_following_the_registry_serves_a_promoted_router_without_rebuilding(
     rag: RagIndex, tmp_path: Any
 ) -> None:
-    from cl_plugin.registry import ModelRegistry
+    from cl_plugin.learning.registry import ModelRegistry
     from cl_plugin.store import Store
 
     registry = ModelRegistry(Store.from_url("sqlite://").setup(), tmp_path)

@@ -19,8 +19,9 @@ from cl_plugin import (
     ProductionInteractionLogger,
     UnknownInteractionError,
 )
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.store import Store
-from cl_plugin.store.rows import Sanitizer, feedback_row
+from cl_plugin.store.rows import feedback_row
 
 FEEDBACK_FIELDS = ("interaction_id", "score", "thumbs", "correction", "comment", "source", "key")
 

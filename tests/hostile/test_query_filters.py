@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cl_plugin import InvalidRecordError, ProductionInteraction
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 
 INJECTIONS = [
     "x' OR '1'='1",

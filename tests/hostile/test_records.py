@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cl_plugin import InvalidRecordError, ProductionInteraction, ProductionInteractionLogger
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.store import Store
-from cl_plugin.store.rows import Sanitizer, dumps
+from cl_plugin.store.rows import dumps
 
 FIELDS = (
     "interaction_id",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 
 EMAIL = "ada.lovelace@example.org"
 CARD = "4111 1111 1111 1111"

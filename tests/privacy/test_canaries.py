@@ -31,10 +31,15 @@ from langsmith import utils as ls_utils
 from sqlalchemy.exc import OperationalError
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger, build_report
+from cl_plugin.capture.langsmith import (
+    FeedbackMirror,
+    export_to_dataset,
+    sanitizing_client,
+    sanitizing_tracer,
+)
 from cl_plugin.cli import main as cli_main
-from cl_plugin.langsmith import FeedbackMirror, export_to_dataset, sanitizing_client, sanitizing_tracer
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.privacy import default_redactor, safe_identifier
-from cl_plugin.registry import ModelRegistry
 from tests.langsmith_server import LangSmithServer
 from tests.privacy.canaries import as_id, canaries_for, files_under, readable_bytes, scan, sentence
 

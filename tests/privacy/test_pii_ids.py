@@ -15,9 +15,16 @@ import pytest
 
 from cl_plugin import DataQualityValidator, ProductionInteractionLogger
 from cl_plugin.errors import InvalidRecordError
-from cl_plugin.privacy import default_redactor, hash_identifier, id_hash_key, safe_identifier
+from cl_plugin.privacy import (
+    REDACTED,
+    Sanitizer,
+    default_redactor,
+    hash_identifier,
+    id_hash_key,
+    safe_identifier,
+)
 from cl_plugin.records import ProductionInteraction
-from cl_plugin.store.rows import REDACTED, Sanitizer, feedback_row, row_from_interaction
+from cl_plugin.store.rows import feedback_row, row_from_interaction
 
 EMAIL = "jane.doe@example.com"
 PHONE = "(415) 555-0134"

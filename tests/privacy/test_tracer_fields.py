@@ -12,7 +12,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langsmith import utils as ls_utils
 
-from cl_plugin.langsmith import sanitizing_client, sanitizing_tracer
+from cl_plugin.capture.langsmith import sanitizing_client, sanitizing_tracer
 from tests.langsmith_server import LangSmithServer
 
 EMAIL = "ada.lovelace@example.org"

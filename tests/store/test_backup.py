@@ -11,7 +11,7 @@ import orjson
 import pytest
 from cl_plugin.graphs.traffic import synthetic_interactions
 
-from cl_plugin.logger import ProductionInteractionLogger
+from cl_plugin.capture.logger import ProductionInteractionLogger
 from cl_plugin.store.backup import BackupWriter, backup_files, iter_backup, read_backup
 
 MIDNIGHT = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC

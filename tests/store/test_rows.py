@@ -1,4 +1,4 @@
-"""Row building: the sanitizer's memory of clean text, and the rows a reference-shaped record makes."""
+"""Row building: the rows a reference-shaped record makes."""
 
 from __future__ import annotations
 
@@ -6,43 +6,9 @@ import base64
 
 import numpy as np
 
-from cl_plugin.privacy import default_redactor
+from cl_plugin.privacy import Sanitizer, default_redactor
 from cl_plugin.records import ProductionInteraction
-from cl_plugin.store.rows import Sanitizer, interaction_rows
-
-
-class CountingRedactor:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self.redact_one = default_redactor().redact
-
-    def __call__(self, text: str) -> str:
-        self.seen.append(text)
-        return self.redact_one(text)
-
-
-def test_clean_text_is_redacted_once_and_text_with_pii_every_time() -> None:
-    redact = CountingRedactor()
-    s = Sanitizer(redact=redact)
-    passage = "Refunds are issued to the original card within five working days."
-    with_pii = "write to ana.lima@example.com for a refund"
-    for _ in range(3):
-        assert s.text(passage) == passage
-        assert s.text(with_pii) == "write to [EMAIL] for a refund"
-    assert redact.seen.count(passage) == 1
-    assert redact.seen.count(with_pii) == 3  # never remembered: the raw text stays nowhere
-    assert with_pii not in s._clean
-
-
-def test_the_memory_of_clean_text_is_bounded() -> None:
-    from cl_plugin.store import rows
-
-    s = Sanitizer(redact=default_redactor().redact)
-    for i in range(rows._CLEAN_SIZE + 10):
-        s.text(f"passage number {i} about refunds")
-    assert len(s._clean) <= rows._CLEAN_SIZE
-    s.text("x" * (rows._CLEAN_MAX_CHARS + 1))
-    assert "x" * (rows._CLEAN_MAX_CHARS + 1) not in s._clean
+from cl_plugin.store.rows import interaction_rows
 
 
 def test_a_reference_record_makes_its_rows_once_each() -> None:

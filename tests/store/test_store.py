@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import inspect, text
 
 from cl_plugin.errors import ConfigError, UnknownInteractionError
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.records import SPEC_FIELDS, ProductionInteraction
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.rows import Sanitizer, feedback_row, row_from_interaction
+from cl_plugin.store.rows import feedback_row, row_from_interaction
 from tests.conftest import SCHEMA_HEAD
 
 T0 = 1_700_000_000.0

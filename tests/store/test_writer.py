@@ -19,12 +19,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from cl_plugin.privacy import default_redactor
+from cl_plugin.privacy import Sanitizer, default_redactor
 from cl_plugin.records import ProductionInteraction
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.backup import BackupWriter, iter_backup
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import Sanitizer, row_from_interaction
+from cl_plugin.store.rows import row_from_interaction
 from cl_plugin.store.writer import Writer
 
 T0 = 1_700_000_000.0

@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from cl_plugin.points import PointRef
+from cl_plugin.records import PointRef
 from cl_plugin.serving import point_test_prefix
 
 from ..context import RECORDED_POLICY, TEST_PREFIX, MaintenanceContext, MaintenanceState, Outcome

@@ -10,11 +10,11 @@ from ..context import MaintenanceContext, MaintenanceState, Outcome, rows
 def analyze_failures(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> Outcome:
     """Run :class:`~cl_plugin.analysis.FailurePatternAnalyzer` over the window."""
     from cl_plugin.analysis import FailurePatternAnalyzer
-    from cl_plugin.metrics import node_metrics
+    from cl_plugin.analysis.metrics import node_metrics
 
     ctx = runtime.context
     w = state["window"]
-    # Node runs of the capture sample tie errors to the nodes that raised them (see cl_plugin.sampling).
+    # Node runs of the capture sample tie errors to the nodes that raised them (see cl_plugin.capture.sampling).
     nodes = node_metrics(ctx.store, start_time=w["start"], end_time=w["end"])
     analysis = FailurePatternAnalyzer(ctx.config.failure_analysis).analyze(rows(ctx, state), nodes=nodes)
     patterns = analysis.patterns

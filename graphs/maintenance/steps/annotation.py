@@ -113,7 +113,7 @@ def _point_prompt(item: Mapping[str, Any]) -> str:
 
 
 def _feedback_labels(store: Store, items: list[dict[str, Any]]) -> dict[str, str]:
-    from cl_plugin.labels import routing_labels
+    from cl_plugin.learning.labels import routing_labels
 
     rows = []
     for item in items:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from cl_plugin.points import PointRef
+from cl_plugin.records import PointRef
 
 from ..context import MaintenanceContext, MaintenanceState, Outcome
 from ..models import promote_versions

@@ -1,4 +1,4 @@
-"""``retrain``: train a candidate with :class:`~cl_plugin.retraining.IncrementalRetrainingPipeline`, the
+"""``retrain``: train a candidate with :class:`~cl_plugin.learning.retraining.IncrementalRetrainingPipeline`, the
 classic model set or one router per learned decision point, and register it as ``candidate``."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from langgraph.runtime import Runtime
 
-from cl_plugin.points import PointRef, point_rows
+from cl_plugin.learning.points import point_rows
+from cl_plugin.records import PointRef
 from cl_plugin.store.runs import maintenance_run
 
 from ..context import MODEL_NAMES, MaintenanceContext, MaintenanceState, Outcome, earlier, rows
@@ -20,7 +21,7 @@ from ..points import exploration, learning
 def retrain(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> Outcome:
     """Retrain against the registry's ``production`` model set; a skipped or failed retrain stops the run.
     An interrupted attempt's registered candidate is this run's (training again would register another)."""
-    from cl_plugin.retraining import IncrementalRetrainingPipeline
+    from cl_plugin.learning.retraining import IncrementalRetrainingPipeline
 
     ctx = runtime.context
     points = learning(ctx, state)
@@ -47,7 +48,7 @@ def _retrain_points(
     ctx: MaintenanceContext, state: MaintenanceState, points: list[dict[str, Any]]
 ) -> Outcome:
     """A router per decision point, trained on its decisions' labels and registered under its names."""
-    from cl_plugin.retraining import IncrementalRetrainingPipeline
+    from cl_plugin.learning.retraining import IncrementalRetrainingPipeline
 
     m, store = ctx.m, ctx.store
     started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
@@ -120,7 +121,7 @@ def registered_candidate(
     again (a no-op unless the attempt stopped just before setting them). The report says ``recovered``:
     the data preparation's report and the training steps' statuses died with the attempt.
     """
-    from cl_plugin.modelset import MANIFEST
+    from cl_plugin.learning.modelset import MANIFEST
 
     try:
         manifest = orjson.loads((directory / MANIFEST).read_bytes())

@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from cl_plugin.points import PointRef
+from cl_plugin.records import PointRef
 from cl_plugin.store.points import point_decisions
 from cl_plugin.store.runs import maintenance_run
 
@@ -18,7 +18,7 @@ from ..points import learning
 def select(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> Outcome:
     """Queue the most informative interactions for labels; each selected item says, for the decision
     points learned, which point it is labeled at and among which options."""
-    from cl_plugin.selection import ActiveLearningSelector
+    from cl_plugin.analysis.selection import ActiveLearningSelector
 
     ctx = runtime.context
     store = ctx.store

@@ -1,53 +1,40 @@
-"""One self-contained HTML report of what the store holds.
+"""The figures one report holds, read from the store: :class:`ReportData`.
 
-:func:`build_report` writes a single HTML file with inline CSS and inline SVG plots (no script, no network):
-satisfaction and failure rates over time, the latency distribution, the agent mix over time with drift
-alarms marked, the router's reliability diagram, each decision point's figures, A/B test estimates, and tables of failure patterns, the
-annotation queue, model versions and drift events. Every number comes from the store: the summary and the
-per-bucket figures from :func:`~cl_plugin.metrics.store_metrics` and
-:func:`~cl_plugin.metrics.store_metrics_by_window` (aggregated in SQL), the failure patterns from
-:class:`~cl_plugin.analysis.FailurePatternAnalyzer` over one chunked scan of the window
-(:meth:`~cl_plugin.store.Store.iter_interactions`), which also counts the agent mix and keeps a bounded
-uniform sample of latencies. Memory does not grow with the store.
-
-The store holds redacted text only; every string the report writes goes through the PII redactor anyway,
-so the rule that PII never reaches a report holds even for text stored unredacted (a selection reason, a
-model's notes) and for text the report composes.
+Every number comes from the store: the summary and the per-bucket figures from
+:func:`~cl_plugin.analysis.metrics.store_metrics` and :func:`~cl_plugin.analysis.metrics.store_metrics_by_window`
+(aggregated in SQL), the failure patterns from :class:`~cl_plugin.analysis.FailurePatternAnalyzer` over one
+chunked scan of the window (:meth:`~cl_plugin.store.Store.iter_interactions`), which also counts the agent
+mix and keeps a bounded uniform sample of latencies. Memory does not grow with the store.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import os
 import random
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cl_plugin import report_html as page
 from cl_plugin.analysis import FailurePatternAnalyzer
-from cl_plugin.errors import ConfigError
-from cl_plugin.metrics import (
+from cl_plugin.analysis.metrics import (
     node_metrics,
     point_metrics,
     router_metrics,
     store_metrics,
     store_metrics_by_window,
 )
-from cl_plugin.metrics.measures import Calibration, Window, _calibration, _width
-from cl_plugin.metrics.nodes import has_node_runs
-from cl_plugin.metrics.queries import _probabilities
+from cl_plugin.analysis.metrics.measures import Calibration, Window, _calibration, _width
+from cl_plugin.analysis.metrics.nodes import has_node_runs
+from cl_plugin.analysis.metrics.queries import _probabilities
+from cl_plugin.errors import ConfigError
+from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.privacy import default_redactor
-from cl_plugin.registry import ModelRegistry
-from cl_plugin.report_html import MIN_LABELED, SECTIONS
 from cl_plugin.store import Store
 
-__all__ = ["MIN_LABELED", "SECTIONS", "build_report"]
+__all__ = ["ReportData"]
 
 _BUCKETS = (
     1,
@@ -68,86 +55,6 @@ _BUCKETS = (
 )
 _MAX_BUCKETS = 48
 _ANNOTATION_KEYS = ("agent", "best_agent")
-
-
-def build_report(
-    store: Store | str,
-    path: str | os.PathLike[str],
-    *,
-    window: Window | None = None,
-    end_time: float | None = None,
-    bucket: Window | None = None,
-    analyzer: FailurePatternAnalyzer | None = None,
-    title: str = "cl_plugin report",
-    max_points: int = 5000,
-    max_rows: int = 20,
-    chunk_size: int = 5000,
-) -> Path:
-    """Write one self-contained HTML report of the store.
-
-    Args:
-        store: a set-up :class:`~cl_plugin.store.Store`, or a store URL (opened, set up and closed here).
-        path: the HTML file to write (its directory is created; the file is replaced atomically).
-        window: the period covered: ``"hour"``, ``"day"``, ``"week"`` or seconds, ending at ``end_time``;
-            None covers every interaction up to ``end_time``.
-        end_time: end of the period (unix time, excluded); default now when ``window`` is given, else open.
-        bucket: width of the time buckets of the plots over time (same values as ``window``); None picks
-            one that gives at most 48 buckets.
-        analyzer: the failure analyzer (its config sets the thresholds); None uses the defaults.
-        title: the page title.
-        max_points: most latencies drawn in the histogram and labeled annotations read for calibration.
-        max_rows: most rows per table.
-        chunk_size: interactions per read of the scan.
-
-    Returns:
-        The path of the written file.
-
-    Raises:
-        ConfigError: ``window`` or ``bucket`` is not a known period, or a limit is below 1.
-    """
-    for key, value in (("max_points", max_points), ("max_rows", max_rows), ("chunk_size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} must be an integer >= 1 (got {value!r})", key=key)
-    if isinstance(store, str):
-        with _opened(store) as opened:
-            return build_report(
-                opened,
-                path,
-                window=window,
-                end_time=end_time,
-                bucket=bucket,
-                analyzer=analyzer,
-                title=title,
-                max_points=max_points,
-                max_rows=max_rows,
-                chunk_size=chunk_size,
-            )
-    start = None
-    if window is not None:
-        end_time = time.time() if end_time is None else end_time
-        start = end_time - _period(window, "window")[0]
-    report = _Report(
-        store, start, end_time, bucket, analyzer or FailurePatternAnalyzer(), max_points, max_rows, chunk_size
-    )
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(report.render(title), encoding="utf-8")
-    partial.replace(target)
-    return target
-
-
-class _opened:
-    """A store opened from a URL for one report, closed afterwards."""
-
-    def __init__(self, url: str) -> None:
-        self.store = Store.from_url(url)
-
-    def __enter__(self) -> Store:
-        return self.store  # a report only reads: a database that is behind raises with the fix
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
 
 
 def _period(value: Window, key: str) -> tuple[float, float]:
@@ -185,8 +92,8 @@ class _Scan:
             yield chunk
 
 
-class _Report:
-    """Reads what each section needs from the store, then renders the page."""
+class ReportData:
+    """What each section of the report shows, read from the store in one pass over the window."""
 
     def __init__(
         self,
@@ -309,19 +216,3 @@ class _Report:
     def text(self, value: Any) -> str:
         """Any text for the page: redacted, then escaped."""
         return html.escape(self._redactor.safe_redact(str(value)))
-
-    def render(self, title: str) -> str:
-        bodies = {
-            "summary": page.summary(self),
-            "quality": page.quality(self),
-            "latency": page.latency(self),
-            "agents": page.agents(self),
-            "calibration": page.calibration(self),
-            "points": page.points(self),
-            "abtests": page.abtests(self),
-            "failures": page.failures(self),
-            "queue": page.queue(self),
-            "models": page.models(self),
-            "drift": page.drift_events(self),
-        }
-        return page.document(self, title, bodies)

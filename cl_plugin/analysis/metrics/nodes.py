@@ -2,10 +2,10 @@
 for, and how long it takes.
 
 These figures need the ``node_runs`` detail, which capture sampling keeps for a share of the runs only
-(:mod:`cl_plugin.sampling`). They are therefore computed over the interactions of the unbiased sample and
-carry its size (:class:`~cl_plugin.sampling.DetailSample`); runs kept in full because they raised are left
+(:mod:`cl_plugin.capture.sampling`). They are therefore computed over the interactions of the unbiased sample and
+carry its size (:class:`~cl_plugin.capture.sampling.DetailSample`); runs kept in full because they raised are left
 out, as they would inflate every node's error rate. Interaction-level figures (failure rates, feedback,
-end-to-end latency) come from :mod:`cl_plugin.metrics` over every row.
+end-to-end latency) come from :mod:`cl_plugin.analysis.metrics` over every row.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table as SATable
 from sqlalchemy import select
 
-from cl_plugin.metrics.measures import Latency, Rate, latency_summary
-from cl_plugin.sampling import DetailSample, detail_sample, in_detail_sample
+from cl_plugin.analysis.metrics.measures import Latency, Rate, latency_summary
+from cl_plugin.capture.sampling import DetailSample, detail_sample, in_detail_sample
 from cl_plugin.store.tables import NodeRun
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ A decision point is one ``(graph_name, node, kind)`` of a captured graph (see
   maintenance graph that trains a point's model and the :class:`~cl_plugin.serving.LearnedRouter` that
   serves it agree without configuration;
 * :func:`point_rows` turns the interactions that decided at a point into rows the label and training code
-  reads (:func:`cl_plugin.training_data.prepare_training_data`): the option chosen there stands where the
+  reads (:func:`cl_plugin.learning.training_data.prepare_training_data`): the option chosen there stands where the
   interaction's routed agent stands for the classic router, with the decision's propensity;
 * :func:`declared_options` reads a compiled LangGraph graph for what each conditional edge may return (its
   path map, or its path function's ``Literal`` return annotation) and the docstrings of the nodes the
@@ -17,87 +17,18 @@ A decision point is one ``(graph_name, node, kind)`` of a captured graph (see
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cl_plugin.records import is_finite_number
+from cl_plugin.records import PointRef, is_finite_number
 
 if TYPE_CHECKING:
     from cl_plugin.store import Store
-    from cl_plugin.store.points import DecisionPoint
 
-__all__ = ["PointRef", "declared_options", "point_rows"]
+__all__ = ["MAX_OPTIONS", "declared_options", "point_rows"]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 #: A point with more options than this is not a choice a classifier learns (e.g. search moves).
 MAX_OPTIONS = 20
-
-
-@dataclass(frozen=True)
-class PointRef:
-    """The name of one decision point: ``(graph_name, node, kind)``.
-
-    Args:
-        graph_name: the graph, as capture records it (the root run's name: ``LangGraph`` unless the graph
-            was compiled with ``name=`` or the handler was given ``graph_name=``).
-        node: the node that decides (for a conditional edge, the node the edge leaves).
-        kind: the decision kind (``"route"`` for conditional edges and routing).
-
-    Example:
-        >>> PointRef.parse("support/triage").model_names()
-        {'router': 'support.triage.route', 'replay': 'support.triage.route-replay'}
-    """
-
-    graph_name: str | None
-    node: str | None
-    kind: str = "route"
-
-    @classmethod
-    def parse(cls, spec: str | Sequence[Any] | PointRef | DecisionPoint) -> PointRef:
-        """A point from ``"graph/node/kind"``, ``"graph/node"`` (kind ``route``), a 2- or 3-tuple, or a
-        :class:`~cl_plugin.store.points.DecisionPoint`.
-
-        Raises:
-            ValueError: the spec is none of these; the message shows the forms it takes.
-        """
-        if isinstance(spec, PointRef):
-            return spec
-        if hasattr(spec, "key") and hasattr(spec, "options"):
-            return cls(*spec.key)
-        parts: Sequence[Any]
-        if isinstance(spec, str):
-            parts = spec.split("/")
-        elif isinstance(spec, Sequence):
-            parts = spec
-        else:
-            parts = ()
-        if len(parts) not in (2, 3) or not all(isinstance(p, str) and p for p in parts[1:]):
-            raise ValueError(
-                f"a decision point is 'graph/node/kind' or 'graph/node' (kind 'route'), e.g. "
-                f"'support/triage/route'; got {spec!r}. `cl-plugin stats` lists the store's points"
-            )
-        graph = parts[0] or None
-        return cls(graph, parts[1], parts[2] if len(parts) == 3 else "route")
-
-    def __str__(self) -> str:
-        return f"{self.graph_name or ''}/{self.node or ''}/{self.kind}"
-
-    @property
-    def key(self) -> tuple[str | None, str | None, str]:
-        return (self.graph_name, self.node, self.kind)
-
-    @property
-    def model_name(self) -> str:
-        """The registry name of the point's router: ``graph.node.kind`` with unsafe characters as ``-``."""
-        parts = [p for p in (self.graph_name, self.node, self.kind) if p]
-        name = ".".join(_UNSAFE.sub("-", p) for p in parts).strip(".-")
-        return name[:120] or "point"
-
-    def model_names(self) -> dict[str, str]:
-        """Registry names of the point's model set: the router and its replay sample."""
-        return {"router": self.model_name, "replay": f"{self.model_name}-replay"}
 
 
 def point_rows(

@@ -2,9 +2,9 @@
 
 The spec's pipeline, step by step (each step reports what it did, or that it did not run and why):
 
-1. **Data preparation** (:func:`cl_plugin.training_data.prepare_training_data`): sanitize, filter, derive
+1. **Data preparation** (:func:`cl_plugin.learning.training_data.prepare_training_data`): sanitize, filter, derive
    routing labels from annotations, metadata and feedback, deduplicate, split by session.
-2. **Router update**: a new :class:`~cl_plugin.router.MetaRouter` is fitted on the new training labels plus a
+2. **Router update**: a new :class:`~cl_plugin.learning.router.MetaRouter` is fitted on the new training labels plus a
    replay of the production router's earlier labels (so it learns the new vocabulary without forgetting old
    traffic), then its temperature is calibrated out of fold.
 3. **RAG update**: the production index, copied, gains the corrections of the training sessions as
@@ -15,7 +15,7 @@ The spec's pipeline, step by step (each step reports what it did, or that it did
 5. **A/B test set-up**: when enabled, the candidate passed the gate and an
    :class:`~cl_plugin.abtest.ABTestFramework` was given, a test of production against candidate is created.
 
-The candidate is written to ``output_path`` as a :class:`~cl_plugin.modelset.ModelSet` and, with a registry,
+The candidate is written to ``output_path`` as a :class:`~cl_plugin.learning.modelset.ModelSet` and, with a registry,
 registered and aliased ``candidate``. Promotion is left to the caller (or the A/B test): nothing here moves
 ``production``.
 """
@@ -36,16 +36,16 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
+from cl_plugin.analysis.metrics.measures import expected_calibration_error
 from cl_plugin.config import ContinualLearningConfig, RetrainingConfig, resolve_section
-from cl_plugin.labels import ReplayBuffer, RoutingLabel
-from cl_plugin.metrics.measures import expected_calibration_error
-from cl_plugin.modelset import MANIFEST, ModelSet
+from cl_plugin.learning.labels import ReplayBuffer, RoutingLabel
+from cl_plugin.learning.modelset import MANIFEST, ModelSet
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.registry import DataWindow, ModelRegistry
+from cl_plugin.learning.router import MetaRouter
+from cl_plugin.learning.training_data import Correction, PreparedData, label_contexts, prepare_training_data
 from cl_plugin.privacy import PIIRedactor
-from cl_plugin.rag import RagIndex
 from cl_plugin.records import is_finite_number
-from cl_plugin.registry import DataWindow, ModelRegistry
-from cl_plugin.router import MetaRouter
-from cl_plugin.training_data import Correction, PreparedData, label_contexts, prepare_training_data
 
 __all__ = ["SCHEDULE_SECONDS", "IncrementalRetrainingPipeline"]
 
@@ -78,7 +78,7 @@ class IncrementalRetrainingPipeline:
         index_name: registry name of the retrieval index.
         agents: the agents a label may name; None (the default) allows every agent the labels name (a
             router needs at least two).
-        router_params: keyword arguments of every new :class:`~cl_plugin.router.MetaRouter`.
+        router_params: keyword arguments of every new :class:`~cl_plugin.learning.router.MetaRouter`.
         replay_capacity: labels kept in the replay sample saved with each candidate.
         replay_ratio: replayed old labels per new training label.
         min_improvement: accuracy and macro-F1 points the candidate must gain over production to pass the
@@ -89,7 +89,7 @@ class IncrementalRetrainingPipeline:
         retrieval: update and evaluate the retrieval index from corrections (False for a decision point's
             router, which has no index).
         complement: learn from bad ratings no similar query relabels, as evidence against the chosen
-            option (see :func:`cl_plugin.labels.routing_labels`; needs ``agents``).
+            option (see :func:`cl_plugin.learning.labels.routing_labels`; needs ``agents``).
         max_ips_weight: the largest inverse-propensity factor of a rating-derived label, in training and in
             the held-out evaluation.
         incumbent: with no production model, ``"recorded"`` scores the graph's own policy as recorded (the
@@ -227,9 +227,9 @@ class IncrementalRetrainingPipeline:
 
         Args:
             new_data: interactions, annotated samples, annotation rows or routing labels (see
-                :func:`~cl_plugin.training_data.prepare_training_data`).
+                :func:`~cl_plugin.learning.training_data.prepare_training_data`).
             old_model_path: the production model: a directory saved by an earlier retrain (or
-                :meth:`ModelSet.save <cl_plugin.modelset.ModelSet.save>`), or, with a registry, a path ending
+                :meth:`ModelSet.save <cl_plugin.learning.modelset.ModelSet.save>`), or, with a registry, a path ending
                 in an alias (``models/production``) or a router version (``models/v3``). If nothing is
                 there, the candidate is trained from the new data alone and evaluated without a baseline.
             output_path: the directory the candidate is written to.

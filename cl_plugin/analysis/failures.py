@@ -50,7 +50,7 @@ and say so (``details["estimated"]``).
 :class:`~cl_plugin.CaptureHandler` writes for every run, so they stay exact; ``counts`` says how many of the
 rows also have node-level detail in the unbiased sample (``detail_sample``) and how many kept it only
 because they raised (``detail_kept_errors``). Errors the rows do not tie to a node (captured runs name
-none) can be attributed with the node runs: pass ``nodes=`` (from :func:`cl_plugin.metrics.node_metrics`),
+none) can be attributed with the node runs: pass ``nodes=`` (from :func:`cl_plugin.analysis.metrics.node_metrics`),
 whose figures are computed over the sample, and the pattern quotes them with the sample's size.
 """
 
@@ -69,7 +69,7 @@ import numpy as np
 import orjson
 from scipy import stats
 
-from cl_plugin.clustering import FailureClusterer, QueryCluster
+from cl_plugin.analysis.clustering import FailureClusterer, QueryCluster
 from cl_plugin.config import ContinualLearningConfig, FailureAnalysisConfig, resolve_section
 from cl_plugin.outcomes import LOW_CONFIDENCE, POOR_RETRIEVAL_QUALITY, OutcomeCounter, OutcomeRate, corrected
 from cl_plugin.outcomes import as_number as _number
@@ -79,7 +79,7 @@ from cl_plugin.records import FailurePattern, ProductionInteraction
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
-    from cl_plugin.metrics.nodes import NodeMetrics
+    from cl_plugin.analysis.metrics.nodes import NodeMetrics
 
 __all__ = [
     "DIAGNOSTIC_SIGNALS",
@@ -680,7 +680,7 @@ class FailurePatternAnalyzer:
         Args:
             interactions: dicts or records.
             sample_size: most failures kept for clustering (and traffic kept for per-cluster rates).
-            nodes: per-node figures of the same interactions (:func:`cl_plugin.metrics.node_metrics`), which
+            nodes: per-node figures of the same interactions (:func:`cl_plugin.analysis.metrics.node_metrics`), which
                 attribute the errors that the rows do not tie to a node.
 
         Returns:

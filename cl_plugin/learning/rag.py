@@ -36,7 +36,7 @@ from langchain_core.vectorstores import VectorStore
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 if TYPE_CHECKING:
-    from cl_plugin.metrics.measures import RetrievalMetrics
+    from cl_plugin.analysis.metrics.measures import RetrievalMetrics
 
 __all__ = ["RagIndex", "RagRetriever"]
 
@@ -360,13 +360,13 @@ class RagIndex:
             k: cut-off.
 
         Returns:
-            The means over queries, as :func:`cl_plugin.metrics.retrieval_metrics` computes them.
+            The means over queries, as :func:`cl_plugin.analysis.metrics.retrieval_metrics` computes them.
 
         Raises:
             ValueError: ``queries`` and ``relevant`` differ in length, or ``k < 1``.
         """
         # the metrics package loads the store layer; agents that only search never pay for it
-        from cl_plugin.metrics.measures import retrieval_metrics
+        from cl_plugin.analysis.metrics.measures import retrieval_metrics
 
         if len(queries) != len(relevant):
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Quality metrics on arrays and records, with no I/O (see :mod:`cl_plugin.metrics`).
+"""Quality metrics on arrays and records, with no I/O (see :mod:`cl_plugin.analysis.metrics`).
 
 Example:
     >>> s = satisfaction([5.0, 4.0, None, 2.0], ["up", None, None, "down"])
@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from cl_plugin import outcomes
+from cl_plugin.capture.sampling import DetailSample
 from cl_plugin.outcomes import OutcomeRate
-from cl_plugin.sampling import DetailSample
 
 if TYPE_CHECKING:
     from cl_plugin.records import ProductionInteraction
@@ -122,7 +122,7 @@ class FailureRates:
     about a run (poor retrieval, slow, an unsure router) that may explain a failure but are not failures:
     they never enter ``outcome``. Each :class:`Rate` is over the interactions where it can be observed.
 
-    An error is ``error_occurred`` only, here and in the store's SQL (:func:`~cl_plugin.metrics.store_metrics`),
+    An error is ``error_occurred`` only, here and in the store's SQL (:func:`~cl_plugin.analysis.metrics.store_metrics`),
     so both paths agree; a ``failed_node`` in the metadata without ``error_occurred`` is not counted (the
     failure analysis, which reads the metadata, counts it).
 
@@ -202,7 +202,7 @@ class RouterMetrics:
         calibration: expected calibration error of the top probability.
         probabilistic: decisions that carried probabilities; ``brier`` and ``log_loss`` are over them.
         sample: the labeled interactions, and how many of them the figures use: with capture sampling, only
-            those whose decisions are in the unbiased sample (see :mod:`cl_plugin.sampling`).
+            those whose decisions are in the unbiased sample (see :mod:`cl_plugin.capture.sampling`).
     """
 
     accuracy: RouterAccuracy

@@ -189,7 +189,7 @@ class MetaRouter:
         Args:
             queries: query texts.
             agents: the agent that should answer each query.
-            sample_weight: how much each label counts (e.g. :attr:`cl_plugin.labels.RoutingLabel.weight`:
+            sample_weight: how much each label counts (e.g. :attr:`cl_plugin.learning.labels.RoutingLabel.weight`:
                 an annotation more than a rating); equal by default.
             contexts: the routing context of each query (see :func:`context_features`).
 

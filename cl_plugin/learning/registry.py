@@ -10,7 +10,7 @@ Aliases point at versions; every move is appended to the alias history with its 
 :meth:`~ModelRegistry.promote` and :meth:`~ModelRegistry.rollback` are single transactions.
 :meth:`~ModelRegistry.watch` gives running code a handle that follows an alias without a restart.
 
-A :class:`~cl_plugin.rag.RagIndex` is stored as its documents and parameters and rebuilt on load (its
+A :class:`~cl_plugin.learning.rag.RagIndex` is stored as its documents and parameters and rebuilt on load (its
 vectorizer is refitted on the same texts, which gives the same index); other models are stored as they are.
 """
 
@@ -31,7 +31,7 @@ import orjson
 import skops.io as sio
 
 from cl_plugin.errors import ArtifactIntegrityError, RegistryError, UntrustedArtifactError
-from cl_plugin.rag import RagIndex
+from cl_plugin.learning.rag import RagIndex
 from cl_plugin.store import Store
 
 __all__ = [
@@ -54,8 +54,8 @@ TRUSTED_MODULES = (
     "numpy",
     "scipy",
     "sklearn",
-    "cl_plugin.router",
-    "cl_plugin.rag",
+    "cl_plugin.learning.router",
+    "cl_plugin.learning.rag",
 )
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -140,7 +140,7 @@ class ModelRegistry:
         artifact_dir: where artifacts are written; several registries may share it and the store.
 
     Example:
-        >>> from cl_plugin.router import MetaRouter
+        >>> from cl_plugin.learning.router import MetaRouter
         >>> import tempfile
         >>> registry = ModelRegistry(Store.from_url("sqlite://"), tempfile.mkdtemp())
         >>> router = MetaRouter().fit(["square root of 2", "order jobs B and C"], ["TRM", "HRM"])
@@ -172,7 +172,7 @@ class ModelRegistry:
 
         Args:
             name: the model's name (letters, digits, ``_``, ``.``, ``-``).
-            model: a fitted model: a :class:`~cl_plugin.router.MetaRouter`, a :class:`~cl_plugin.rag.RagIndex`
+            model: a fitted model: a :class:`~cl_plugin.learning.router.MetaRouter`, a :class:`~cl_plugin.learning.rag.RagIndex`
                 or any object built from the :data:`TRUSTED_MODULES`.
             metrics: JSON-serializable evaluation metrics.
             parent: the version this one was trained from.
@@ -438,7 +438,7 @@ def write_artifact(model: Any, path: str | os.PathLike[str], *, name: str) -> st
     """Serialize a model to a file the way the registry does, atomically, and return the file's sha256.
 
     Args:
-        model: a :class:`~cl_plugin.router.MetaRouter`, a :class:`~cl_plugin.rag.RagIndex` (without an
+        model: a :class:`~cl_plugin.learning.router.MetaRouter`, a :class:`~cl_plugin.learning.rag.RagIndex` (without an
             embeddings client) or any object built from the :data:`TRUSTED_MODULES`.
         path: the file to write.
         name: the model's name, for error messages.

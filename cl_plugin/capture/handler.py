@@ -28,16 +28,16 @@ from langchain_core.callbacks import (
 )
 from langchain_core.runnables import RunnableConfig
 
+from cl_plugin.capture.langsmith import mirror_feedback
+from cl_plugin.capture.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
+from cl_plugin.capture.sampling import check_sample_rate
 from cl_plugin.config import HASH_KEY_ENV
 from cl_plugin.errors import ConfigError, PrivacyConfigError
-from cl_plugin.langsmith import mirror_feedback
-from cl_plugin.privacy import default_redactor, hash_identifier
-from cl_plugin.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
-from cl_plugin.sampling import check_sample_rate
+from cl_plugin.privacy import Sanitizer, default_redactor, hash_identifier
 from cl_plugin.store import Store
 from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import Sanitizer, feedback_rows
+from cl_plugin.store.rows import feedback_rows
 from cl_plugin.store.writer import Writer
 
 __all__ = ["DECISION_EVENT", "CaptureHandler", "arecord_decision", "record_decision"]
@@ -177,7 +177,7 @@ class CaptureHandler(BaseCallbackHandler):
     hash of their id also get ``node_runs`` and ``decisions`` rows. The choice depends on the id alone, so
     replicas agree. A run outside the sample is assembled as usual, but its detail rows are held, unbuilt,
     until it ends: if anything in it raised (or it never ended) they are written (``always_keep_errors``),
-    otherwise they are dropped. The row's metadata says which (see :mod:`cl_plugin.sampling`). The hooks do
+    otherwise they are dropped. The row's metadata says which (see :mod:`cl_plugin.capture.sampling`). The hooks do
     the same work either way; sampling saves the writer's work of building, redacting and storing detail.
 
     Nothing needs setting up first: a store (or URL) whose database is empty or behind is brought to the
@@ -212,7 +212,7 @@ class CaptureHandler(BaseCallbackHandler):
         max_queue: queued events before new ones are dropped (and counted) rather than slow the graph.
         journal_dir: where rows wait while the database is unreachable.
         feedback_mirror: an object with ``submit(run_id, **feedback)`` (such as
-            :class:`cl_plugin.langsmith.FeedbackMirror`) that receives every recorded feedback.
+            :class:`cl_plugin.capture.langsmith.FeedbackMirror`) that receives every recorded feedback.
         sample_rate: share of runs, in (0, 1], that keep their node runs and decisions (default: the
             logger's ``sample_rate`` when ``store`` is a logger, else 1: every run).
         always_keep_errors: keep the detail of a run outside the sample when something in it raised.
@@ -273,7 +273,9 @@ class CaptureHandler(BaseCallbackHandler):
         always_keep_errors: bool = True,
         max_unsampled_detail: int = 1_000,
     ) -> None:
-        from cl_plugin.logger import ProductionInteractionLogger  # the logger imports this module's peers
+        from cl_plugin.capture.logger import (
+            ProductionInteractionLogger,  # the logger imports this module's peers
+        )
 
         if sample_rate is None:
             logged = store.config.sample_rate if isinstance(store, ProductionInteractionLogger) else 1.0

@@ -1,4 +1,4 @@
-"""Quality metrics computed in the database (see :mod:`cl_plugin.metrics`)."""
+"""Quality metrics computed in the database (see :mod:`cl_plugin.analysis.metrics`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import Integer, and_, case, cast, func, literal, or_, select, tu
 from sqlalchemy import Table as SATable
 from sqlalchemy.dialects import postgresql
 
-from cl_plugin.metrics.measures import (
+from cl_plugin.analysis.metrics.measures import (
     _EPS,
     _QUANTILES,
     FailureRates,
@@ -30,8 +30,8 @@ from cl_plugin.metrics.measures import (
     _width,
     latency_summary,
 )
+from cl_plugin.capture.sampling import DetailSample
 from cl_plugin.outcomes import OutcomeRate
-from cl_plugin.sampling import DetailSample
 from cl_plugin.store.tables import Decision, Interaction
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ def router_metrics(
     ``alternatives`` of the decision, normalized to sum to one), or its first route decision when none has
     any. The prediction is the top-probability agent (ties to the one listed first), else the chosen option.
     Decisions are streamed in chunks; memory holds the bins and per-label counts only. With capture
-    sampling (:mod:`cl_plugin.sampling`) only the interactions of the unbiased sample count (those kept
+    sampling (:mod:`cl_plugin.capture.sampling`) only the interactions of the unbiased sample count (those kept
     because they raised would favour the failures), and ``sample`` says how many of the labeled ones that is.
 
     Args:

@@ -20,9 +20,10 @@ from uuid import UUID
 from langgraph.errors import GraphBubbleUp, GraphInterrupt, ParentCommand
 from langgraph.types import Command, Send
 
+from cl_plugin.capture.sampling import is_sampled
+from cl_plugin.privacy import Sanitizer
 from cl_plugin.records import ProductionInteraction
-from cl_plugin.sampling import is_sampled
-from cl_plugin.store.rows import Sanitizer, dumps, row_from_interaction
+from cl_plugin.store.rows import dumps, row_from_interaction
 
 __all__ = ["DEFAULT_PRICES", "CaptureOptions", "RunTree"]
 

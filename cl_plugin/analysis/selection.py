@@ -7,7 +7,7 @@ Every interaction gets up to three scores, each in [0, 1]:
   probabilities come from the ``probabilities`` argument, else from the ``router``, else from a routing
   decision kept in the interaction's metadata (``router_probabilities``, ``routing`` or the last entry of
   ``routing_history``); without any of them, ``1 - agent_confidence`` (least confidence alone). A
-  :class:`~cl_plugin.CaptureHandler` that samples (:mod:`cl_plugin.sampling`) stores no ``decisions`` rows
+  :class:`~cl_plugin.CaptureHandler` that samples (:mod:`cl_plugin.capture.sampling`) stores no ``decisions`` rows
   for runs outside its sample, but keeps their router's last probabilities in ``router_probabilities``, so
   those runs are scored on the same scale as the ones :func:`probabilities_from_decisions` covers.
 - **failure**: a noisy-OR of the severity-weighted outcome failures of :mod:`cl_plugin.outcomes` (an error
@@ -89,7 +89,7 @@ class Embeddings(Protocol):
 
 
 class ProbabilisticRouter(Protocol):
-    """What the selector needs of a router such as :class:`cl_plugin.router.MetaRouter`."""
+    """What the selector needs of a router such as :class:`cl_plugin.learning.router.MetaRouter`."""
 
     classes_: Any
 
@@ -351,7 +351,7 @@ class ActiveLearningSelector:
         embeddings: a LangChain ``Embeddings`` (anything with ``embed_documents``) whose vectors replace
             TF-IDF + SVD for distances and near-duplicates. It is called once per selection on every query.
         router: an object with ``predict_proba(queries)`` and ``classes_`` (such as
-            :class:`~cl_plugin.router.MetaRouter`), asked for the probabilities of the interactions that the
+            :class:`~cl_plugin.learning.router.MetaRouter`), asked for the probabilities of the interactions that the
             ``probabilities`` argument does not cover.
         duplicate_threshold: cosine similarity above which two queries are near-duplicates.
         slow_response_ms: latency above which an answer counts as slow: a diagnostic, named in the reason

@@ -2,9 +2,9 @@
 
 :func:`prepare_training_data` takes what a caller has at hand (interaction rows from the store,
 :class:`~cl_plugin.records.ProductionInteraction` records, annotated samples, annotation-queue rows or
-ready :class:`~cl_plugin.labels.RoutingLabel` objects, mixed freely) and returns:
+ready :class:`~cl_plugin.learning.labels.RoutingLabel` objects, mixed freely) and returns:
 
-* routing labels, from the strongest evidence each interaction has (see :func:`cl_plugin.labels.routing_labels`);
+* routing labels, from the strongest evidence each interaction has (see :func:`cl_plugin.learning.labels.routing_labels`);
 * user corrections, which become retrieval documents;
 * a report of every count: received, rejected by reason, labels by source, duplicates, conflicts, and the
   train and validation sizes.
@@ -37,7 +37,7 @@ import numpy as np
 import orjson
 from sklearn.model_selection import GroupShuffleSplit
 
-from cl_plugin.labels import RoutingLabel, allowed_agents, routing_labels
+from cl_plugin.learning.labels import RoutingLabel, allowed_agents, routing_labels
 from cl_plugin.privacy import PIIRedactor, default_redactor
 from cl_plugin.records import ProductionInteraction, is_finite_number
 
@@ -78,7 +78,7 @@ class PreparedData:
         recorded: interaction id -> the option the graph's own policy chose (its ``agent_selected``), to
             score that policy as the incumbent when there is no model yet.
         propensity: interaction id -> the probability the serving policy gave the option it chose (only for
-            interactions served with one; see :func:`cl_plugin.labels.routing_labels`).
+            interactions served with one; see :func:`cl_plugin.learning.labels.routing_labels`).
         validation_bad: with ``complement``, one complement label per held-out interaction rated bad and
             left unlabeled (its query and context; the option chosen is in ``recorded``).
     """
@@ -109,14 +109,14 @@ def prepare_training_data(
     Args:
         new_data: interaction rows or records, annotated samples (an interaction row with a ``label`` dict or
             a top-level ``best_agent``), annotation-queue rows (``interaction_id``, ``status``, ``label``) and
-            :class:`~cl_plugin.labels.RoutingLabel` objects, in any mix.
+            :class:`~cl_plugin.learning.labels.RoutingLabel` objects, in any mix.
         agents: the agents a label may name; None (the default) allows every agent the data names.
         validation_split: share of sessions held out, in (0, 1).
         seed: seed of the split.
         max_query_length: longer queries are rejected.
         redactor: the PII redactor; :func:`~cl_plugin.privacy.default_redactor` by default.
         complement: also learn from bad ratings no neighbour relabels, as ``"complement"`` labels (see
-            :func:`~cl_plugin.labels.routing_labels`; needs ``agents``). They go to training only: a
+            :func:`~cl_plugin.learning.labels.routing_labels`; needs ``agents``). They go to training only: a
             complement says what the answer was not, so it cannot grade a model on the validation side.
         max_ips_weight: the largest inverse-propensity factor of a rating-derived label.
 

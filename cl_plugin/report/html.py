@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cl_plugin import report_plots as plots
+from cl_plugin.report import plots
 
 if TYPE_CHECKING:
-    from cl_plugin.report import _Report
-    from cl_plugin.sampling import DetailSample
+    from cl_plugin.capture.sampling import DetailSample
+    from cl_plugin.report.data import ReportData
 
 __all__ = ["MIN_LABELED", "SECTIONS", "document", "number", "stamp"]
 
@@ -112,7 +112,7 @@ def _figure(svg: str) -> str:
 
 
 def _table(
-    r: _Report, head: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterable[int] = ()
+    r: ReportData, head: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterable[int] = ()
 ) -> str:
     """A table; cells are redacted and escaped unless given as ``("html", markup)``."""
     nums = set(numeric)
@@ -125,7 +125,7 @@ def _table(
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _tile(r: _Report, key: str, label: str, value: str, sub: str = "") -> str:
+def _tile(r: ReportData, key: str, label: str, value: str, sub: str = "") -> str:
     return (
         f'<div class="tile" data-metric="{key}"><div class="label">{r.text(label)}</div>'
         f'<div class="value">{r.text(value)}</div><div class="sub">{r.text(sub)}</div></div>'
@@ -138,7 +138,7 @@ def _interval(ci: Sequence[float | None] | None, digits: int = 2, *, percent: bo
     return f"95% CI {number(ci[0], digits, percent=percent)} to {number(ci[1], digits, percent=percent)}"
 
 
-def summary(r: _Report) -> str:
+def summary(r: ReportData) -> str:
     m = r.summary
     if not m["interactions"]:
         return _empty("no interactions in this window")
@@ -205,7 +205,7 @@ def summary(r: _Report) -> str:
     )
 
 
-def quality(r: _Report) -> str:
+def quality(r: ReportData) -> str:
     series = [b for b in r.series if b["interactions"]]
     if not series:
         return _empty("no interactions in this window")
@@ -231,7 +231,7 @@ def quality(r: _Report) -> str:
     ) + _figure(svg)
 
 
-def latency(r: _Report) -> str:
+def latency(r: ReportData) -> str:
     lat = r.summary["latency"]
     if not r.scan.latencies:
         return _empty("no latencies recorded in this window")
@@ -251,7 +251,7 @@ def latency(r: _Report) -> str:
     return _figure(svg) + table
 
 
-def agents(r: _Report) -> str:
+def agents(r: ReportData) -> str:
     counts = r.scan.agents
     if not counts:
         return _empty("no interactions in this window")
@@ -270,7 +270,7 @@ def agents(r: _Report) -> str:
     )
 
 
-def calibration(r: _Report) -> str:
+def calibration(r: ReportData) -> str:
     cal, acc = r.calibration, r.router.accuracy
     if cal.n < MIN_LABELED:
         return _empty(
@@ -300,7 +300,7 @@ def calibration(r: _Report) -> str:
     return head + _figure(svg)
 
 
-def points(r: _Report) -> str:
+def points(r: ReportData) -> str:
     if not r.points:
         return _empty("no decision recorded in this window")
     rows = []
@@ -365,7 +365,7 @@ def _sample_note(sample: DetailSample | None) -> str:
     return f" Only runs in the capture sample keep their route decisions: these use {sample.describe()} with a known right agent."
 
 
-def abtests(r: _Report) -> str:
+def abtests(r: ReportData) -> str:
     tests = r.ab_tests()
     if not tests:
         return _empty("no A/B test in the store")
@@ -413,7 +413,7 @@ def abtests(r: _Report) -> str:
     )
 
 
-def failures(r: _Report) -> str:
+def failures(r: ReportData) -> str:
     patterns = r.analysis.patterns[: r.max_rows]
     counts = r.analysis.counts
     if not counts.get("interactions"):
@@ -460,7 +460,7 @@ def failures(r: _Report) -> str:
     return note + _table(r, head, rows, numeric=(2, 3, 4)) + _diagnostics(r)
 
 
-def _diagnostics(r: _Report) -> str:
+def _diagnostics(r: ReportData) -> str:
     """How each diagnostic splits between failed and good interactions, and what that says."""
     found = r.analysis.diagnostics
     if not found:
@@ -489,7 +489,7 @@ def _diagnostics(r: _Report) -> str:
     )
 
 
-def queue(r: _Report) -> str:
+def queue(r: ReportData) -> str:
     statuses, top = r.queue()
     if not statuses:
         return _empty("the annotation queue is empty")
@@ -516,7 +516,7 @@ def queue(r: _Report) -> str:
     return note + _table(r, ("priority", "strategy", "why selected", "query", "agent", "queued"), rows, (0,))
 
 
-def models(r: _Report) -> str:
+def models(r: ReportData) -> str:
     found = r.models()
     if not found:
         return _empty("no model registered")
@@ -564,7 +564,7 @@ def models(r: _Report) -> str:
     return "".join(out)
 
 
-def drift_events(r: _Report) -> str:
+def drift_events(r: ReportData) -> str:
     events = r.drift[: r.max_rows]
     if not events:
         return _empty("no drift alarm in this window")
@@ -586,7 +586,7 @@ def drift_events(r: _Report) -> str:
     return _table(r, head, rows, numeric=(4, 5, 6))
 
 
-def document(r: _Report, title: str, bodies: Mapping[str, str]) -> str:
+def document(r: ReportData, title: str, bodies: Mapping[str, str]) -> str:
     """The whole page: header (store, window, generation time), contents, then each section."""
     s = r.stats
     if r.start is None and r.end is None and not s["total_interactions"]:
@@ -626,7 +626,7 @@ def _metrics(metrics: Mapping[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def _severity(r: _Report, severity: str) -> str:
+def _severity(r: ReportData, severity: str) -> str:
     return f'<span class="badge {r.text(severity)}">{r.text(severity)}</span>'
 
 

@@ -23,7 +23,7 @@ time.
 A correction says the answer was wrong, not who should have answered: it counts as a bad rating (and
 contradicts a good one), so a corrected interaction is relabeled only through similar, well-rated queries.
 A label carries the query and its routing context (what retrieval found before routing, see
-:func:`cl_plugin.router.context_features`) and nothing else: nothing observed after routing (latency,
+:func:`cl_plugin.learning.router.context_features`) and nothing else: nothing observed after routing (latency,
 errors, the answer, the rating) becomes a feature, so a router trained on these labels cannot learn from the
 outcome it is meant to predict.
 

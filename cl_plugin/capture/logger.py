@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from cl_plugin.capture.langsmith import mirror_feedback
 from cl_plugin.config import (
     ContinualLearningConfig,
     LoggingConfig,
@@ -28,20 +29,13 @@ from cl_plugin.config import (
     split_config,
 )
 from cl_plugin.errors import ClPluginError, InvalidRecordError, StoreError
-from cl_plugin.langsmith import mirror_feedback
-from cl_plugin.privacy import default_redactor, hash_identifier
+from cl_plugin.privacy import Sanitizer, default_redactor, hash_identifier, repair_text
 from cl_plugin.records import ProductionInteraction, interaction_problems
 from cl_plugin.store import Store
 from cl_plugin.store.backup import BackupWriter, iter_backup, purge_backups
 from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import (
-    Sanitizer,
-    feedback_rows,
-    interaction_from_row,
-    interaction_rows,
-    repair_text,
-)
+from cl_plugin.store.rows import feedback_rows, interaction_from_row, interaction_rows
 from cl_plugin.store.writer import Writer
 
 __all__ = ["ProductionInteractionLogger"]
@@ -65,7 +59,7 @@ class ProductionInteractionLogger:
         privacy: privacy settings (id hashing); by default ids are stored as given.
         validation: the accepted feedback score range and other checks.
         feedback_mirror: where recorded feedback is also sent, such as
-            :class:`cl_plugin.langsmith.FeedbackMirror`. With ``use_langsmith`` set and none given, a
+            :class:`cl_plugin.capture.langsmith.FeedbackMirror`. With ``use_langsmith`` set and none given, a
             mirror to ``langsmith_project`` is made from the environment's LangSmith settings.
         **kwargs: ``logging`` keys that override ``config``.
 
@@ -117,7 +111,7 @@ class ProductionInteractionLogger:
         self._owns_mirror = False
         if cfg.use_langsmith and feedback_mirror is None and cfg.enabled:
             # Feedback goes to LangSmith's run of the same id; traces go there through sanitizing_tracer().
-            from cl_plugin.langsmith import FeedbackMirror, sanitizing_client
+            from cl_plugin.capture.langsmith import FeedbackMirror, sanitizing_client
 
             self.feedback_mirror = FeedbackMirror(sanitizing_client(), project_name=cfg.langsmith_project)
             self._owns_mirror = True

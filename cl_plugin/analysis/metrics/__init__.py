@@ -12,11 +12,11 @@ fetch and 250 ms for one ``LIMIT 2 OFFSET k`` query per percentile (tests/bench/
 over ``iter_interactions``).
 
 ``measures`` holds the functions on arrays and records, ``queries`` the store layer, and ``nodes`` the
-per-node figures read from the captured node runs (over the capture sample, see :mod:`cl_plugin.sampling`),
+per-node figures read from the captured node runs (over the capture sample, see :mod:`cl_plugin.capture.sampling`),
 ``points`` the figures of each decision point (accuracy, label coverage, calibration, how it was served).
 """
 
-from cl_plugin.metrics.measures import (
+from cl_plugin.analysis.metrics.measures import (
     Calibration,
     CalibrationBin,
     FailureRates,
@@ -41,9 +41,9 @@ from cl_plugin.metrics.measures import (
     router_accuracy,
     satisfaction,
 )
-from cl_plugin.metrics.nodes import NodeFigures, NodeMetrics, node_figures, node_metrics
-from cl_plugin.metrics.points import PointMetrics, point_metrics
-from cl_plugin.metrics.queries import router_metrics, store_metrics, store_metrics_by_window
+from cl_plugin.analysis.metrics.nodes import NodeFigures, NodeMetrics, node_figures, node_metrics
+from cl_plugin.analysis.metrics.points import PointMetrics, point_metrics
+from cl_plugin.analysis.metrics.queries import router_metrics, store_metrics, store_metrics_by_window
 
 __all__ = [
     "Calibration",

@@ -4,10 +4,10 @@ Retraining produces all three at once and they only make sense together: the rep
 router learned from, and it is what the next retrain replays so that the router does not forget old traffic.
 A :class:`ModelSet` lives either in a directory (``router.skops``, ``rag_index.skops``, ``replay.skops`` and a
 ``manifest.json`` with each file's sha256, checked before anything is deserialized) or in a
-:class:`~cl_plugin.registry.ModelRegistry` as three models (``router``, ``rag_index`` and ``router-replay``
+:class:`~cl_plugin.learning.registry.ModelRegistry` as three models (``router``, ``rag_index`` and ``router-replay``
 by default) that share aliases.
 
-Artifacts use the registry's serialization (:func:`~cl_plugin.registry.write_artifact`), which loads only
+Artifacts use the registry's serialization (:func:`~cl_plugin.learning.registry.write_artifact`), which loads only
 allow-listed types. The directory's manifest protects against corruption and partial edits; for protection
 against someone who can rewrite the manifest too, keep versions in a registry, whose digests live in the store.
 """
@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 
 from cl_plugin.errors import ArtifactIntegrityError, RegistryError
-from cl_plugin.labels import ReplayBuffer
-from cl_plugin.rag import RagIndex
-from cl_plugin.registry import DataWindow, ModelRegistry, read_artifact, write_artifact
-from cl_plugin.router import MetaRouter
+from cl_plugin.learning.labels import ReplayBuffer
+from cl_plugin.learning.rag import RagIndex
+from cl_plugin.learning.registry import DataWindow, ModelRegistry, read_artifact, write_artifact
+from cl_plugin.learning.router import MetaRouter
 
 __all__ = ["MANIFEST", "ModelSet"]
 

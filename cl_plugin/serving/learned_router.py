@@ -9,7 +9,7 @@ Wrapping that rule in a :class:`LearnedRouter` is the one line that lets the loo
 For each request the router:
 
 1. serves the registry's ``production`` model of its decision point (see
-   :class:`~cl_plugin.points.PointRef` for the registry names), reloaded in the background when the
+   :class:`~cl_plugin.learning.points.PointRef` for the registry names), reloaded in the background when the
    maintenance graph promotes a new one;
 2. while an A/B test of the point runs, puts the request's unit (the ``session_id`` or ``user_id`` of the
    run's metadata, as configured, else its thread, else the request) in group A or B by the test's stable
@@ -46,8 +46,7 @@ from langchain_core.runnables import RunnableConfig
 
 from cl_plugin.abtest.assignment import assign
 from cl_plugin.capture import arecord_decision, record_decision
-from cl_plugin.points import PointRef
-from cl_plugin.records import is_finite_number
+from cl_plugin.records import PointRef, is_finite_number
 
 __all__ = ["LearnedRouter", "Routed", "point_test_prefix"]
 
@@ -116,7 +115,7 @@ class LearnedRouter:
             ``cl-plugin stats`` for the points the store has seen. For a conditional edge, the node is the
             one the edge leaves and the graph is the name capture records (``LangGraph`` unless compiled with
             ``name=``).
-        registry: the :class:`~cl_plugin.registry.ModelRegistry` the maintenance graph promotes into.
+        registry: the :class:`~cl_plugin.learning.registry.ModelRegistry` the maintenance graph promotes into.
         store: instead of ``registry``: a :class:`~cl_plugin.store.Store` or URL, with the registry's
             artifacts under ``model_dir`` (the maintenance graph's default).
         model_dir: as ``maintenance.model_dir``.
@@ -385,7 +384,7 @@ def _refresh_periodically(ref: "weakref.ref[LearnedRouter]", stop: threading.Eve
 
 
 def _registry(store: Any, model_dir: str | Path) -> Any:
-    from cl_plugin.registry import ModelRegistry
+    from cl_plugin.learning.registry import ModelRegistry
     from cl_plugin.store import Store
 
     if store is None:

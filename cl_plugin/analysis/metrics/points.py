@@ -5,7 +5,7 @@ joined to their interaction's rating and to its label from the annotation queue)
 interaction as the rows stream by, so memory grows with the number of points and of confident decisions,
 not with the store. Figures about an interaction (its rating, its label) are read against the first
 decision it made at the point, as :func:`~cl_plugin.store.points.point_decisions` and the training rows of
-:func:`~cl_plugin.points.point_rows` do; how decisions were served is counted over every decision.
+:func:`~cl_plugin.learning.points.point_rows` do; how decisions were served is counted over every decision.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select
 
-from cl_plugin.metrics.measures import Calibration, Rate, expected_calibration_error
-from cl_plugin.points import PointRef
-from cl_plugin.records import is_finite_number, rating_outcome
+from cl_plugin.analysis.metrics.measures import Calibration, Rate, expected_calibration_error
+from cl_plugin.records import PointRef, is_finite_number, rating_outcome
 from cl_plugin.store.points import DecisionPoint, _parsed, decision_points
 from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
 
 if TYPE_CHECKING:
-    from cl_plugin.registry import ModelRegistry
+    from cl_plugin.learning.registry import ModelRegistry
     from cl_plugin.store import Store
 
 __all__ = ["SERVED_BY", "PointMetrics", "point_metrics"]
@@ -140,7 +139,7 @@ def point_metrics(
 
     Args:
         store: the store.
-        registry: the :class:`~cl_plugin.registry.ModelRegistry` the maintenance graph promotes into; its
+        registry: the :class:`~cl_plugin.learning.registry.ModelRegistry` the maintenance graph promotes into; its
             ``production`` and ``candidate`` aliases of each point's router are reported. None leaves the
             versions out.
         min_calibrated: fewest confident decisions rated good or bad for a calibration figure.
