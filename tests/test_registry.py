@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import threading
 import time
+import zipfile
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -354,3 +355,30 @@ def test_the_store_lists_every_registered_model(registry: ModelRegistry, router:
     registry.register("rag_index", RagIndex().add(DOCS))
     registry.register("router", router)
     assert registry.store.model_names() == ["rag_index", "router"]
+
+
+def test_an_artifact_naming_a_module_from_before_the_layout_moved_still_loads(
+    router: MetaRouter, tmp_path: Path
+) -> None:
+    from cl_plugin.learning.registry import MOVED_MODULES, read_artifact, write_artifact
+
+    written = tmp_path / "now.skops"
+    write_artifact(router, written, name="router")
+    # The same artifact as a version before the move wrote it: its types name cl_plugin.router.
+    old = tmp_path / "old.skops"
+    with zipfile.ZipFile(written) as now, zipfile.ZipFile(old, "w") as before:
+        for info in now.infolist():
+            data = now.read(info)
+            if info.filename == "schema.json":
+                data = data.replace(b'"cl_plugin.learning.router"', b'"cl_plugin.router"')
+                assert b'"cl_plugin.router"' in data
+            before.writestr(info, data)
+    payload = old.read_bytes()
+    assert sio.get_untrusted_types(data=payload) == ["cl_plugin.router.MetaRouter"]
+    assert MOVED_MODULES["cl_plugin.router"] == "cl_plugin.learning.router"
+
+    loaded = read_artifact(old, hashlib.sha256(payload).hexdigest(), name="router")
+
+    assert type(loaded) is MetaRouter
+    np.testing.assert_array_equal(loaded.predict_proba(QUERIES), router.predict_proba(QUERIES))
+    assert old.read_bytes() == payload  # the file and its recorded digest stay as written

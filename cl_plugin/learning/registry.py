@@ -17,11 +17,13 @@ vectorizer is refitted on the same texts, which gives the same index); other mod
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
 import threading
 import time
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,13 @@ TRUSTED_MODULES = (
     "cl_plugin.learning.router",
     "cl_plugin.learning.rag",
 )
+
+#: Modules of trusted types that moved, by their old name: an artifact written before the move names the
+#: old module, and is read as naming the new one (the file itself, and its digest, are left as written).
+MOVED_MODULES = {
+    "cl_plugin.router": "cl_plugin.learning.router",
+    "cl_plugin.rag": "cl_plugin.learning.rag",
+}
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _FORMAT = 1
@@ -481,6 +490,7 @@ def read_artifact(path: str | os.PathLike[str], sha256: str, *, name: str, versi
         raise ArtifactIntegrityError(
             model_name=name, version=version, path=str(path), expected=sha256, actual=actual
         )
+    payload = _current_modules(payload)
     return _from_payload(sio.loads(payload, trusted=_trusted_types(payload, name)))
 
 
@@ -532,6 +542,27 @@ def _from_payload(payload: dict[str, Any]) -> Any:
         )
         return index.add(state["documents"])
     return payload["model"]
+
+
+def _current_modules(payload: bytes) -> bytes:
+    """The artifact with the types of :data:`MOVED_MODULES` named where they live now."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            schema = archive.read("schema.json")
+            renamed = schema
+            for old, new in MOVED_MODULES.items():
+                renamed = renamed.replace(f'"{old}"'.encode(), f'"{new}"'.encode())
+            if renamed == schema:
+                return payload
+            out = io.BytesIO()
+            with zipfile.ZipFile(out, "w") as rewritten:
+                for info in archive.infolist():
+                    rewritten.writestr(
+                        info, renamed if info.filename == "schema.json" else archive.read(info)
+                    )
+            return out.getvalue()
+    except (zipfile.BadZipFile, KeyError):
+        return payload  # not a skops archive: skops refuses it with its own message
 
 
 def _trusted_types(payload: bytes, name: str) -> list[str]:

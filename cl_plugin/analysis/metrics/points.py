@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, select
 
@@ -23,7 +23,6 @@ from cl_plugin.store.points import DecisionPoint, _parsed, decision_points
 from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
 
 if TYPE_CHECKING:
-    from cl_plugin.learning.registry import ModelRegistry
     from cl_plugin.store import Store
 
 __all__ = ["SERVED_BY", "PointMetrics", "point_metrics"]
@@ -32,6 +31,16 @@ __all__ = ["SERVED_BY", "PointMetrics", "point_metrics"]
 SERVED_BY = ("model", "fallback", "exploration")
 #: The label keys that name the right option of an annotated interaction, in order of preference.
 _LABEL_KEYS = ("option", "agent")
+
+
+class Versions(Protocol):
+    """What the figures read of a model registry (:class:`~cl_plugin.learning.registry.ModelRegistry` is one):
+    analysis sits below learning, so it names the two calls it makes, not the class."""
+
+    def get_alias(self, name: str, alias: str) -> Any: ...
+
+    def versions(self, name: str) -> list[Any]: ...
+
 
 _D = Decision.__table__.c  # type: ignore[attr-defined]
 _I = Interaction.__table__.c  # type: ignore[attr-defined]
@@ -128,7 +137,7 @@ class _Tally:
 
 def point_metrics(
     store: Store,
-    registry: ModelRegistry | None = None,
+    registry: Versions | None = None,
     *,
     min_calibrated: int = 20,
     min_score: float = 4.0,
@@ -207,7 +216,7 @@ def _tally(
 
 
 def _metrics(
-    point: DecisionPoint, tally: _Tally, registry: ModelRegistry | None, min_calibrated: int
+    point: DecisionPoint, tally: _Tally, registry: Versions | None, min_calibrated: int
 ) -> PointMetrics:
     name = PointRef(*point.key).model_names()["router"]
     production = candidate = None
