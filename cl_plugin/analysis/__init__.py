@@ -1,7 +1,9 @@
 """Analysis: what the captured traffic says, and which of it to learn from next.
 
-* :mod:`~cl_plugin.analysis.failures`: failure patterns, their attribution to nodes and diagnostics
-  (:class:`FailureAnalysis`, :class:`FailurePatternAnalyzer`);
+* :mod:`~cl_plugin.analysis.failures`: :class:`FailurePatternAnalyzer`, which reads each interaction once
+  (:mod:`~cl_plugin.analysis.signals`, :mod:`~cl_plugin.analysis.tally`), then tests and ranks what it
+  counted (:mod:`~cl_plugin.analysis.patterns`) into a :class:`FailureAnalysis`
+  (:mod:`~cl_plugin.analysis.findings`): patterns, attribution, diagnostics;
 * :mod:`~cl_plugin.analysis.clustering`: grouping failed queries by their text;
 * :mod:`~cl_plugin.analysis.metrics`: satisfaction, failure, latency and routing figures over a store;
 * :mod:`~cl_plugin.analysis.selection`: active selection of the interactions worth a label
