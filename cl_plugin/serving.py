@@ -348,7 +348,7 @@ class LearnedRouter:
     def _lookup(self, current: _Snapshot) -> _Snapshot:
         name = self.names["router"]
         production = current.production
-        version = self.registry.store.model_alias(name, "production")
+        version = self.registry.store.models.alias(name, "production")
         if version is None:
             production = None
         elif production is None or production.version != version:
@@ -357,7 +357,7 @@ class LearnedRouter:
             return _Snapshot(production=production)
         prefix = point_test_prefix(self.point)
         test = next(
-            (t for t in self.registry.store.ab_tests(status="running") if t["name"].startswith(prefix)),
+            (t for t in self.registry.store.ab.list(status="running") if t["name"].startswith(prefix)),
             None,
         )
         if test is None:
