@@ -230,7 +230,7 @@ def _labels_for_paused_run(store: Any, saver: Any, thread_id: str) -> dict[str, 
         raise SystemExit(f"no maintenance run with thread {thread_id!r} in the checkpoints")
     waiting = {item["interaction_id"] for item in found.checkpoint["channel_values"].get("selected", [])}
     found = {}
-    for item in store.annotation_queue("labeled"):
+    for item in store.queue.items("labeled"):
         label = item.get("label")
         if item["interaction_id"] in waiting and isinstance(label, dict):
             choice = label.get("option", label.get("agent"))
@@ -251,7 +251,7 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(f"cl-plugin annotate --point: {exc}") from None
     store = _open_store(args)
-    pending = store.annotation_queue("pending", limit=args.limit)
+    pending = store.queue.items("pending", limit=args.limit)
     points = {p.key: p for p in store.decision_points()}
     work = []
     for item in pending:
@@ -290,7 +290,7 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
         if answer in (None, "q"):
             break
         if answer == "s":
-            store.update_annotation(item["item_id"], status="skipped", annotator=args.annotator)
+            store.queue.update(item["item_id"], status="skipped", annotator=args.annotator)
             skipped += 1
         elif answer in keys:
             label = (
@@ -298,7 +298,7 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
                 if found is None
                 else {"option": keys[answer], "point": PointRef.parse(found[0]).model_name}
             )
-            store.update_annotation(item["item_id"], status="labeled", label=label, annotator=args.annotator)
+            store.queue.update(item["item_id"], status="labeled", label=label, annotator=args.annotator)
             labeled += 1
     print(f"\nlabeled {labeled}, skipped {skipped}, left {len(work) - labeled - skipped}")
     return 0
@@ -491,7 +491,7 @@ def _report(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     store = _open_store(args)
     cutoff = time.time() - args.older_than_days * 86_400
-    deleted = store.purge(cutoff)
+    deleted = store.retention.purge(cutoff)
     print("deleted " + ", ".join(f"{n} from {table}" for table, n in sorted(deleted.items())))
     if args.backups:
         from cl_plugin.store.backup import purge_backups

@@ -67,10 +67,8 @@ def main(url: str = "sqlite://") -> None:
         )
 
     selector = ActiveLearningSelector({"selection_strategy": "hybrid", "diversity_weight": 0.3})
-    candidates = selector.select_for_annotation(
-        interactions, budget=20, exclude_ids=store.queued_interaction_ids()
-    )
-    print(f"\nqueued {store.enqueue_for_annotation(candidates)} for annotation, for example:")
+    candidates = selector.select_for_annotation(interactions, budget=20, exclude_ids=store.queue.queued_ids())
+    print(f"\nqueued {store.queue.enqueue(candidates)} for annotation, for example:")
     for c in candidates[:3]:
         print(f"  {c.user_query[:70]!r}: {c.selection_reason}")
 

@@ -59,7 +59,7 @@ def main(url: str | None = None) -> None:
             alternatives = d["alternatives"] if isinstance(d["alternatives"], dict) else {}
             shown = ", ".join(f"{k} {v:.2f}" for k, v in alternatives.items() if isinstance(v, int | float))
             print(f"  decision {d['kind']:<9} {d['chosen']:<12} {shown}")
-        for f in store.feedback_history(row["interaction_id"]):
+        for f in store.feedback.history(row["interaction_id"]):
             print(
                 f"  feedback {f['source']}: score {f['score']} thumbs {f['thumbs_up_down']} {f['comment'] or ''}"
             )

@@ -28,7 +28,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from cl_plugin import CaptureHandler, ModelRegistry, Store
-from cl_plugin.store.runs import maintenance_runs
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "review_ab_tests": lambda r: (
@@ -125,7 +124,7 @@ def main(url: str = "sqlite://") -> None:
     print_run("cycle 2, labels from a human", second)
 
     print("\nrecorded runs:")
-    for run in maintenance_runs(store):
+    for run in store.runs.list():
         print(f"  {run['run_id'][:8]} {run['status']:<10} {len(run['steps'])} steps")
     handler.close()
     store.close()

@@ -598,7 +598,7 @@ def _outcome(feedback: Mapping[str, Any] | None, raised: bool) -> float | None:
         "corrections": None if correction is None else [correction],
         "error_occurred": raised,
     }
-    # Simulated scores are whole stars, so the default threshold (below 3) is ab_outcomes' ``<= 2``.
+    # Simulated scores are whole stars, so the default threshold (below 3) is ``store.ab.outcomes``' ``<= 2``.
     return outcome_value(row)
 
 

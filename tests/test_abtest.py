@@ -269,7 +269,7 @@ def test_replicas_share_tests_and_results_through_the_store(store: Store) -> Non
     one.flush()  # counted in the groups, but the final analysis stays as it was; and one hears of the end
     with pytest.raises(ABTestEndedError):
         one.record_result(test_id, "A", metric=0.0)
-    assert store.ab_test(test_id)["groups"]["A"]["n"] == len(values["A"]) + 1
+    assert store.ab.get(test_id)["groups"]["A"]["n"] == len(values["A"]) + 1
     assert ABTestFramework(store=store).get_test_status(test_id) == final
     # A new test of the same name starts once the old one has ended.
     assert one.create_test("shared", model_a="production", model_b="candidate") != test_id
@@ -290,7 +290,7 @@ def test_sync_durability_commits_each_result_before_returning(tmp_path: Path) ->
     fw = ABTestFramework(store=store, durability="sync")
     test_id = fw.create_test("sync", model_a="a", model_b="b")
     fw.record_result(test_id, "B", metric=2.5)
-    assert store.ab_test(test_id)["groups"]["B"] == {
+    assert store.ab.get(test_id)["groups"]["B"] == {
         "variant": "B",
         "n": 1,
         "mean": 2.5,
@@ -305,12 +305,12 @@ def test_buffered_results_are_flushed_on_a_timer_and_after_close(tmp_path: Path)
     test_id = fw.create_test("timer", model_a="a", model_b="b")
     fw.record_result(test_id, "A", metric=1.0)
     deadline = time.monotonic() + 10
-    while store.ab_test(test_id)["groups"]["A"]["n"] == 0 and time.monotonic() < deadline:
+    while store.ab.get(test_id)["groups"]["A"]["n"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert store.ab_test(test_id)["groups"]["A"]["n"] == 1
+    assert store.ab.get(test_id)["groups"]["A"]["n"] == 1
     fw.close()
     fw.record_result(test_id, "B", metric=3.0)
-    assert store.ab_test(test_id)["groups"]["B"]["n"] == 1
+    assert store.ab.get(test_id)["groups"]["B"]["n"] == 1
 
 
 def test_a_failed_flush_keeps_its_results_for_the_next(
@@ -321,19 +321,19 @@ def test_a_failed_flush_keeps_its_results_for_the_next(
     test_id = fw.create_test("outage", model_a="a", model_b="b")
     for x in range(100):
         fw.record_result(test_id, "A", metric=float(x))
-    real = store.add_ab_results
+    real = store.ab.add_results
 
     def unavailable(deltas: Any) -> dict[str, str]:
         raise StoreUnavailableError("database is down")
 
-    monkeypatch.setattr(store, "add_ab_results", unavailable)
+    monkeypatch.setattr(store.ab, "add_results", unavailable)
     with pytest.raises(StoreUnavailableError):
         fw.flush()
     for x in range(100, 150):
         fw.record_result(test_id, "A", metric=float(x))
-    monkeypatch.setattr(store, "add_ab_results", real)
+    monkeypatch.setattr(store.ab, "add_results", real)
     fw.flush()
-    group = store.ab_test(test_id)["groups"]["A"]
+    group = store.ab.get(test_id)["groups"]["A"]
     assert group["n"] == 150
     assert group["mean"] == pytest.approx(np.arange(150).mean())
     assert group["m2"] == pytest.approx(np.arange(150).var() * 150)
@@ -521,7 +521,7 @@ def test_replicas_merging_the_same_groups_in_opposite_orders_do_not_deadlock(pg_
         delta = {"test_id": test_id, "n": 1, "mean": 1.0, "m2": 0.0, "non_binary": 0}
         try:
             for _ in range(300):
-                store.add_ab_results([delta | {"variant": v} for v in variants])
+                store.ab.add_results([delta | {"variant": v} for v in variants])
         except BaseException as exc:
             errors.append(exc)
 
@@ -531,5 +531,5 @@ def test_replicas_merging_the_same_groups_in_opposite_orders_do_not_deadlock(pg_
     for t in threads:
         t.join()
     assert errors == []
-    groups = stores[0].ab_test(test_id)["groups"]
+    groups = stores[0].ab.get(test_id)["groups"]
     assert groups["A"]["n"] == groups["B"]["n"] == 600

@@ -609,7 +609,7 @@ def test_feedback_before_the_interaction_is_written_is_kept_and_copied(handler: 
     [row] = handler.store.query_interactions()
     assert row["user_feedback_score"] == 4.0 and row["thumbs_up_down"] == "down"
     assert row["corrections"] == ["the right answer"]
-    history = handler.store.feedback_history(str(rid))
+    history = handler.store.feedback.history(str(rid))
     assert [(f["key"], f["score"], f["source"]) for f in history] == [
         ("user_feedback", 2.0, "user"),
         ("user_feedback", None, "user"),
@@ -628,7 +628,7 @@ def test_feedback_for_an_unknown_id_or_with_bad_values_is_refused(handler: Captu
         handler.record_feedback(iid, thumbs="sideways")
     with pytest.raises(InvalidRecordError, match="at least one"):
         handler.record_feedback(iid)
-    assert handler.store.feedback_history(iid) == []
+    assert handler.store.feedback.history(iid) == []
 
 
 def test_runs_that_never_end_are_evicted_and_recorded_as_unfinished(handler: CaptureHandler) -> None:

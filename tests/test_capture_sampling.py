@@ -195,7 +195,7 @@ def test_feedback_on_an_unsampled_run_is_stored(sampled_handler: CaptureHandler)
     sampled_handler.flush()
     [row] = sampled_handler.store.query_interactions()
     assert row["user_feedback_score"] == 2.0 and row["metadata"]["sampled"] is False
-    [fb] = sampled_handler.store.feedback_history(str(rid))
+    [fb] = sampled_handler.store.feedback.history(str(rid))
     assert (fb["score"], fb["comment"]) == (2.0, "missed the point")
 
 

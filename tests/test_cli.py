@@ -178,7 +178,7 @@ def test_a_paused_run_is_labeled_in_the_terminal_and_resumed(
     assert f"options at LangGraph/route_decision/route: {menu}" in out
     assert "answer 1 to 4, an option's name, s or q" in out and "labeled 3, skipped 1" in out
     store = Store.from_url(captured)
-    labeled = store.annotation_queue("labeled")
+    labeled = store.queue.items("labeled")
     assert [i["label"]["option"] for i in labeled] == ["TRM", "HRM", "MCTS"] and {
         i["annotator"] for i in labeled
     } == {"ana"}
@@ -207,7 +207,9 @@ def test_stats_report_export_and_purge(captured: str, tmp_path: Path, capsys: py
     assert "0 from interactions" in capsys.readouterr().out
     store = Store.from_url(captured)
     old = store.query_interactions(limit=1)[0]
-    assert store.purge(time.time() + 1)["interactions"] == 200 and old  # purge removes what is older
+    assert (
+        store.retention.purge(time.time() + 1)["interactions"] == 200 and old
+    )  # purge removes what is older
 
 
 def test_stats_shows_outcomes_apart_from_the_diagnostics_that_may_explain_them(
@@ -414,7 +416,7 @@ def test_annotate_offers_the_points_options_and_labels_the_point(
     assert "options at shop/pick/route: 1 = books, 2 = toys, 3 = gifts" in out
     assert "  option? " in out and "answer 1 to 3, an option's name, s or q" in out
     assert "labeled 4, skipped 1" in out and " chose " in out
-    labels = [i["label"] for i in store.annotation_queue("labeled") if i["annotator"] == "ana"]
+    labels = [i["label"] for i in store.queue.items("labeled") if i["annotator"] == "ana"]
     assert sorted(labels, key=str) == sorted(
         ({"option": o, "point": "shop.pick.route"} for o in ("toys", "books", "gifts", "books")), key=str
     )
@@ -441,7 +443,7 @@ def test_annotate_keeps_the_agent_menu_for_items_without_a_decision_point(
         for i in range(2)
     ]  # fmt: skip
     store.write(Batch({"interactions": rows}))
-    store.enqueue_for_annotation(
+    store.queue.enqueue(
         {"interaction_id": f"i-{i}", "priority": 1.0, "strategy": "uncertainty", "selection_reason": "-"}
         for i in range(2)
     )
@@ -449,7 +451,7 @@ def test_annotate_keeps_the_agent_menu_for_items_without_a_decision_point(
     assert cli._annotate(args, stdin=io.StringIO("2\nbilling\n")) == 0
     out = capsys.readouterr().out
     assert "agents: 1 = billing, 2 = desk" in out and "  agent? " in out
-    assert [i["label"] for i in store.annotation_queue("labeled")] == [
+    assert [i["label"] for i in store.queue.items("labeled")] == [
         {"agent": "desk"},
         {"agent": "billing"},
     ]

@@ -252,7 +252,7 @@ def test_alarms_are_stored_and_read_back_on_every_backend(store) -> None:
         if (r := detector.add_sample(row, timestamp=1_700_000_000.0 + i))
     ]
     [report] = reports
-    [row] = store.drift_events("router_features")
+    [row] = store.drift.events("router_features")
     assert row["event_id"] == report.event_id and row["features"] == ["x2"]
     assert row["severity"] == report.severity and row["method"] == "kolmogorov_smirnov"
     assert row["statistic"] == pytest.approx(report.statistic) and row["p_value"] == pytest.approx(
@@ -260,9 +260,9 @@ def test_alarms_are_stored_and_read_back_on_every_backend(store) -> None:
     )
     assert row["window_end"] == 1_700_000_000.0 + report.samples_seen - 1
     assert row["details"]["alpha"] == 0.001 and len(row["details"]["features"]) == FEATURES
-    assert store.add_drift_event(report.to_row()) == report.event_id  # the same alarm again: a no-op
-    assert len(store.drift_events()) == 1
-    assert store.drift_events("other") == [] and store.drift_events(since=report.detected_at + 1) == []
+    assert store.drift.add_event(report.to_row()) == report.event_id  # the same alarm again: a no-op
+    assert len(store.drift.events()) == 1
+    assert store.drift.events("other") == [] and store.drift.events(since=report.detected_at + 1) == []
 
 
 def test_the_docstring_example_prints_its_alarm() -> None:
@@ -296,7 +296,7 @@ def test_a_streaming_method_runs_one_detector_per_feature_on_every_sample(
     summary = detector.get_drift_summary()
     assert summary["checks"] == summary["samples_seen"] == 5000 and summary["alarms"] == 1
     assert [f["feature"] for f in summary["features"]] == ["x0", "x1", "x2", "x3", "x4"]
-    [row] = store.drift_events("stream")
+    [row] = store.drift.events("stream")
     assert row["event_id"] == report.event_id and row["method"] == method and row["features"] == ["x2"]
 
 

@@ -782,7 +782,7 @@ def test_feedback_on_a_logged_interaction_is_kept_even_before_it_is_written(make
     [row] = logger.query_interactions()
     assert (row["user_feedback_score"], row["thumbs_up_down"]) == (2.0, "down")
     assert row["corrections"] == ["Use exponential backoff."]
-    history = logger.store.feedback_history("i-00001")
+    history = logger.store.feedback.history("i-00001")
     assert [f["comment"] for f in history] == ["call me on [PHONE]", None]
 
 
@@ -821,5 +821,5 @@ def test_use_langsmith_mirrors_feedback_to_the_run_of_the_same_id(tmp_path, monk
         assert sent["run_id"] == run_id and sent["score"] == 2.0
         assert "ana@example.com" not in str(sent) and "[EMAIL]" in sent["comment"]
         logger.flush()
-        assert logger.store.feedback_history("not-a-uuid")[0]["score"] == 4.0
+        assert logger.store.feedback.history("not-a-uuid")[0]["score"] == 4.0
         logger.close()

@@ -102,10 +102,10 @@ def capture(handler: CaptureHandler, plans: list[dict[str, Any]]) -> None:
         {"interaction_id": iid, "priority": 1.0, "strategy": "uncertainty", "selection_reason": "-"}
         for iid in ids
     ]
-    store.enqueue_for_annotation(queued)
-    for item in store.annotation_queue("pending"):
+    store.queue.enqueue(queued)
+    for item in store.queue.items("pending"):
         if item["interaction_id"] in labeled:
-            store.update_annotation(item["item_id"], status="labeled", label=labeled[item["interaction_id"]])
+            store.queue.update(item["item_id"], status="labeled", label=labeled[item["interaction_id"]])
 
 
 def test_a_points_figures_are_the_ones_its_decisions_ratings_and_labels_give(

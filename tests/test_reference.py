@@ -168,7 +168,7 @@ def test_the_logger_stores_every_reference_field_where_it_is_used(logged) -> Non
     [decision] = store.decisions(first.interaction_id, kind="route")
     assert decision["chosen"] == first.agent_selected and decision["confidence"] == 0.7
     # feedback text and corrections went through the feedback history, redacted
-    [feedback] = store.feedback_history(wrong.interaction_id)
+    [feedback] = store.feedback.history(wrong.interaction_id)
     assert feedback["correction"] == wrong.user_corrections
     assert "555-867-5309" not in feedback["comment"] and feedback["comment"].startswith("Wrong desk")
     # the spec's columns are exactly the design's: nothing was folded into new interaction columns

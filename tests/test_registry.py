@@ -211,7 +211,7 @@ def test_an_artifact_with_an_untrusted_type_is_refused(registry: ModelRegistry, 
     digest = hashlib.sha256(payload).hexdigest()
     (registry.artifact_dir / "odd").mkdir(parents=True)
     (registry.artifact_dir / "odd" / "crafted.skops").write_bytes(payload)
-    store.add_model_version(
+    store.models.add_version(
         {"model_name": "odd", "sha256": digest, "artifact": "odd/crafted.skops", "created_at": time.time()}
     )
     with pytest.raises(UntrustedArtifactError, match="allow-list") as caught:
@@ -322,7 +322,7 @@ def test_migrating_from_0002_keeps_the_data_and_adds_the_registry(store_url: str
     try:
         assert upgraded.schema_version() == SCHEMA_HEAD
         assert upgraded.get_interaction("i-1")["user_query"] == "q"
-        assert [item["interaction_id"] for item in upgraded.annotation_queue()] == ["i-1"]
+        assert [item["interaction_id"] for item in upgraded.queue.items()] == ["i-1"]
         registry = ModelRegistry(upgraded, tmp_path / "artifacts")
         registry.register("rag_index", RagIndex().add(DOCS))
         assert registry.promote("rag_index", 1).version == 1
@@ -350,11 +350,11 @@ def test_an_artifact_file_outside_the_registry_is_checked_against_its_digest(
 
 
 def test_the_store_lists_every_registered_model(registry: ModelRegistry, router: MetaRouter) -> None:
-    assert registry.store.model_names() == []
+    assert registry.store.models.names() == []
     registry.register("router", router)
     registry.register("rag_index", RagIndex().add(DOCS))
     registry.register("router", router)
-    assert registry.store.model_names() == ["rag_index", "router"]
+    assert registry.store.models.names() == ["rag_index", "router"]
 
 
 def test_an_artifact_naming_a_module_from_before_the_layout_moved_still_loads(
@@ -364,18 +364,18 @@ def test_an_artifact_naming_a_module_from_before_the_layout_moved_still_loads(
 
     written = tmp_path / "now.skops"
     write_artifact(router, written, name="router")
-    # The same artifact as a version before the move wrote it: its types name cl_plugin.router.
+    # The same artifact as a version before the move wrote it: its types name cl_plugin.learning.router.
     old = tmp_path / "old.skops"
     with zipfile.ZipFile(written) as now, zipfile.ZipFile(old, "w") as before:
         for info in now.infolist():
             data = now.read(info)
             if info.filename == "schema.json":
-                data = data.replace(b'"cl_plugin.learning.router"', b'"cl_plugin.router"')
-                assert b'"cl_plugin.router"' in data
+                data = data.replace(b'"cl_plugin.learning.router"', b'"cl_plugin.learning.router"')
+                assert b'"cl_plugin.learning.router"' in data
             before.writestr(info, data)
     payload = old.read_bytes()
-    assert sio.get_untrusted_types(data=payload) == ["cl_plugin.router.MetaRouter"]
-    assert MOVED_MODULES["cl_plugin.router"] == "cl_plugin.learning.router"
+    assert sio.get_untrusted_types(data=payload) == ["cl_plugin.learning.router.MetaRouter"]
+    assert MOVED_MODULES["cl_plugin.learning.router"] == "cl_plugin.learning.router"
 
     loaded = read_artifact(old, hashlib.sha256(payload).hexdigest(), name="router")
 

@@ -66,7 +66,7 @@ def rich(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
             traffic.interaction_ids, production_queries(N_TRAFFIC, seed=3, drift=OPS_DRIFT), strict=True
         )
     }
-    store.enqueue_for_annotation(
+    store.queue.enqueue(
         {
             "interaction_id": iid,
             "priority": 1 - i / N_TRAFFIC,
@@ -75,9 +75,9 @@ def rich(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
         }
         for i, iid in enumerate(traffic.interaction_ids[:100])
     )
-    for item in store.annotation_queue()[:N_LABELED]:
+    for item in store.queue.items()[:N_LABELED]:
         label = {"agent": BEST_AGENT[tasks[item["interaction_id"]].family]}
-        store.update_annotation(item["item_id"], status="labeled", label=label, annotator="ops")
+        store.queue.update(item["item_id"], status="labeled", label=label, annotator="ops")
     registry = ModelRegistry(store, tmp / "artifacts")
     router = MetaRouter().fit(["square root of 2", "order jobs B and C"], ["TRM", "HRM"])
     registry.register("router", router, metrics={"accuracy": 0.912}, notes=f"owner {CANARY}")
@@ -186,9 +186,9 @@ def test_labels_models_drift_and_ab_tests_are_listed(rich: tuple[Store, Path]) -
     assert "<td>v2</td><td>candidate</td><td>accuracy 0.947</td>" in models
     assert "<td>v1</td><td>production</td><td>accuracy 0.912</td>" in models
     assert "retrained on ops wording" in models
-    [event] = store.drift_events()
+    [event] = store.drift.events()
     assert f"<td>{event['detector']}</td><td>{event['method']}</td>" in _section(page, "drift")
-    [test] = store.ab_tests()
+    [test] = store.ab.list()
     with ABTestFramework(store=store) as ab:
         status = ab.get_test_status(test["test_id"])
     tests = _section(page, "abtests")

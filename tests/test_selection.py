@@ -453,9 +453,9 @@ def test_selection_from_the_store_then_queue_then_the_next_cycle_skips_the_queue
     store.write(Batch({"interactions": [{**r, "metadata": "{}", "corrections": None} for r in rows]}))
     selector = ActiveLearningSelector(budget_per_cycle=20)
     first = selector.select_for_annotation(store.query_interactions(limit=None))
-    assert store.enqueue_for_annotation(first) == 20
+    assert store.queue.enqueue(first) == 20
     second = selector.select_for_annotation(
-        store.query_interactions(limit=None), exclude_ids=store.queued_interaction_ids()
+        store.query_interactions(limit=None), exclude_ids=store.queue.queued_ids()
     )
     assert len(second) == 20 and not set(_ids(first)) & set(_ids(second))
     failed = {r["interaction_id"] for r, label in zip(rows, labels, strict=True) if label}

@@ -168,7 +168,7 @@ class ABTestFramework:
                 an error, a hallucination, a low rating, a thumbs down or a correction; 1.0 when the user
                 rated it and nothing failed; None, record nothing, when nobody judged it). It reads the
                 interaction, not ``(input_data, output)``, so pass its value as ``metric=``; the decision
-                points' tests use it through :func:`cl_plugin.store.points.ab_outcomes`.
+                points' tests use it through :meth:`cl_plugin.store.ab.ABTests.outcomes`.
 
         Returns:
             The test id.
@@ -195,7 +195,7 @@ class ABTestFramework:
         )
         if self.store is not None:
             row = {k: v for k, v in wanted.header().items() if k not in ("status", "ended_at")}
-            test = _Test.from_row(self.store.create_ab_test(row))
+            test = _Test.from_row(self.store.ab.create(row))
         else:
             with self._lock:
                 running = [t for t in self._tests.values() if t.name == name and t.status == "running"]
@@ -224,7 +224,7 @@ class ABTestFramework:
         test = self._tests.get(test_id)
         if test is not None:
             return test
-        row = self.store.ab_test(test_id) if self.store is not None else None
+        row = self.store.ab.get(test_id) if self.store is not None else None
         if row is None:
             raise UnknownABTestError(test_id)
         return self._remember(_Test.from_row(row))
@@ -355,7 +355,7 @@ class ABTestFramework:
     def sync_results(self, test_id: str, totals: Mapping[str, GroupStats]) -> dict[str, int]:
         """Bring a test's groups up to summaries of all its results computed elsewhere, such as from the
         decisions a :class:`~cl_plugin.serving.LearnedRouter` recorded (see
-        :func:`cl_plugin.store.points.ab_outcomes`): the results beyond those the test holds are added.
+        :meth:`cl_plugin.store.ab.ABTests.outcomes`): the results beyond those the test holds are added.
         Calling it again with the same totals adds nothing.
 
         Args:
@@ -414,7 +414,7 @@ class ABTestFramework:
             {"test_id": t, "variant": v, "n": s.n, "mean": s.mean, "m2": s.m2, "non_binary": s.non_binary}
             for (t, v), s in deltas.items()
         ]
-        for test_id, status in self.store.add_ab_results(rows).items():
+        for test_id, status in self.store.ab.add_results(rows).items():
             # Another replica may have ended the test: stop taking its results here too.
             if status != "running" and test_id in self._tests:
                 self._tests[test_id].status = status
@@ -455,7 +455,7 @@ class ABTestFramework:
                 a, b = (GroupStats(s.n, s.mean, s.m2, s.non_binary) for s in test.groups.values())
             return test, a, b
         self.flush()
-        row = self.store.ab_test(test_id)
+        row = self.store.ab.get(test_id)
         assert row is not None
         fresh = self._remember(_Test.from_row(row))
         a, b = (_group_stats(row["groups"][v]) for v in _VARIANTS)
@@ -503,7 +503,7 @@ class ABTestFramework:
         def conclude(row: dict[str, Any]) -> dict[str, Any]:
             return analyse(test.settings, *(_group_stats(row["groups"][v]) for v in _VARIANTS))
 
-        row = self.store.end_ab_test(test_id, conclude)
+        row = self.store.ab.end(test_id, conclude)
         assert row is not None
         ended = self._remember(_Test.from_row(row))
         return ended.header() | (ended.result or {})

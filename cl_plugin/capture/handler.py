@@ -544,7 +544,8 @@ class CaptureHandler(BaseCallbackHandler):
         source: str = "user",
         key: str = "user_feedback",
     ) -> dict[str, Any]:
-        """Attach feedback to a captured interaction, as :meth:`Store.record_feedback` does.
+        """Attach feedback to a captured interaction, as ``store.feedback.record``
+        (:meth:`cl_plugin.store.feedback.Feedback.record`) does.
 
         Feedback for a run still in flight or not yet written is queued behind it, so it is never lost.
 

@@ -361,7 +361,8 @@ class ProductionInteractionLogger:
         return {**counts, "logged": self.logged, "refused": self.refused}
 
     def purge_expired(self, retention_days: float | None = None) -> dict[str, int]:
-        """Delete what is older than the retention period: store rows (see :meth:`Store.purge`) and backups.
+        """Delete what is older than the retention period: store rows (``store.retention.purge``, see
+        :meth:`cl_plugin.store.retention.Retention.purge`) and backups.
 
         Args:
             retention_days: the retention period; by default ``privacy.retention_days`` (90 without a privacy
@@ -374,7 +375,7 @@ class ProductionInteractionLogger:
         if retention_days is None and self.privacy is not None:
             days = self.privacy.retention_days
         cutoff = time.time() - days * 86_400
-        deleted = self.store.purge(cutoff) if self.store is not None else {}
+        deleted = self.store.retention.purge(cutoff) if self.store is not None else {}
         deleted["backup_files"] = len(purge_backups(self.storage / "backups", cutoff))
         return deleted
 

@@ -376,7 +376,7 @@ class DriftDetector:
     def _persist(self, report: DriftReport) -> None:
         assert self.store is not None
         try:
-            self.store.add_drift_event(report.to_row())
+            self.store.drift.add_event(report.to_row())
         except StoreError:
             # Monitoring must not break the caller: the report is returned and kept in memory regardless.
             log.warning("drift event %s could not be stored", report.event_id, exc_info=True)

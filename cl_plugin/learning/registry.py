@@ -63,8 +63,8 @@ TRUSTED_MODULES = (
 #: Modules of trusted types that moved, by their old name: an artifact written before the move names the
 #: old module, and is read as naming the new one (the file itself, and its digest, are left as written).
 MOVED_MODULES = {
-    "cl_plugin.router": "cl_plugin.learning.router",
-    "cl_plugin.rag": "cl_plugin.learning.rag",
+    "cl_plugin.learning.router": "cl_plugin.learning.router",
+    "cl_plugin.learning.rag": "cl_plugin.learning.rag",
 }
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -198,7 +198,7 @@ class ModelRegistry:
             UntrustedArtifactError: the model holds types from modules outside the allow-list.
         """
         _check_name(name)
-        if parent is not None and self.store.model_version(name, parent) is None:
+        if parent is not None and self.store.models.version(name, parent) is None:
             raise RegistryError(
                 f"parent version {parent!r} of model {name!r} was never registered; "
                 f"registry.versions({name!r}) lists the registered ones",
@@ -235,7 +235,7 @@ class ModelRegistry:
             "created_by": created_by,
             "notes": notes,
         }
-        version = self.store.add_model_version(row)
+        version = self.store.models.add_version(row)
         return self._version({**row, "version": version, "metrics": orjson.loads(metrics_json)})
 
     def load(self, name: str, version: int | None = None, *, alias: str | None = None) -> Any:
@@ -258,7 +258,7 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, oldest first."""
-        return [self._version(row) for row in self.store.model_versions(name)]
+        return [self._version(row) for row in self.store.models.versions(name)]
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         """One version of a model.
@@ -266,7 +266,7 @@ class ModelRegistry:
         Raises:
             RegistryError: the version was never registered.
         """
-        row = self.store.model_version(name, version)
+        row = self.store.models.version(name, version)
         if row is None:
             raise RegistryError(
                 f"model {name!r} has no version {version!r}; registry.versions({name!r}) lists the "
@@ -277,7 +277,7 @@ class ModelRegistry:
 
     def get_alias(self, name: str, alias: str) -> ModelVersion | None:
         """The version an alias points to, or None when the alias is not set."""
-        version = self.store.model_alias(name, alias)
+        version = self.store.models.alias(name, alias)
         return None if version is None else self.get_version(name, version)
 
     def set_alias(
@@ -289,7 +289,7 @@ class ModelRegistry:
             RegistryError: an invalid alias name or a version that was never registered.
         """
         _check_name(alias, what="alias")
-        self.store.set_model_alias(name, alias, version, reason=reason, actor=actor)
+        self.store.models.set_alias(name, alias, version, reason=reason, actor=actor)
         return self.get_version(name, version)
 
     def promote(
@@ -301,11 +301,9 @@ class ModelRegistry:
             RegistryError: no version is given and no candidate is set, or the version does not exist.
         """
         if version is None:
-            version = self.store.promote_model_alias(
-                name, "candidate", "production", reason=reason, actor=actor
-            )
+            version = self.store.models.promote(name, "candidate", "production", reason=reason, actor=actor)
         else:
-            self.store.set_model_alias(
+            self.store.models.set_alias(
                 name, "production", version, reason=reason, actor=actor, action="promote"
             )
         return self.get_version(name, version)
@@ -316,7 +314,7 @@ class ModelRegistry:
         Raises:
             RegistryError: production has no earlier version.
         """
-        version = self.store.rollback_model_alias(name, "production", reason=reason, actor=actor)
+        version = self.store.models.rollback(name, "production", reason=reason, actor=actor)
         return self.get_version(name, version)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
@@ -332,7 +330,7 @@ class ModelRegistry:
                 reason=r["reason"],
                 actor=r["actor"],
             )
-            for r in self.store.model_alias_history(name, alias)
+            for r in self.store.models.alias_history(name, alias)
         ]
 
     def watch(self, name: str, alias: str = "production", *, refresh_seconds: float = 5.0) -> ModelHandle:
@@ -417,7 +415,7 @@ class ModelHandle:
             if self._version is not None and now - self._checked_at < self.refresh_seconds:
                 return self._model
             self._checked_at = now
-            version = self.registry.store.model_alias(self.name, self.alias)
+            version = self.registry.store.models.alias(self.name, self.alias)
             if version is None and self._version is None:
                 raise RegistryError(
                     f"model {self.name!r} has no {self.alias!r} alias to watch; set it with set_alias() "

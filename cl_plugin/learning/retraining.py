@@ -335,7 +335,7 @@ class IncrementalRetrainingPipeline:
         assert self.registry is not None
         if match := _VERSION.fullmatch(name):
             version = int(match.group(1))
-            if self.registry.store.model_version(self.names["router"], version) is not None:
+            if self.registry.store.models.version(self.names["router"], version) is not None:
                 return {"version": version}
             return None
         if self.registry.get_alias(self.names["router"], name) is not None:

@@ -128,7 +128,7 @@ class ReportData:
         self.router = router_metrics(store, **span)
         self.calibration = self._calibration()
         self.points = point_metrics(store, self._registry(), **span)
-        self.drift = [e for e in store.drift_events(since=start) if end is None or e["detected_at"] < end]
+        self.drift = [e for e in store.drift.events(since=start) if end is None or e["detected_at"] < end]
 
     # -- data -----------------------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class ReportData:
         count = np.array([b.count for b in bins], dtype=float)
         conf = np.array([b.count * (b.mean_confidence or 0.0) for b in bins])
         right = np.array([b.count * (b.accuracy or 0.0) for b in bins])
-        labeled = self.store.annotation_queue("labeled")[-self.max_points :]
+        labeled = self.store.queue.items("labeled")[-self.max_points :]
         for item in labeled:
             label = item["label"] if isinstance(item["label"], dict) else {}
             truth = next((label[k] for k in _ANNOTATION_KEYS if isinstance(label.get(k), str)), None)
@@ -159,7 +159,7 @@ class ReportData:
     def _registry(self) -> ModelRegistry | None:
         """The registry over the store's model records, to read each point's router versions (no artifact
         is loaded, so its artifact directory is never opened); None when no model is registered."""
-        if not self.store.model_names():
+        if not self.store.models.names():
             return None
         return ModelRegistry(self.store, "cache/models/artifacts")
 
@@ -174,7 +174,7 @@ class ReportData:
 
     def queue(self) -> tuple[Counter[str], list[dict[str, Any]]]:
         """Items per status, and the ``max_rows`` pending items of highest priority with their queries."""
-        items = self.store.annotation_queue()
+        items = self.store.queue.items()
         pending = sorted((i for i in items if i["status"] == "pending"), key=lambda i: -i["priority"])
         top = pending[: self.max_rows]
         rows = {iid: self.store.get_interaction(iid) for iid in (i["interaction_id"] for i in top)}
@@ -185,13 +185,13 @@ class ReportData:
     def models(self) -> list[dict[str, Any]]:
         """Every registered model: its versions, where its aliases point, and its newest alias moves."""
         out = []
-        for name in self.store.model_names():
-            history = self.store.model_alias_history(name)
-            aliases = {a: self.store.model_alias(name, a) for a in sorted({m["alias"] for m in history})}
+        for name in self.store.models.names():
+            history = self.store.models.alias_history(name)
+            aliases = {a: self.store.models.alias(name, a) for a in sorted({m["alias"] for m in history})}
             out.append(
                 {
                     "name": name,
-                    "versions": self.store.model_versions(name)[-self.max_rows :],
+                    "versions": self.store.models.versions(name)[-self.max_rows :],
                     "aliases": aliases,
                     "history": history[-self.max_rows :],
                 }
@@ -202,7 +202,7 @@ class ReportData:
         """Each A/B test's status and analysis, as :meth:`ABTestFramework.get_test_status` gives it."""
         from cl_plugin.abtest import ABTestFramework
 
-        tests = self.store.ab_tests()
+        tests = self.store.ab.list()
         if not tests:
             return []
         framework = ABTestFramework(store=self.store)

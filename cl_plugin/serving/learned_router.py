@@ -9,7 +9,7 @@ Wrapping that rule in a :class:`LearnedRouter` is the one line that lets the loo
 For each request the router:
 
 1. serves the registry's ``production`` model of its decision point (see
-   :class:`~cl_plugin.learning.points.PointRef` for the registry names), reloaded in the background when the
+   :class:`~cl_plugin.records.PointRef` for the registry names), reloaded in the background when the
    maintenance graph promotes a new one;
 2. while an A/B test of the point runs, puts the request's unit (the ``session_id`` or ``user_id`` of the
    run's metadata, as configured, else its thread, else the request) in group A or B by the test's stable
@@ -347,7 +347,7 @@ class LearnedRouter:
     def _lookup(self, current: _Snapshot) -> _Snapshot:
         name = self.names["router"]
         production = current.production
-        version = self.registry.store.model_alias(name, "production")
+        version = self.registry.store.models.alias(name, "production")
         if version is None:
             production = None
         elif production is None or production.version != version:
@@ -356,7 +356,7 @@ class LearnedRouter:
             return _Snapshot(production=production)
         prefix = point_test_prefix(self.point)
         test = next(
-            (t for t in self.registry.store.ab_tests(status="running") if t["name"].startswith(prefix)),
+            (t for t in self.registry.store.ab.list(status="running") if t["name"].startswith(prefix)),
             None,
         )
         if test is None:

@@ -213,7 +213,8 @@ def purge_backups(directory: str | os.PathLike[str], older_than: float) -> list[
     """Delete the backup files whose whole UTC day ended before a unix time (retention).
 
     A file holds one table's rows of one day, so it goes once the newest row it can hold has expired: a day
-    that ends after ``older_than`` keeps its file, as :meth:`Store.purge` keeps that day's newer rows.
+    that ends after ``older_than`` keeps its file, as :meth:`~cl_plugin.store.retention.Retention.purge`
+    keeps that day's newer rows.
 
     Args:
         directory: the backup folder (``<storage>/backups``); a missing folder has nothing to delete.

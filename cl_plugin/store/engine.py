@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from cl_plugin.errors import ConfigError, MissingDependencyError
 
-__all__ = ["WRITE", "make_engine"]
+__all__ = ["WRITE", "insert_for", "make_engine"]
 
 # Execution option that makes a SQLite transaction take the write lock at BEGIN.
 WRITE = {"cl_begin": "IMMEDIATE"}
@@ -113,3 +115,9 @@ def _sqlite_engine(parsed: Any, synchronous: str, **kwargs: Any) -> tuple[Engine
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine, lock
+
+
+def insert_for(dialect: str) -> Any:
+    """The ``insert`` construct of a dialect, the one that can say ``ON CONFLICT`` (``"postgresql"`` or
+    ``"sqlite"``, as :attr:`cl_plugin.store.Store.dialect` names them)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import and_, case, distinct, func, or_, select
 
-from cl_plugin.outcomes import outcome_value
+from cl_plugin.store.filters import interaction_conditions
 from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
 
 if TYPE_CHECKING:
     from cl_plugin.store.store import Store
 
-__all__ = ["DecisionPoint", "ab_outcomes", "decision_points", "point_decisions"]
+__all__ = ["DecisionPoint", "decision_points", "point_decisions"]
 
 _D = Decision.__table__.c  # type: ignore[attr-defined]
 _I = Interaction.__table__.c  # type: ignore[attr-defined]
@@ -88,7 +88,7 @@ def decision_points(store: Store, **filters: Any) -> list[DecisionPoint]:
         StoreSchemaError: the database is behind the newest migration.
     """
     joined = Decision.__table__.join(Interaction.__table__, _D.interaction_id == _I.interaction_id)
-    where = store._where(**filters)
+    where = interaction_conditions(**filters)
     point = (_I.graph_name, _D.node, _D.kind)
     rated = or_(_I.user_feedback_score.is_not(None), _I.thumbs_up_down.is_not(None))
     totals = (
@@ -182,7 +182,7 @@ def point_decisions(
     """
     joined = Decision.__table__.join(Interaction.__table__, _D.interaction_id == _I.interaction_id)
     where = [
-        *store._where(**filters),
+        *interaction_conditions(**filters),
         _I.graph_name.is_(None) if graph_name is None else _I.graph_name == graph_name,
         _D.node.is_(None) if node is None else _D.node == node,
         _D.kind == kind,
@@ -214,67 +214,3 @@ def _parsed(text: str | None) -> Any:
         return orjson.loads(text) if text else None
     except orjson.JSONDecodeError:
         return None
-
-
-def ab_outcomes(store: Store, test_id: str, *, low_rating_threshold: float = 3.0) -> dict[str, list[float]]:
-    """The outcome of each judged interaction a served decision put in one of an A/B test's groups.
-
-    A :class:`~cl_plugin.serving.LearnedRouter` records the test and the group with each decision it
-    serves. The outcome is :func:`cl_plugin.outcomes.outcome_value`, the A/B test's default metric: 0.0 when
-    the interaction shows an outcome failure (the run raised, as ``error_occurred`` or a ``failed_node`` in
-    its metadata; a hallucination was flagged; the user corrected the answer, gave a thumbs down or a score
-    below ``low_rating_threshold``), 1.0 when the user rated it (stars or thumbs) and nothing failed. So an
-    errored run counts as a failure even when nobody rated it, and an interaction nobody judged (no
-    failure, no rating) counts in neither group. Diagnostics do not count: a slow, poorly retrieved answer
-    the user rated well is a success.
-
-    A score is low below ``low_rating_threshold`` (default 3, as ``failure_analysis.low_rating_threshold``),
-    the same rule as the failure rate and the failure analysis: one, two and 2.5 stars are bad, three are not.
-
-    Returns:
-        ``{"A": [...], "B": [...]}``, one outcome per interaction (its first decision in the test).
-    """
-    joined = Decision.__table__.join(Interaction.__table__, _D.interaction_id == _I.interaction_id)
-    query = (
-        select(
-            _D.interaction_id,
-            _D.statistics,
-            _I.user_feedback_score,
-            _I.thumbs_up_down,
-            _I.error_occurred,
-            _I.hallucination_detected,
-            _I.corrections,
-            _I.metadata,
-        )
-        .select_from(joined)
-        .where(_D.statistics.like(f'%"ab_test":"{test_id}"%'))
-        .order_by(_D.timestamp, _D.decision_id)
-    )
-    outcomes: dict[str, list[float]] = {"A": [], "B": []}
-    seen: set[str] = set()
-    with store.read_connection() as conn:
-        for iid, statistics, score, thumbs, error, hallucination, corrections, metadata in conn.execute(
-            query
-        ):
-            stats = _parsed(statistics)
-            if iid in seen or not isinstance(stats, dict) or stats.get("ab_test") != test_id:
-                continue
-            group = stats.get("ab_group")
-            if group not in outcomes:
-                continue
-            value = outcome_value(
-                {
-                    "user_feedback_score": score,
-                    "thumbs_up_down": thumbs,
-                    "error_occurred": error,
-                    "hallucination_detected": hallucination,
-                    "corrections": corrections,
-                    "metadata": metadata,
-                },
-                low_rating_threshold=low_rating_threshold,
-            )
-            if value is None:
-                continue
-            seen.add(iid)
-            outcomes[group].append(value)
-    return outcomes

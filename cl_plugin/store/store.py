@@ -6,50 +6,40 @@ with every filter the classic API uses, plus chunked iteration for scans that mu
 memory. ``setup()`` runs the migrations, idempotently and under a lock, so several processes may call it;
 the first write runs it too, so a store is ready to write as soon as it is built. Reads never migrate: on a
 database behind the newest migration they raise :class:`~cl_plugin.errors.StoreSchemaError` with the fix.
+
+This module keeps interactions and what hangs off them; every other concern keeps its queries in a module
+of its own beside it (``feedback``, ``queue``, ``models``, ``ab``, ``drift``, ``runs``, ``retention``), as an
+object the store builds and the rest of the code reaches one way: ``store.<concern>.<verb>(...)``.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import math
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    Double,
-    Engine,
-    Integer,
-    Select,
-    bindparam,
-    delete,
-    func,
-    or_,
-    select,
-    text,
-    tuple_,
-    update,
-)
+from sqlalchemy import Connection, Engine, Integer, Select, func, select, text, tuple_
 from sqlalchemy import Table as SATable
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cl_plugin.errors import InvalidRecordError, RegistryError, StoreError, StoreSchemaError
-from cl_plugin.privacy import Sanitizer, repair_text
-from cl_plugin.records import ActiveLearningCandidate
+from cl_plugin.errors import StoreSchemaError
+from cl_plugin.store.ab import ABTests
+from cl_plugin.store.batch import Batch, WriteResult
+from cl_plugin.store.drift import DriftEvents
 from cl_plugin.store.engine import WRITE, make_engine
-from cl_plugin.store.feedback import default_sanitizer, record_feedback
+from cl_plugin.store.feedback import Feedback
+from cl_plugin.store.filters import interaction_conditions
+from cl_plugin.store.models import Models
+from cl_plugin.store.queue import AnnotationQueue
+from cl_plugin.store.retention import Retention
 from cl_plugin.store.rows import INTERACTION_COLUMNS, dumps, interaction_from_row, rows_to_interactions
+from cl_plugin.store.runs import Runs
 from cl_plugin.store.schema import (
     current_revision,
     head_revision,
@@ -58,20 +48,15 @@ from cl_plugin.store.schema import (
     upgrade,
 )
 from cl_plugin.store.tables import (
-    ABTestGroup,
-    ABTestRow,
     AnnotationItem,
     Decision,
-    DriftEvent,
-    Feedback,
     Interaction,
     InteractionEmbedding,
     InteractionRevision,
-    MaintenanceRun,
-    ModelAlias,
-    ModelAliasMove,
-    ModelVersionRow,
     NodeRun,
+)
+from cl_plugin.store.tables import (
+    Feedback as FeedbackRow,
 )
 
 __all__ = ["Batch", "Store", "WriteResult"]
@@ -83,86 +68,22 @@ _TABLES: dict[str, SATable] = {
     "interactions": _INTERACTIONS,
     "node_runs": NodeRun.__table__,  # type: ignore[dict-item]
     "decisions": Decision.__table__,  # type: ignore[dict-item]
-    "feedback": Feedback.__table__,  # type: ignore[dict-item]
+    "feedback": FeedbackRow.__table__,  # type: ignore[dict-item]
     "annotation_queue": AnnotationItem.__table__,  # type: ignore[dict-item]
     "interaction_embeddings": InteractionEmbedding.__table__,  # type: ignore[dict-item]
 }
 _REVISIONS: SATable = InteractionRevision.__table__  # type: ignore[assignment]
-_FEEDBACK: SATable = Feedback.__table__  # type: ignore[assignment]
-_ANNOTATION_QUEUE: SATable = _TABLES["annotation_queue"]
+_FEEDBACK: SATable = _TABLES["feedback"]
 _TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback")
-# Tables whose rows hang off an interaction and go with it on purge.
-_CHILD_TABLES = (
-    "node_runs",
-    "decisions",
-    "feedback",
-    "interaction_revisions",
-    "annotation_queue",
-    "interaction_embeddings",
-)
 # Tables where a row written again replaces the stored one (an interaction logged again with a new vector).
 _REPLACED_TABLES = frozenset({"interaction_embeddings"})
 _EMBEDDINGS: SATable = _TABLES["interaction_embeddings"]
 _ADVISORY_LOCK_ID = 0x636C5F706C75  # "cl_plu": serialises setup() across PostgreSQL clients
-_MODEL_VERSIONS: SATable = ModelVersionRow.__table__  # type: ignore[assignment]
-_MODEL_ALIASES: SATable = ModelAlias.__table__  # type: ignore[assignment]
-_ALIAS_HISTORY: SATable = ModelAliasMove.__table__  # type: ignore[assignment]
-_AB_TESTS: SATable = ABTestRow.__table__  # type: ignore[assignment]
-_AB_GROUPS: SATable = ABTestGroup.__table__  # type: ignore[assignment]
-_DRIFT_EVENTS: SATable = DriftEvent.__table__  # type: ignore[assignment]
-_MAINTENANCE_RUNS: SATable = MaintenanceRun.__table__  # type: ignore[assignment]
-
-
-def _ab_merge_statement() -> Any:
-    """Chan's merge of a batch's summary (``d_n``, ``d_mean``, ``d_m2``) into a group's row, in SQL whose
-    right-hand sides all read the row as it was. Built once: building it costs more than running it."""
-    g = _AB_GROUPS.c
-    dn, dmean = bindparam("d_n", type_=BigInteger), bindparam("d_mean", type_=Double)
-    diff = dmean - g.mean
-    return (
-        update(_AB_GROUPS)
-        .where(g.test_id == bindparam("d_test_id"), g.variant == bindparam("d_variant"))
-        .values(
-            n=g.n + dn,
-            mean=g.mean + diff * dn / (g.n + dn),
-            m2=g.m2 + bindparam("d_m2", type_=Double) + diff * diff * g.n * dn / (g.n + dn),
-            non_binary=g.non_binary + bindparam("d_non_binary", type_=BigInteger),
-            updated_at=bindparam("d_now", type_=Double),
-        )
-    )
-
-
-_AB_MERGE = _ab_merge_statement()
-_AB_STATUS = select(_AB_TESTS.c.test_id, _AB_TESTS.c.status).where(
-    _AB_TESTS.c.test_id.in_(bindparam("ids", expanding=True))
-)
 
 
 def _table_rank(name: str) -> int:
     """Write order: interactions first, so rows that refer to them (and feedback) find them."""
     return _TABLE_ORDER.index(name) if name in _TABLE_ORDER else len(_TABLE_ORDER)
-
-
-@dataclass
-class Batch:
-    """Rows to write in one transaction, by table name. Rows are dicts keyed by column name."""
-
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def add(self, table: str, row: dict[str, Any]) -> None:
-        self.tables.setdefault(table, []).append(row)
-
-    def __len__(self) -> int:
-        return sum(len(rows) for rows in self.tables.values())
-
-
-@dataclass
-class WriteResult:
-    """What one batch did: rows inserted, identical repeats ignored, changed repeats updated (with history)."""
-
-    inserted: int = 0
-    unchanged: int = 0
-    updated: int = 0
 
 
 class Store:
@@ -172,6 +93,15 @@ class Store:
     taking the store) brings the schema to the newest migration; reads on a database that is behind raise
     :class:`~cl_plugin.errors.StoreSchemaError` naming :meth:`setup` and ``cl-plugin migrate`` instead of
     migrating behind the user's back.
+
+    Attributes:
+        feedback: :class:`~cl_plugin.store.feedback.Feedback`: record feedback, read its history.
+        queue: :class:`~cl_plugin.store.queue.AnnotationQueue`: the annotation queue.
+        models: :class:`~cl_plugin.store.models.Models`: model versions, aliases and their moves.
+        ab: :class:`~cl_plugin.store.ab.ABTests`: A/B tests, their groups and outcomes.
+        drift: :class:`~cl_plugin.store.drift.DriftEvents`: drift alarms.
+        runs: :class:`~cl_plugin.store.runs.Runs`: maintenance runs and leases.
+        retention: :class:`~cl_plugin.store.retention.Retention`: purging old records.
 
     Example:
         >>> store = Store.from_url("sqlite://")
@@ -194,8 +124,14 @@ class Store:
         self._insert_sql = {name: self._insert_statement(t) for name, t in _TABLES.items()}
         self._multi_insert_sql: dict[tuple[str, int], str] = {}
         self._schema_ready = False  # set once the database is known to be at the newest migration
-        # Built on the first record_feedback: it loads the PII redactor, which a store may never need.
-        self._feedback_sanitizer: Sanitizer | None = None
+        # Every other concern keeps its tables in a module of its own, reached as store.<concern>.<verb>.
+        self.feedback = Feedback(self)
+        self.queue = AnnotationQueue(self)
+        self.models = Models(self)
+        self.ab = ABTests(self)
+        self.drift = DriftEvents(self)
+        self.runs = Runs(self)
+        self.retention = Retention(self)
 
     @classmethod
     def from_url(cls, url: str, *, synchronous: str = "NORMAL", **engine_kwargs: Any) -> Store:
@@ -225,7 +161,7 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.safe_url!r})"
 
-    # -- schema ---------------------------------------------------------------------------------------
+    # -- schema and connections ---------------------------------------------------------------------
 
     def setup(self) -> Store:
         """Create or upgrade the schema to the newest migration. Safe to call from many processes at once.
@@ -296,6 +232,49 @@ class Store:
         """
         self.ensure_schema(write=False)
         with self._lock, self.engine.connect() as conn:
+            yield conn
+
+    def read_rows(self, stmt: Select, json_cols: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The rows of a select as dicts, with the JSON text columns ``json_cols`` decoded (a NULL stays
+        None): the one read path of every module that keeps its own tables in the store.
+
+        Args:
+            stmt: the select.
+            json_cols: columns that hold JSON text.
+
+        Returns:
+            One dict per row, keyed by column name.
+
+        Raises:
+            StoreSchemaError: the database is behind the newest migration (run :meth:`setup` first).
+        """
+        with self.read_connection() as conn:
+            res = conn.execute(stmt)
+            out = [dict(zip(res.keys(), r, strict=True)) for r in res]
+        for row in out:
+            for col in json_cols:
+                if row.get(col) is not None:
+                    row[col] = orjson.loads(row[col])
+        return out
+
+    @contextmanager
+    def transaction(self, lock: str | None = None) -> Iterator[Connection]:
+        """A write transaction, for modules that keep their own tables in the store.
+
+        Args:
+            lock: a name; transactions holding the same name run one at a time across processes (SQLite:
+                every write transaction takes the database write lock; PostgreSQL: an advisory lock).
+
+        Yields:
+            The connection; the transaction commits when the block exits normally.
+
+        Raises:
+            StoreSchemaError: the database was migrated by a newer cl_plugin (an older one is migrated first).
+        """
+        self.ensure_schema(write=True)
+        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if lock is not None and self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
             yield conn
 
     def ping(self) -> None:
@@ -399,7 +378,7 @@ class Store:
                     )
                 )
             }
-            for iid in sorted(history):  # one lock order for every writer (see add_ab_results)
+            for iid in sorted(history):  # one lock order for every writer (see ABTests.add_results)
                 rows = history[iid]
                 if iid not in stored:
                     continue  # feedback that is waiting for its interaction
@@ -418,136 +397,6 @@ class Store:
                     values["thumbs_up_down"] = thumbs
                 if values:  # most rows have their feedback already (logged with it, or re-logged)
                     conn.execute(_INTERACTIONS.update().where(c.interaction_id == iid).values(**values))
-
-    def record_feedback(
-        self,
-        interaction_id: str | uuid.UUID,
-        *,
-        score: float | None = None,
-        thumbs: str | None = None,
-        correction: str | None = None,
-        comment: str | None = None,
-        value: Any = None,
-        source: str = "user",
-        key: str = "user_feedback",
-        hash_key: str | None = None,
-    ) -> dict[str, Any]:
-        """Attach feedback to a stored interaction, as :meth:`CaptureHandler.record_feedback` does.
-
-        For a process that holds a store but no handler, such as a feedback web endpoint. The feedback is
-        checked, redacted and its interaction id hashed when it holds PII exactly as a handler or logger with
-        default privacy settings does (``CL_PLUGIN_HASH_KEY``, else the generated key file), and written
-        at once. Feedback is append-only history; the latest user score and thumbs are copied to the
-        interaction and corrections are added to its ``corrections``.
-
-        Args:
-            interaction_id: the interaction's id (a captured run's root run id, or the id you logged).
-            score: a rating (for ``source="user"``, in [1, 5]).
-            thumbs: ``"up"`` or ``"down"``.
-            correction: the answer the user expected.
-            comment: free text.
-            value: any JSON-like value (for annotators and judges).
-            source: who gave it: ``"user"``, ``"annotator"``, ``"llm_judge"``, ...
-            key: what was rated.
-            hash_key: the privacy key the handler or logger was given explicitly (``privacy.hash_key``),
-                when the environment of this process does not hold it: an id holding PII is then found
-                under the hash that handler stored it as.
-
-        Returns:
-            The feedback row as stored.
-
-        Raises:
-            InvalidRecordError: a field cannot be stored as given (the error names it).
-            UnknownInteractionError: no interaction with this id is stored.
-        """
-        if hash_key is not None:
-            sanitizer = default_sanitizer(hash_key=hash_key)
-        else:
-            if self._feedback_sanitizer is None:
-                self._feedback_sanitizer = default_sanitizer()
-            sanitizer = self._feedback_sanitizer
-        return record_feedback(
-            interaction_id,
-            sanitizer,
-            exists=self.has_interaction,
-            deliver=self._record_feedback_row,
-            score=score,
-            thumbs=thumbs,
-            correction=correction,
-            comment=comment,
-            value=value,
-            source=source,
-            key=key,
-        )
-
-    def _record_feedback_row(self, row: dict[str, Any]) -> None:
-        """Write one checked, sanitized feedback row (see :func:`cl_plugin.store.rows.feedback_row`) and
-        apply it to its interaction; the row may come before its interaction, which it then waits for."""
-        self.write(Batch({"feedback": [row]}))
-
-    def decision_points(self, **filters: Any) -> list[Any]:
-        """Every decision point (graph, node, decision kind) with its options and label coverage.
-
-        See :func:`cl_plugin.store.points.decision_points`.
-        """
-        from cl_plugin.store.points import decision_points
-
-        return decision_points(self, **filters)
-
-    def has_interaction(self, interaction_id: str) -> bool:
-        """Whether an interaction with this id is stored."""
-        stmt = select(_INTERACTIONS.c.interaction_id).where(_INTERACTIONS.c.interaction_id == interaction_id)
-        with self.read_connection() as conn:
-            return conn.execute(stmt).first() is not None
-
-    def feedback_history(self, interaction_id: str) -> list[dict[str, Any]]:
-        """Every feedback row of an interaction, oldest first (``value`` decoded from JSON)."""
-        f = _FEEDBACK.c
-        stmt = (
-            select(_FEEDBACK).where(f.interaction_id == interaction_id).order_by(f.created_at, f.feedback_id)
-        )
-        with self.read_connection() as conn:
-            res = conn.execute(stmt)
-            out = [dict(zip(res.keys(), r, strict=True)) for r in res]
-        for row in out:
-            row["value"] = orjson.loads(row["value"]) if row["value"] else None
-        return out
-
-    def node_runs(self, interaction_id: str) -> list[dict[str, Any]]:
-        """The node, model, tool and retriever runs of an interaction, in start order."""
-        return self._children(
-            _TABLES["node_runs"], interaction_id, "start_time", ("triggers", "inputs", "outputs")
-        )
-
-    def decisions(
-        self, interaction_id: str | None = None, *, kind: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Decisions of one interaction (or all), optionally of one kind, in time order."""
-        t = _TABLES["decisions"]
-        stmt = select(t)
-        if interaction_id is not None:
-            stmt = stmt.where(t.c.interaction_id == interaction_id)
-        if kind is not None:
-            stmt = stmt.where(t.c.kind == kind)
-        return self._decode(
-            stmt.order_by(t.c.timestamp, t.c.decision_id), ("alternatives", "features", "statistics")
-        )
-
-    def _children(
-        self, t: SATable, interaction_id: str, order: str, json_cols: tuple[str, ...]
-    ) -> list[dict[str, Any]]:
-        stmt = select(t).where(t.c.interaction_id == interaction_id).order_by(t.c[order])
-        return self._decode(stmt, json_cols)
-
-    def _decode(self, stmt: Select, json_cols: tuple[str, ...]) -> list[dict[str, Any]]:
-        with self.read_connection() as conn:
-            res = conn.execute(stmt)
-            out = [dict(zip(res.keys(), r, strict=True)) for r in res]
-        for row in out:
-            for col in json_cols:
-                if row.get(col) is not None:
-                    row[col] = orjson.loads(row[col])
-        return out
 
     def _write_table(
         self, conn: Connection, name: str, rows: list[dict[str, Any]], result: WriteResult
@@ -602,63 +451,6 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------------------
 
-    def _where(
-        self,
-        *,
-        min_feedback_score: float | None = None,
-        max_feedback_score: float | None = None,
-        agent: str | Sequence[str] | None = None,
-        session_id: str | None = None,
-        start_time: float | None = None,
-        end_time: float | None = None,
-        error_occurred: bool | None = None,
-        hallucination_detected: bool | None = None,
-        retrieval_failed: bool | None = None,
-        has_feedback: bool | None = None,
-        graph_name: str | None = None,
-    ) -> list[Any]:
-        for name, number in (
-            ("min_feedback_score", min_feedback_score),
-            ("max_feedback_score", max_feedback_score),
-            ("start_time", start_time),
-            ("end_time", end_time),
-        ):
-            _check_number_filter(name, number)
-        agents = [agent] if isinstance(agent, str) else list(agent or ())
-        for name, value in (
-            *(("agent", a) for a in agents),
-            ("session_id", session_id),
-            ("graph_name", graph_name),
-        ):
-            _check_text_filter(name, value)
-        c = _INTERACTIONS.c
-        conds: list[Any] = []
-        if min_feedback_score is not None:
-            conds.append(c.user_feedback_score >= min_feedback_score)
-        if max_feedback_score is not None:
-            conds.append(c.user_feedback_score <= max_feedback_score)
-        if agent is not None:
-            conds.append(c.agent_selected == agent if isinstance(agent, str) else c.agent_selected.in_(agent))
-        if session_id is not None:
-            conds.append(c.session_id == session_id)
-        if start_time is not None:
-            conds.append(c.timestamp >= start_time)
-        if end_time is not None:
-            conds.append(c.timestamp < end_time)
-        for col, want in (
-            (c.error_occurred, error_occurred),
-            (c.hallucination_detected, hallucination_detected),
-            (c.retrieval_failed, retrieval_failed),
-        ):
-            if want is not None:
-                conds.append(col == int(want))
-        if has_feedback is not None:
-            has = or_(c.user_feedback_score.is_not(None), c.thumbs_up_down.is_not(None))
-            conds.append(has if has_feedback else ~has)
-        if graph_name is not None:
-            conds.append(c.graph_name == graph_name)
-        return conds
-
     def query_interactions(
         self,
         *,
@@ -699,7 +491,12 @@ class Store:
             if order == "newest"
             else (c.timestamp, c.interaction_id)
         )
-        stmt = select(_INTERACTIONS).where(*self._where(**filters)).order_by(ts, iid).offset(offset or None)
+        stmt = (
+            select(_INTERACTIONS)
+            .where(*interaction_conditions(**filters))
+            .order_by(ts, iid)
+            .offset(offset or None)
+        )
         if limit is not None:
             stmt = stmt.limit(limit)
         rows = self._fetch_interactions(stmt)
@@ -761,7 +558,7 @@ class Store:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
         c = _INTERACTIONS.c
-        conds = self._where(**filters)
+        conds = interaction_conditions(**filters)
         after: tuple[float, str] | None = None
         while True:
             where = list(conds)
@@ -780,7 +577,7 @@ class Store:
 
     def count_interactions(self, **filters: Any) -> int:
         """How many interactions match the filters of :meth:`query_interactions`."""
-        stmt = select(func.count()).select_from(_INTERACTIONS).where(*self._where(**filters))
+        stmt = select(func.count()).select_from(_INTERACTIONS).where(*interaction_conditions(**filters))
         with self.read_connection() as conn:
             return int(conn.execute(stmt).scalar_one())
 
@@ -817,7 +614,7 @@ class Store:
             when nothing is known.
         """
         c = _INTERACTIONS.c
-        where = self._where(**filters)
+        where = interaction_conditions(**filters)
 
         def rate(col: Any) -> Any:
             return func.avg(col)
@@ -867,716 +664,47 @@ class Store:
             "last_timestamp": _float(row[13]),
         }
 
-    # -- annotation queue -----------------------------------------------------------------------------
+    def decision_points(self, **filters: Any) -> list[Any]:
+        """Every decision point (graph, node, decision kind) with its options and label coverage.
 
-    def enqueue_for_annotation(
-        self, candidates: Iterable[ActiveLearningCandidate | Mapping[str, Any]]
-    ) -> int:
-        """Queue interactions for a human's label, as ``pending`` items.
-
-        An interaction that is queued already, in any status, is skipped: enqueueing is idempotent, also
-        between processes (the queue holds one item per interaction).
-
-        Args:
-            candidates: :class:`~cl_plugin.records.ActiveLearningCandidate` objects (or dicts with their
-                ``interaction_id``, ``priority``, ``strategy`` and ``selection_reason``). Reasons are
-                stored with PII redacted.
-
-        Returns:
-            How many items were queued.
-
-        Raises:
-            InvalidRecordError: a candidate has no interaction id or a priority that is not a finite number.
+        See :func:`cl_plugin.store.points.decision_points`.
         """
-        now = time.time()
-        rows: dict[str, dict[str, Any]] = {}
-        for candidate in candidates:
-            row = _queue_row(candidate, now)
-            rows.setdefault(row["interaction_id"], row)
-        if not rows:
-            return 0
-        table = _ANNOTATION_QUEUE
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        queued = 0
-        values = list(rows.values())
-        with self.transaction() as conn:
-            for start in range(0, len(values), 90):  # 10 columns: within SQLite's 999 bound parameters
-                stmt = (
-                    insert(table)
-                    .values(values[start : start + 90])
-                    .on_conflict_do_nothing(index_elements=["interaction_id"])
-                    .returning(table.c.item_id)
-                )
-                queued += len(conn.execute(stmt).all())
-        return queued
+        from cl_plugin.store.points import decision_points
 
-    def annotation_queue(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Queued items, oldest first (and, among those queued together, highest priority first).
+        return decision_points(self, **filters)
 
-        Args:
-            status: only items in this status (``pending``, ``labeled`` or ``skipped``); None for all.
-            limit: most items to return (None for all).
-
-        Returns:
-            One dict per item with every column of ``annotation_queue``; ``label`` decoded from JSON.
-
-        Raises:
-            InvalidRecordError: an unknown status.
-            ValueError: a negative ``limit``.
-        """
-        t = _ANNOTATION_QUEUE
-        stmt = select(t).order_by(t.c.created_at, t.c.priority.desc(), t.c.item_id)
-        if status is not None:
-            stmt = stmt.where(t.c.status == _check_status(status))
-        if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit must be >= 0 (got {limit})")
-            stmt = stmt.limit(limit)
-        return self._decode(stmt, ("label",))
-
-    def update_annotation(
-        self, item_id: str, *, status: str, label: Any = None, annotator: str | None = None
-    ) -> dict[str, Any]:
-        """Record the outcome of a queued item: its label, a skip, or a return to the queue.
-
-        Transitions: ``pending`` to ``labeled`` or ``skipped``; ``skipped`` to ``pending`` or ``labeled``;
-        ``labeled`` to ``labeled`` again (a corrected label). Repeating a status is allowed.
-
-        Args:
-            item_id: the item's id (from :meth:`annotation_queue`).
-            status: the new status.
-            label: the label, any JSON-serializable value; required for ``labeled`` and only allowed there.
-                Its strings are stored with PII redacted, as every text written by people is.
-            annotator: who labeled or skipped it (redacted too: an address is not kept as a name).
-
-        Returns:
-            The updated item, as :meth:`annotation_queue` returns it.
-
-        Raises:
-            InvalidRecordError: an unknown status, a transition that is not allowed, a missing or misplaced
-                label, or a label that is not JSON-serializable.
-            StoreError: no item has this id.
-        """
-        _check_status(status)
-        if (label is None) == (status == "labeled"):
-            raise InvalidRecordError(
-                "a label is required with status 'labeled' and only allowed with it "
-                f"(got status {status!r} and a label of type {type(label).__name__})",
-                field="label",
-            )
-        try:
-            encoded = None if label is None else orjson.dumps(_redacted(label)).decode()
-        except TypeError as exc:
-            raise InvalidRecordError(f"the label must be JSON-serializable: {exc}", field="label") from None
-        annotator = None if annotator is None else _redacted(str(annotator))
-        t = _ANNOTATION_QUEUE
-        with self.transaction() as conn:
-            current = conn.execute(
-                select(t.c.status, t.c.interaction_id).where(t.c.item_id == item_id).with_for_update()
-            ).first()
-            if current is None:
-                raise StoreError(
-                    f"no annotation queue item with id {item_id!r}; "
-                    "take the ids from store.annotation_queue()"
-                )
-            if status not in _QUEUE_TRANSITIONS[current.status]:
-                allowed = ", ".join(sorted(_QUEUE_TRANSITIONS[current.status]))
-                raise InvalidRecordError(
-                    f"annotation item {item_id!r} (interaction {current.interaction_id!r}) is "
-                    f"{current.status!r} and cannot become {status!r}; it can become: {allowed}",
-                    field="status",
-                    interaction_id=current.interaction_id,
-                )
-            conn.execute(
-                t.update()
-                .where(t.c.item_id == item_id)
-                .values(status=status, label=encoded, annotator=annotator, updated_at=time.time())
-            )
-        [item] = self._decode(select(t).where(t.c.item_id == item_id), ("label",))
-        return item
-
-    def queued_interaction_ids(self) -> set[str]:
-        """Ids of every interaction in the annotation queue, in any status (for ``exclude_ids``)."""
+    def has_interaction(self, interaction_id: str) -> bool:
+        """Whether an interaction with this id is stored."""
+        stmt = select(_INTERACTIONS.c.interaction_id).where(_INTERACTIONS.c.interaction_id == interaction_id)
         with self.read_connection() as conn:
-            return set(conn.execute(select(_ANNOTATION_QUEUE.c.interaction_id)).scalars())
+            return conn.execute(stmt).first() is not None
 
-    # -- model registry -------------------------------------------------------------------------------
-
-    @contextmanager
-    def _model_transaction(self, model_name: str) -> Iterator[Connection]:
-        """A write transaction that holds the model's registry lock, so version numbers and alias moves of
-        one model happen one at a time."""
-        with self.transaction(f"cl_plugin.learning.registry:{model_name}") as conn:
-            yield conn
-
-    @contextmanager
-    def transaction(self, lock: str | None = None) -> Iterator[Connection]:
-        """A write transaction, for modules that keep their own tables in the store.
-
-        Args:
-            lock: a name; transactions holding the same name run one at a time across processes (SQLite:
-                every write transaction takes the database write lock; PostgreSQL: an advisory lock).
-
-        Yields:
-            The connection; the transaction commits when the block exits normally.
-
-        Raises:
-            StoreSchemaError: the database was migrated by a newer cl_plugin (an older one is migrated first).
-        """
-        self.ensure_schema(write=True)
-        with self._lock, self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            if lock is not None and self.dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
-            yield conn
-
-    def add_model_version(self, row: Mapping[str, Any]) -> int:
-        """Record a new version of a model, numbered one past its newest version.
-
-        Args:
-            row: the ``model_versions`` columns except ``version`` (``metrics`` as JSON text).
-
-        Returns:
-            The new version number (1 for a model's first version).
-        """
-        t = _MODEL_VERSIONS
-        name = row["model_name"]
-        with self._model_transaction(name) as conn:
-            newest = conn.execute(select(func.max(t.c.version)).where(t.c.model_name == name)).scalar()
-            version = int(newest or 0) + 1
-            conn.execute(t.insert().values(**row, version=version))
-        return version
-
-    def model_names(self) -> list[str]:
-        """Every model with at least one registered version, sorted."""
-        t = _MODEL_VERSIONS
-        with self.read_connection() as conn:
-            return list(conn.execute(select(t.c.model_name).distinct().order_by(t.c.model_name)).scalars())
-
-    def model_versions(self, model_name: str) -> list[dict[str, Any]]:
-        """Every version of a model, oldest first, as ``model_versions`` rows (``metrics`` decoded)."""
-        t = _MODEL_VERSIONS
-        return self._decode(select(t).where(t.c.model_name == model_name).order_by(t.c.version), ("metrics",))
-
-    def model_version(self, model_name: str, version: int) -> dict[str, Any] | None:
-        """One version of a model (``metrics`` decoded), or None when it was never registered."""
-        t = _MODEL_VERSIONS
-        stmt = select(t).where(t.c.model_name == model_name, t.c.version == version)
-        rows = self._decode(stmt, ("metrics",))
-        return rows[0] if rows else None
-
-    def model_alias(self, model_name: str, alias: str) -> int | None:
-        """The version an alias of a model points to, or None when the alias is not set (one indexed read)."""
-        t = _MODEL_ALIASES
-        stmt = select(t.c.version).where(t.c.model_name == model_name, t.c.alias == alias)
-        with self.read_connection() as conn:
-            return conn.execute(stmt).scalar()
-
-    def model_alias_history(self, model_name: str, alias: str | None = None) -> list[dict[str, Any]]:
-        """Every move of a model's aliases (or of one alias), oldest first, as ``model_alias_history`` rows."""
-        t = _ALIAS_HISTORY
-        stmt = select(t).where(t.c.model_name == model_name).order_by(t.c.move_id)
-        if alias is not None:
-            stmt = stmt.where(t.c.alias == alias)
-        return self._decode(stmt, ())
-
-    def set_model_alias(
-        self,
-        model_name: str,
-        alias: str,
-        version: int,
-        *,
-        reason: str | None = None,
-        actor: str | None = None,
-        action: str = "set",
-    ) -> int:
-        """Point an alias at a version, and append the move to the alias history, in one transaction.
-
-        A move to the version the alias points at already is not recorded. ``action`` is what the history
-        calls the move (``set``, or ``promote`` when a named version is promoted).
-
-        Returns:
-            The version the alias points to.
-
-        Raises:
-            RegistryError: the version was never registered.
-        """
-        with self._model_transaction(model_name) as conn:
-            return self._move_alias(conn, model_name, alias, version, action, reason, actor)
-
-    def promote_model_alias(
-        self,
-        model_name: str,
-        source: str,
-        target: str,
-        *,
-        reason: str | None = None,
-        actor: str | None = None,
-    ) -> int:
-        """Point ``target`` at the version ``source`` points to, reading and moving in one transaction.
-
-        Returns:
-            The version ``target`` points to (not recorded again when it pointed there already).
-
-        Raises:
-            RegistryError: ``source`` is not set.
-        """
-        a = _MODEL_ALIASES.c
-        with self._model_transaction(model_name) as conn:
-            version = conn.execute(
-                select(a.version).where(a.model_name == model_name, a.alias == source)
-            ).scalar()
-            if version is None:
-                raise RegistryError(
-                    f"model {model_name!r} has no {source!r} alias to promote; set it first with "
-                    f"set_alias({model_name!r}, {source!r}, version) or promote a version explicitly",
-                    model_name=model_name,
-                )
-            return self._move_alias(conn, model_name, target, version, "promote", reason, actor)
-
-    def rollback_model_alias(
-        self, model_name: str, alias: str, *, reason: str | None = None, actor: str | None = None
-    ) -> int:
-        """Point an alias back at the version it pointed to before its current one, in one transaction.
-
-        Rollbacks undo moves like a stack: two rollbacks in a row go back two versions, not forth and back.
-
-        Returns:
-            The version the alias points to now.
-
-        Raises:
-            RegistryError: the alias has no earlier version to go back to.
-        """
-        h = _ALIAS_HISTORY.c
-        with self._model_transaction(model_name) as conn:
-            moves = conn.execute(
-                select(h.version, h.action)
-                .where(h.model_name == model_name, h.alias == alias)
-                .order_by(h.move_id)
-            ).all()
-            stack: list[int] = []
-            for version, action in moves:
-                if action == "rollback":
-                    stack.pop()
-                else:
-                    stack.append(version)
-            if len(stack) < 2:
-                current = f"points at version {stack[-1]}" if stack else "is not set"
-                raise RegistryError(
-                    f"cannot roll back {alias!r} of model {model_name!r}: it {current} and has no earlier "
-                    f"version to go back to; use set_alias({model_name!r}, {alias!r}, version) instead",
-                    model_name=model_name,
-                )
-            return self._move_alias(conn, model_name, alias, stack[-2], "rollback", reason, actor, force=True)
-
-    def _move_alias(
-        self,
-        conn: Connection,
-        model_name: str,
-        alias: str,
-        version: int,
-        action: str,
-        reason: str | None,
-        actor: str | None,
-        *,
-        force: bool = False,
-    ) -> int:
-        """Move an alias and append the move to its history; a move to where it points is skipped unless
-        ``force``d (a rollback is always recorded, since the history must show it)."""
-        v, a = _MODEL_VERSIONS.c, _MODEL_ALIASES.c
-        known = conn.execute(
-            select(v.version).where(v.model_name == model_name, v.version == version)
-        ).first()
-        if known is None:
-            raise RegistryError(
-                f"model {model_name!r} has no version {version!r}; registry.versions({model_name!r}) "
-                "lists the registered ones",
-                model_name=model_name,
-            )
-        previous = conn.execute(
-            select(a.version).where(a.model_name == model_name, a.alias == alias)
-        ).scalar()
-        if previous == version and not force:
-            return version
-        now = time.time()
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        conn.execute(
-            insert(_MODEL_ALIASES)
-            .values(model_name=model_name, alias=alias, version=version, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=["model_name", "alias"], set_={"version": version, "updated_at": now}
-            )
+    def node_runs(self, interaction_id: str) -> list[dict[str, Any]]:
+        """The node, model, tool and retriever runs of an interaction, in start order."""
+        return self._children(
+            _TABLES["node_runs"], interaction_id, "start_time", ("triggers", "inputs", "outputs")
         )
-        conn.execute(
-            _ALIAS_HISTORY.insert().values(
-                model_name=model_name,
-                alias=alias,
-                version=version,
-                previous_version=previous,
-                action=action,
-                moved_at=now,
-                reason=reason,
-                actor=actor,
-            )
-        )
-        return version
 
-    # -- retention ------------------------------------------------------------------------------------
-
-    def purge(self, older_than: float, *, batch_size: int = 1000) -> dict[str, int]:
-        """Delete every record derived from interactions older than a unix time (retention).
-
-        What expires, per table:
-
-        * ``interactions``: ``timestamp`` before the cut-off; with each go its ``node_runs``, ``decisions``,
-          ``feedback``, ``interaction_revisions`` (earlier versions of it), ``annotation_queue`` item and
-          ``interaction_embeddings`` row. Node runs, decisions, feedback and embeddings older than the
-          cut-off whose interaction was never stored go too.
-        * ``drift_events``: ``detected_at`` before the cut-off (the alarm's window statistics and features).
-        * ``maintenance_runs``: finished runs whose last update is before the cut-off (their step reports
-          summarise the window's interactions); a run still ``running`` is kept, so a paused run can resume.
-        * ``ab_tests`` and their ``ab_test_groups``: tests that ended before the cut-off (a running test is
-          kept whatever its age: its groups are aggregates, and its decision is still to come).
-
-        Model versions, aliases and their history are not interaction data (artifacts are trained on
-        redacted text) and are kept; so are leases.
-
-        Works in transactions of at most ``batch_size`` rows, so a large purge never holds the write lock for
-        long and a killed purge leaves a consistent store. SQLite overwrites deleted content
-        (``secure_delete``), so purged text does not linger in the database file's free pages.
-
-        Args:
-            older_than: unix time; rows strictly older are deleted.
-            batch_size: rows per transaction.
-
-        Returns:
-            Rows deleted per table.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-        deleted = dict.fromkeys(("interactions", *_CHILD_TABLES), 0)
-        c = _INTERACTIONS.c
-        while True:
-            with self.transaction() as conn:
-                ids = list(
-                    conn.execute(
-                        select(c.interaction_id).where(c.timestamp < older_than).limit(batch_size)
-                    ).scalars()
-                )
-                if not ids:
-                    break
-                for name in _CHILD_TABLES:
-                    table = _REVISIONS if name == "interaction_revisions" else _TABLES[name]
-                    res = conn.execute(delete(table).where(table.c.interaction_id.in_(ids)))
-                    deleted[name] += res.rowcount
-                deleted["interactions"] += conn.execute(
-                    delete(_INTERACTIONS).where(c.interaction_id.in_(ids))
-                ).rowcount
-        orphans = (
-            ("node_runs", NodeRun.__table__.c.start_time),  # type: ignore[attr-defined]
-            ("decisions", Decision.__table__.c.timestamp),  # type: ignore[attr-defined]
-            ("feedback", Feedback.__table__.c.created_at),  # type: ignore[attr-defined]
-            ("interaction_embeddings", _EMBEDDINGS.c.created_at),
-        )
-        for name, time_col in orphans:
-            table = _TABLES[name]
-            while True:
-                with self.transaction() as conn:
-                    pk = next(iter(table.primary_key.columns))
-                    ids = list(
-                        conn.execute(select(pk).where(time_col < older_than).limit(batch_size)).scalars()
-                    )
-                    if not ids:
-                        break
-                    deleted[name] += conn.execute(delete(table).where(pk.in_(ids))).rowcount
-        m = _MAINTENANCE_RUNS.c
-        expired = (
-            ("drift_events", _DRIFT_EVENTS, _DRIFT_EVENTS.c.detected_at < older_than),
-            ("maintenance_runs", _MAINTENANCE_RUNS, (m.updated_at < older_than) & (m.status != "running")),
-        )
-        for name, table, condition in expired:
-            deleted[name] = self._delete_in_batches(table, condition, batch_size)
-        deleted["ab_tests"] = deleted["ab_test_groups"] = 0
-        a = _AB_TESTS.c
-        while True:
-            with self.transaction() as conn:
-                ids = list(
-                    conn.execute(
-                        select(a.test_id)
-                        .where(a.ended_at.is_not(None), a.ended_at < older_than)
-                        .limit(batch_size)
-                    ).scalars()
-                )
-                if not ids:
-                    break
-                groups = delete(_AB_GROUPS).where(_AB_GROUPS.c.test_id.in_(ids))
-                deleted["ab_test_groups"] += conn.execute(groups).rowcount
-                deleted["ab_tests"] += conn.execute(delete(_AB_TESTS).where(a.test_id.in_(ids))).rowcount
-        return deleted
-
-    def _delete_in_batches(self, table: SATable, condition: Any, batch_size: int) -> int:
-        """Delete the rows of a single-key table that match ``condition``, ``batch_size`` per transaction."""
-        pk = next(iter(table.primary_key.columns))
-        deleted = 0
-        while True:
-            with self.transaction() as conn:
-                ids = list(conn.execute(select(pk).where(condition).limit(batch_size)).scalars())
-                if not ids:
-                    return deleted
-                deleted += conn.execute(delete(table).where(pk.in_(ids))).rowcount
-
-    # -- A/B tests ------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _ab_transaction(self, key: str) -> Iterator[Connection]:
-        """A write transaction holding an A/B test's lock."""
-        with self.transaction(f"cl_plugin.abtest:{key}") as conn:
-            yield conn
-
-    def create_ab_test(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """Create an A/B test with empty groups A and B, unless a test of that name is running already.
-
-        Args:
-            row: the ``ab_tests`` columns ``test_id``, ``name``, ``model_a``, ``model_b``, ``settings``
-                (a JSON-ready dict) and ``created_at``.
-
-        Returns:
-            The running test of that name (:meth:`ab_test`): the new one, or the one found.
-        """
-        t = _AB_TESTS.c
-        with self._ab_transaction(row["name"]) as conn:
-            found = conn.execute(
-                select(t.test_id).where(t.name == row["name"], t.status == "running").limit(1)
-            ).scalar()
-            if found is None:
-                values = {**row, "settings": dumps(row["settings"]), "status": "running"}
-                conn.execute(_AB_TESTS.insert().values(**values))
-                conn.execute(
-                    _AB_GROUPS.insert(),
-                    [
-                        {
-                            "test_id": row["test_id"],
-                            "variant": v,
-                            "n": 0,
-                            "mean": 0.0,
-                            "m2": 0.0,
-                            "non_binary": 0,
-                            "updated_at": row["created_at"],
-                        }
-                        for v in ("A", "B")
-                    ],
-                )
-            test = self._ab_test(conn, found or row["test_id"])
-        assert test is not None
-        return test
-
-    def ab_test(self, test_id: str) -> dict[str, Any] | None:
-        """One A/B test, or None when there is none with that id.
-
-        Returns:
-            The ``ab_tests`` row (``settings`` and ``result`` decoded) with ``groups``: ``{"A": {...},
-            "B": {...}}``, each holding ``n``, ``mean``, ``m2`` and ``non_binary``.
-        """
-        with self.read_connection() as conn, conn.begin():
-            return self._ab_test(conn, test_id)
-
-    def _ab_test(self, conn: Connection, test_id: str, *, lock: bool = False) -> dict[str, Any] | None:
-        found = conn.execute(select(_AB_TESTS).where(_AB_TESTS.c.test_id == test_id)).mappings().first()
-        if found is None:
-            return None
-        test = dict(found)
-        for key in ("settings", "result"):
-            test[key] = None if test[key] is None else orjson.loads(test[key])
-        g = _AB_GROUPS.c
-        stmt = select(g.variant, g.n, g.mean, g.m2, g.non_binary).where(g.test_id == test_id)
-        if lock:
-            stmt = stmt.with_for_update(read=True)
-        test["groups"] = {r["variant"]: dict(r) for r in conn.execute(stmt).mappings()}
-        return test
-
-    def ab_tests(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Every A/B test (or those with a status: ``running`` or ``ended``), oldest first, without groups."""
-        t = _AB_TESTS
-        stmt = select(t).order_by(t.c.created_at, t.c.test_id)
-        if status is not None:
-            stmt = stmt.where(t.c.status == status)
-        return self._decode(stmt, ("settings", "result"))
-
-    def add_ab_results(self, deltas: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-        """Merge batches of results into their groups' sufficient statistics, in one transaction.
-
-        Each delta is one group's summary of new results: ``test_id``, ``variant``, ``n``, ``mean``, ``m2``
-        and ``non_binary``. The merge is one ``UPDATE`` per group whose right-hand sides read the row as
-        it was, so concurrent writers on any number of replicas never lose each other's results.
-
-        Returns:
-            The status (``running`` or ``ended``) of every test the deltas touched.
-        """
-        now = time.time()
-        # Rows are locked in one order (test, then variant) by every writer: two replicas whose batches
-        # touch the same groups in opposite orders would otherwise deadlock on PostgreSQL.
-        ordered = sorted(deltas, key=lambda d: (d["test_id"], d["variant"]))
-        params = [{f"d_{k}": v for k, v in d.items()} | {"d_now": now} for d in ordered]
-        ids = sorted({d["test_id"] for d in deltas})
-        with self.transaction() as conn:
-            conn.execute(_AB_MERGE, params)
-            return dict(conn.execute(_AB_STATUS, {"ids": ids}).all())
-
-    def end_ab_test(
-        self, test_id: str, conclude: Callable[[dict[str, Any]], dict[str, Any]]
-    ) -> dict[str, Any] | None:
-        """End a running test with the analysis ``conclude`` makes of it, read and written in one transaction.
-
-        The groups are read under a lock that holds off concurrent merges until the result is stored, so
-        the stored result is the analysis of exactly the results counted. Ending an ended test changes
-        nothing.
-
-        Args:
-            test_id: the test.
-            conclude: builds the final result (JSON-serialisable) from the test as :meth:`ab_test` returns
-                it, with ``status`` already ``ended`` and ``ended_at`` set.
-
-        Returns:
-            The ended test (:meth:`ab_test`), or None when there is no test with that id.
-        """
-        t = _AB_TESTS.c
-        with self._ab_transaction(test_id) as conn:
-            test = self._ab_test(conn, test_id, lock=True)
-            if test is None or test["status"] == "ended":
-                return test
-            test.update(status="ended", ended_at=time.time())
-            test["result"] = conclude(test)
-            conn.execute(
-                update(_AB_TESTS)
-                .where(t.test_id == test_id)
-                .values(status="ended", ended_at=test["ended_at"], result=dumps(test["result"]))
-            )
-        return test
-
-    # -- drift events ---------------------------------------------------------------------------------
-
-    def add_drift_event(self, row: Mapping[str, Any]) -> str:
-        """Record one drift alarm; recording the same ``event_id`` again is a no-op.
-
-        Args:
-            row: the ``drift_events`` columns (``features`` and ``details`` as JSON text), as built by
-                :meth:`cl_plugin.drift.DriftReport.to_row`.
-
-        Returns:
-            The event id.
-        """
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        stmt = insert(_DRIFT_EVENTS).values(**row).on_conflict_do_nothing(index_elements=["event_id"])
-        with self.transaction() as conn:
-            conn.execute(stmt)
-        return str(row["event_id"])
-
-    def drift_events(
-        self, detector: str | None = None, *, since: float | None = None, limit: int | None = None
+    def decisions(
+        self, interaction_id: str | None = None, *, kind: str | None = None
     ) -> list[dict[str, Any]]:
-        """Drift alarms, newest first, as ``drift_events`` rows with ``features`` and ``details`` decoded.
-
-        Args:
-            detector: only this detector's alarms.
-            since: only alarms raised at or after this unix time.
-            limit: at most this many.
-        """
-        t = _DRIFT_EVENTS
-        stmt = select(t).order_by(t.c.detected_at.desc(), t.c.event_id)
-        if detector is not None:
-            stmt = stmt.where(t.c.detector == detector)
-        if since is not None:
-            stmt = stmt.where(t.c.detected_at >= since)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        return self._decode(stmt, ("features", "details"))
-
-
-_FILTER_LIMIT = 1e15  # far past any unix time or score, inside every engine's numeric range
-
-
-def _check_number_filter(name: str, value: Any) -> None:
-    """A numeric query filter must be a finite real number the database can compare (or None)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidRecordError(
-            f"query filter {name} must be a finite number (got {value!r:.60})", field=name
-        )
-    if abs(value) > _FILTER_LIMIT:
-        raise InvalidRecordError(
-            f"query filter {name} is out of range (|{name}| must be at most {_FILTER_LIMIT:g})", field=name
+        """Decisions of one interaction (or all), optionally of one kind, in time order."""
+        t = _TABLES["decisions"]
+        stmt = select(t)
+        if interaction_id is not None:
+            stmt = stmt.where(t.c.interaction_id == interaction_id)
+        if kind is not None:
+            stmt = stmt.where(t.c.kind == kind)
+        return self.read_rows(
+            stmt.order_by(t.c.timestamp, t.c.decision_id), ("alternatives", "features", "statistics")
         )
 
-
-def _check_text_filter(name: str, value: Any) -> None:
-    """A text query filter must be a string every engine can store: no NUL, valid Unicode (or None)."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise InvalidRecordError(
-            f"query filter {name} must be a string (got {type(value).__name__})", field=name
-        )
-    if "\x00" in value:
-        raise InvalidRecordError(
-            f"query filter {name} contains a NUL character; no stored value can", field=name
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRecordError(
-            f"query filter {name} is not valid Unicode (a lone surrogate); no stored value can match it",
-            field=name,
-        ) from None
+    def _children(
+        self, t: SATable, interaction_id: str, order: str, json_cols: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        stmt = select(t).where(t.c.interaction_id == interaction_id).order_by(t.c[order])
+        return self.read_rows(stmt, json_cols)
 
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-ANNOTATION_STATUSES = ("pending", "labeled", "skipped")
-_QUEUE_TRANSITIONS = {
-    "pending": {"pending", "labeled", "skipped"},
-    "skipped": {"skipped", "pending", "labeled"},
-    "labeled": {"labeled"},
-}
-
-
-def _check_status(status: str) -> str:
-    if status not in ANNOTATION_STATUSES:
-        raise InvalidRecordError(
-            f"unknown annotation status {status!r}; use one of: {', '.join(ANNOTATION_STATUSES)}",
-            field="status",
-        )
-    return status
-
-
-def _redacted(value: Any) -> Any:
-    """``value`` with PII redacted from every string in it: annotation labels and reasons do not go through
-    the writer's sanitizer, and people write addresses and numbers into them."""
-    from cl_plugin.privacy import default_redactor  # privacy sits above the store; imported when used
-
-    return default_redactor().redact_value(value)
-
-
-def _queue_row(candidate: ActiveLearningCandidate | Mapping[str, Any], now: float) -> dict[str, Any]:
-    """A pending ``annotation_queue`` row for one candidate (its reason is stored with PII redacted)."""
-    get = candidate.get if isinstance(candidate, Mapping) else lambda k: getattr(candidate, k, None)
-    iid, priority = get("interaction_id"), get("priority")
-    if not isinstance(iid, str) or not iid:
-        raise InvalidRecordError(f"a candidate has no interaction_id (got {iid!r})", field="interaction_id")
-    if isinstance(priority, bool) or not isinstance(priority, int | float) or not math.isfinite(priority):
-        raise InvalidRecordError(
-            f"priority must be a finite number (got {priority!r})", field="priority", interaction_id=iid
-        )
-    return {
-        "item_id": str(uuid.uuid4()),
-        "interaction_id": iid,
-        "status": "pending",
-        "priority": float(priority),
-        "strategy": str(get("strategy") or ""),
-        "selection_reason": _redacted(repair_text(str(get("selection_reason") or ""))),
-        "created_at": now,
-        "updated_at": now,
-        "label": None,
-        "annotator": None,
-    }

@@ -48,7 +48,7 @@ run's record, and the edges stop the run once a step set ``status``. The decisio
 
 What is learned (``maintenance.points``):
 
-* a list of decision points (``"graph/node/kind"``, see :class:`~cl_plugin.learning.points.PointRef`) or ``"auto"``
+* a list of decision points (``"graph/node/kind"``, see :class:`~cl_plugin.records.PointRef`) or ``"auto"``
   (every point but a ``Send`` fan-out with 2 to 20 options): each point gets its own router, trained on its
   decisions' labels (ratings, annotations, complement labels from bad ratings, inverse-propensity weights;
   see :func:`cl_plugin.learning.labels.routing_labels`), registered under the point's names, gated against its

@@ -24,7 +24,6 @@ from langchain_core.language_models import BaseChatModel
 from cl_plugin.config import ContinualLearningConfig, MaintenanceConfig, load_config
 from cl_plugin.errors import ClPluginError
 from cl_plugin.store import Store
-from cl_plugin.store.runs import acquire_lease, maintenance_run, save_maintenance_run
 
 #: The store lease that keeps maintenance runs one at a time.
 LEASE = "maintenance"
@@ -212,17 +211,17 @@ CURRENT_STEP: ContextVar[tuple[str, float] | None] = ContextVar("maintenance_ste
 
 def save_run(store: Store, run: Mapping[str, Any]) -> None:
     """Save (part of) the run's record."""
-    save_maintenance_run(store, run)
+    store.runs.save(run)
 
 
 def hold(ctx: MaintenanceContext, state: MaintenanceState) -> None:
     """Renew the run's lease; raise :class:`LeaseLostError` when another run took it over."""
-    run = maintenance_run(ctx.store, state["run_id"]) or {}
+    run = ctx.store.runs.get(state["run_id"]) or {}
     if run.get("status", "running") != "running":  # before taking the lease, which may be free again
         raise LeaseLostError(
             f"maintenance run {state['run_id']} lost the {LEASE!r} lease ({run.get('error')}); start a new run"
         )
-    if not acquire_lease(ctx.store, LEASE, state["run_id"], ctx.m.lease_ttl_seconds, now=ctx.clock()):
+    if not ctx.store.runs.acquire_lease(LEASE, state["run_id"], ctx.m.lease_ttl_seconds, now=ctx.clock()):
         raise LeaseLostError(f"maintenance run {state['run_id']} lost the {LEASE!r} lease; start a new run")
 
 
@@ -241,7 +240,7 @@ def record(
 def earlier(ctx: MaintenanceContext, state: MaintenanceState, name: str) -> dict[str, Any] | None:
     """The report that an interrupted attempt of this step saved to the run's record (the process died
     before the step's checkpoint was written, so the step runs again), or None."""
-    run = maintenance_run(ctx.store, state["run_id"]) or {}
+    run = ctx.store.runs.get(state["run_id"]) or {}
     return (run.get("steps") or {}).get(name)
 
 

@@ -171,7 +171,7 @@ class World:
         return right / n
 
     def promoted(self) -> int | None:
-        return self.registry.store.model_alias("helpdesk.triage.route", "production")
+        return self.registry.store.models.alias("helpdesk.triage.route", "production")
 
     def close(self) -> None:
         self.router.close()

@@ -34,7 +34,6 @@ from cl_plugin.learning.modelset import ModelSet
 from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.backup import backup_files, iter_backup, read_backup
-from cl_plugin.store.runs import lease_holder, maintenance_runs
 from tests.conftest import SCHEMA_HEAD
 
 # Child processes killed mid-phase, then rerun: minutes in all, so outside the quick loop (-m "not slow").
@@ -283,7 +282,7 @@ def training_rows(n: int) -> list[dict[str, Any]]:
 
 def assert_no_half_written_version_is_served(registry: ModelRegistry) -> None:
     # Artifacts are written (atomically) before their version row: every recorded version loads, verified.
-    for name in registry.store.model_names():
+    for name in registry.store.models.names():
         for version in registry.versions(name):
             registry.load(name, version.version)
     assert registry.get_alias("router", "production").version == 1
@@ -445,10 +444,11 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
 
     try:
         import cl_plugin.graphs.maintenance as maintenance
-        import cl_plugin.graphs.maintenance.context as maintenance_context
         from langgraph.checkpoint.sqlite import SqliteSaver
         from langgraph.graph import StateGraph
         from threadpoolctl import threadpool_limits
+
+        from cl_plugin.store.runs import Runs
 
         threadpool_limits(1)  # two shared cores: BLAS threads in each child only slow every child down
         node, stop = stop_at or ("", "")
@@ -469,18 +469,18 @@ def maintenance_child(root: str, config: dict[str, Any], stop_at: tuple[str, str
 
             return run
 
-        add_node, save = StateGraph.add_node, maintenance_context.save_maintenance_run
+        add_node, save = StateGraph.add_node, Runs.save
 
         def add_watched_node(self: Any, name: str, action: Any = None, **kwargs: Any) -> Any:
             return add_node(self, name, watched(name, action), **kwargs)
 
-        def save_or_stop(store: Any, run: Any) -> None:
+        def save_or_stop(runs: Runs, run: Any) -> None:
             if stop == "recording" and ran and ran[-1] == node:
                 wait_for_the_kill()
-            save(store, run)
+            save(runs, run)
 
         StateGraph.add_node = add_watched_node  # type: ignore[method-assign]
-        maintenance_context.save_maintenance_run = save_or_stop
+        Runs.save = save_or_stop  # type: ignore[method-assign]
         store = Store.from_url(f"sqlite:///{root}/store.db").setup()
         registry = ModelRegistry(store, f"{root}/models/artifacts")
         with SqliteSaver.from_conn_string(f"{root}/checkpoints.db") as saver:
@@ -566,9 +566,9 @@ def maintenance_outcome(root: Path) -> dict[str, Any]:
     store = reopen(f"sqlite:///{root / 'store.db'}")
     try:
         registry = ModelRegistry(store, root / "models" / "artifacts")
-        queue = store.annotation_queue()
-        tests = store.ab_tests()
-        names = store.model_names()
+        queue = store.queue.items()
+        tests = store.ab.list()
+        names = store.models.names()
         versions = {n: [(v.version, v.parent, v.sha256) for v in registry.versions(n)] for n in names}
         moves = {
             n: [
@@ -577,8 +577,8 @@ def maintenance_outcome(root: Path) -> dict[str, Any]:
             ]
             for n in names
         }
-        runs = maintenance_runs(store, limit=None)
-        lease = lease_holder(store, LEASE)
+        runs = store.runs.list(limit=None)
+        lease = store.runs.lease_holder(LEASE)
     finally:
         store.close()
     assert len({i["interaction_id"] for i in queue}) == len(queue), "an interaction was queued twice"
@@ -669,13 +669,13 @@ def test_sigkill_inside_any_maintenance_node_resumes_to_the_uninterrupted_outcom
     store = reopen(url)
     try:
         # The dead run's lease holds until it expires: a new run now is skipped and records nothing ...
-        assert lease_holder(store, LEASE)["owner"] == KILL_THREAD
-        before = maintenance_runs(store, limit=None)
+        assert store.runs.lease_holder(LEASE)["owner"] == KILL_THREAD
+        before = store.runs.list(limit=None)
         other = run_maintenance(
             store, config=config, registry=ModelRegistry(store, tmp_path / "models" / "artifacts")
         )
         assert other["status"] == "skipped" and other["reason"] == "another run holds the lease"
-        assert maintenance_runs(store, limit=None) == before
+        assert store.runs.list(limit=None) == before
     finally:
         store.close()
     # ... while the dead run itself, resumed on its thread, takes its lease back: killed again in the
@@ -717,20 +717,20 @@ def test_a_killed_runs_lease_is_taken_over_once_it_expires_and_the_dead_run_stay
     store = reopen(f"sqlite:///{tmp_path / 'store.db'}")
     try:
         registry = ModelRegistry(store, tmp_path / "models" / "artifacts")
-        dead = lease_holder(store, LEASE)
+        dead = store.runs.lease_holder(LEASE)
         assert dead["owner"] == KILL_THREAD
         with threadpool_limits(1):  # once the dead run's lease has expired, a new run takes it over
             later = dead["expires_at"] + 1.0
             taker = run_maintenance(store, config=config, registry=registry, clock=lambda: later)
         assert taker["status"] == "completed", taker.get("reason")
-        assert lease_holder(store, LEASE, now=later) is None
-        runs = {r["run_id"]: r for r in maintenance_runs(store, limit=None)}
+        assert store.runs.lease_holder(LEASE, now=later) is None
+        runs = {r["run_id"]: r for r in store.runs.list(limit=None)}
         assert runs[taker["run_id"]]["status"] == "completed"
         # The dead run's record says it is over, not "running" forever ...
         assert runs[KILL_THREAD]["status"] == "failed"
         assert taker["run_id"] in runs[KILL_THREAD]["error"]
-        versions = {name: len(registry.versions(name)) for name in store.model_names()}
-        queued = len(store.annotation_queue())
+        versions = {name: len(registry.versions(name)) for name in store.models.names()}
+        queued = len(store.queue.items())
         # ... and resumed on its thread, it stops instead of training a second candidate on the same window.
         with (
             SqliteSaver.from_conn_string(str(tmp_path / "checkpoints.db")) as saver,
@@ -740,8 +740,8 @@ def test_a_killed_runs_lease_is_taken_over_once_it_expires_and_the_dead_run_stay
                 store, config=config, registry=registry, checkpointer=saver, thread_id=KILL_THREAD,
                 clock=lambda: later + ttl,
             )  # fmt: skip
-        assert {name: len(registry.versions(name)) for name in store.model_names()} == versions
-        assert len(store.annotation_queue()) == queued
-        assert lease_holder(store, LEASE, now=later + ttl) is None  # it did not take the free lease
+        assert {name: len(registry.versions(name)) for name in store.models.names()} == versions
+        assert len(store.queue.items()) == queued
+        assert store.runs.lease_holder(LEASE, now=later + ttl) is None  # it did not take the free lease
     finally:
         store.close()

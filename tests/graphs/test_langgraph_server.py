@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from cl_plugin.store import Store
-from cl_plugin.store.runs import maintenance_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = Path(sys.executable).with_name("langgraph")
@@ -93,7 +92,7 @@ def test_langgraph_dev_serves_the_agent_with_capture_and_runs_a_maintenance_cycl
             assert state["owner"] is True
             assert state["status"] == "skipped"  # one interaction: fewer than maintenance.min_interactions
             assert list(state["steps"]) == ["review_ab_tests", "load_window", "validate"]
-            [run] = maintenance_runs(store, limit=10)
+            [run] = store.runs.list(limit=10)
             assert run["run_id"] == state["run_id"] and run["status"] in {"completed", "skipped"}
             assert run["summary"]["window"]["count"] == 1
         finally:

@@ -32,7 +32,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from cl_plugin import CaptureHandler
 from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.store import Store
-from cl_plugin.store.runs import lease_holder, maintenance_runs
 from tests.seeded import captured_store, record_a_winning_candidate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,18 +87,18 @@ def test_a_cycle_runs_every_step_records_itself_and_starts_an_ab_test(world: tup
     steps = state["steps"]
     assert steps["load_window"]["count"] == 400 and steps["validate"]["valid"] == 400
     assert steps["drift_check"]["status"] == "completed" and steps["drift_check"]["drifted"]
-    assert store.drift_events("maintenance")[0]["event_id"] == f"maintenance:{state['run_id']}"
-    assert steps["select"]["selected"] == 30 == len(store.annotation_queue())
-    assert steps["annotate"]["labeled"] == len(store.annotation_queue("labeled")) > 0
+    assert store.drift.events("maintenance")[0]["event_id"] == f"maintenance:{state['run_id']}"
+    assert steps["select"]["selected"] == 30 == len(store.queue.items())
+    assert steps["annotate"]["labeled"] == len(store.queue.items("labeled")) > 0
     assert steps["retrain"]["status"] == "completed" and steps["evaluate"]["passed"]
-    [test] = store.ab_tests(status="running")
+    [test] = store.ab.list(status="running")
     assert test["test_id"] == steps["ab_test"]["test_id"]
     assert registry.get_alias("router", "candidate").version == 2
     assert registry.get_alias("router", "production").version == 1  # the A/B test decides
-    [run] = maintenance_runs(store)
+    [run] = store.runs.list()
     assert run["run_id"] == state["run_id"] and run["status"] == "completed"
     assert list(run["steps"]) == list(steps) and run["summary"]["candidate"]["router"] == 2
-    assert lease_holder(store, LEASE) is None
+    assert store.runs.lease_holder(LEASE) is None
 
 
 def test_with_ab_testing_off_and_auto_promote_the_candidate_goes_to_production(world: tuple) -> None:
@@ -119,8 +118,8 @@ def test_too_few_interactions_skip_everything_after_validation(world: tuple) -> 
     state = run_maintenance(store, config=with_(config, min_interactions=1000), registry=registry)
     assert state["status"] == "skipped" and "min_interactions is 1000" in state["reason"]
     assert list(state["steps"]) == ["review_ab_tests", "load_window", "validate"]
-    assert maintenance_runs(store)[0]["status"] == "skipped"
-    assert store.annotation_queue() == []
+    assert store.runs.list()[0]["status"] == "skipped"
+    assert store.queue.items() == []
 
 
 def test_the_next_cycle_reads_only_what_arrived_since_the_last_one(world: tuple) -> None:
@@ -139,7 +138,7 @@ def test_human_annotation_pauses_and_resumes_with_the_labels(world: tuple) -> No
     [pause] = paused["__interrupt__"]
     items = pause.value["items"]
     assert len(items) == 30 and sorted(pause.value["agents"]) == ["HRM", "MCTS", "TRM"]
-    assert lease_holder(store, LEASE)["owner"] == paused["run_id"]  # the lease is kept while paused
+    assert store.runs.lease_holder(LEASE)["owner"] == paused["run_id"]  # the lease is kept while paused
     labels = {item["interaction_id"]: "TRM" for item in items[:10]}
     done = run_maintenance(
         store, config=with_(config, annotation="human"), registry=registry, checkpointer=saver,
@@ -150,7 +149,7 @@ def test_human_annotation_pauses_and_resumes_with_the_labels(world: tuple) -> No
         "labeled": 10,
         "skipped": 20,
     }
-    labeled = store.annotation_queue("labeled")
+    labeled = store.queue.items("labeled")
     assert {i["interaction_id"] for i in labeled} == set(labels) and {i["annotator"] for i in labeled} == {
         "human"
     }
@@ -181,7 +180,7 @@ def test_an_llm_judge_labels_the_selected_items(world: tuple) -> None:
         store, config=with_(config, annotation="llm"), registry=registry, judge=KeywordJudge()
     )
     assert step(state, "annotate") == {"mode": "llm", "labeled": 30, "skipped": 0}
-    assert {i["annotator"] for i in store.annotation_queue("labeled")} == {"llm-judge"}
+    assert {i["annotator"] for i in store.queue.items("labeled")} == {"llm-judge"}
     with pytest.raises(ValueError, match="judge="):
         build_maintenance_graph(store, config=with_(config, annotation="llm"), registry=registry)
 
@@ -215,9 +214,7 @@ def test_two_concurrent_runs_share_one_lease(world: tuple) -> None:
         and results["second"]["reason"] == "another run holds the lease"
     )
     assert results["first"]["status"] == "completed"
-    assert [r["status"] for r in maintenance_runs(store)] == [
-        "completed"
-    ]  # the skipped run never owned a record
+    assert [r["status"] for r in store.runs.list()] == ["completed"]  # the skipped run never owned a record
 
 
 CRASH_SCRIPT = textwrap.dedent(
@@ -255,17 +252,17 @@ def test_a_run_killed_mid_retrain_resumes_where_it_stopped(world: tuple, tmp_pat
         [*args, "crash", json.dumps(config)], env=env, capture_output=True, text=True, timeout=300
     )
     assert crashed.returncode == -9, crashed.stderr[-2000:]
-    [run] = maintenance_runs(store)
+    [run] = store.runs.list()
     assert run["status"] == "running" and "annotate" in run["steps"] and "retrain" not in run["steps"]
-    queued = len(store.annotation_queue())
+    queued = len(store.queue.items())
     resumed = subprocess.run(
         [*args, "resume", json.dumps(config)], env=env, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert out["status"] == "completed" and out["steps"][-3:] == ["retrain", "evaluate", "ab_test"]
-    assert len(store.annotation_queue()) == queued  # selection did not run again
-    [run] = maintenance_runs(store)
+    assert len(store.queue.items()) == queued  # selection did not run again
+    [run] = store.runs.list()
     assert run["status"] == "completed" and run["run_id"] == thread_id
 
 
@@ -280,7 +277,7 @@ def test_a_later_cycle_concludes_the_ab_test_and_promotes_a_winning_candidate(wo
     assert review["test_id"] == test_id and review["recommendation"] == "Deploy B"
     assert review["promoted"] == {"rag_index": 2, "replay": 2, "router": 2}
     assert registry.get_alias("router", "production").version == 2
-    assert store.ab_tests(status="running") == []
+    assert store.ab.list(status="running") == []
 
 
 def test_its_langsmith_traces_carry_no_pii(world: tuple) -> None:
@@ -330,7 +327,7 @@ def test_a_new_candidate_waits_while_an_ab_test_is_running(world: tuple) -> None
     assert second["steps"]["evaluate"]["passed"], second["steps"]["evaluate"]
     running = first["steps"]["ab_test"]["test_id"]
     assert step(second, "ab_test") == {"status": "skipped", "reason": f"test {running} is still running"}
-    assert [t["test_id"] for t in store.ab_tests(status="running")] == [running]
+    assert [t["test_id"] for t in store.ab.list(status="running")] == [running]
 
 
 @pytest.mark.slow
@@ -368,7 +365,7 @@ def test_on_postgresql_a_paused_run_resumes_from_the_postgres_checkpointer(
         )  # fmt: skip
     assert done["status"] == "completed", done.get("reason")
     assert step(done, "annotate") == {"mode": "human", "labeled": len(items), "skipped": 0}
-    assert maintenance_runs(store)[0]["status"] == "completed"
+    assert store.runs.list()[0]["status"] == "completed"
     store.close()
 
 
@@ -396,14 +393,14 @@ def test_a_review_killed_between_promoting_and_ending_the_test_finishes_its_verd
     with pytest.raises(Killed):
         run_maintenance(store, config=config, registry=registry, checkpointer=saver, thread_id="review")
     assert registry.get_alias("router", "production").version == 2  # promoted, but the test still runs
-    assert [t["test_id"] for t in store.ab_tests(status="running")] == [test_id]
+    assert [t["test_id"] for t in store.ab.list(status="running")] == [test_id]
     monkeypatch.setattr(ABTestFramework, "end_test", end_test)
     done = run_maintenance(store, config=config, registry=registry, checkpointer=saver, thread_id="review")
     assert done["status"] == "skipped" and done["steps"]["validate"]["valid"] == 0  # nothing new since
     [review] = done["steps"]["review_ab_tests"]["tests"]
     assert review["test_id"] == test_id and review["recommendation"] == "Deploy B"
     assert review["promoted"] == {"rag_index": 2, "replay": 2, "router": 2}
-    assert store.ab_test(test_id)["status"] == "ended"
+    assert store.ab.get(test_id)["status"] == "ended"
     assert [m.version for m in registry.alias_history("router", "production")] == [1, 2]  # promoted once
 
 
@@ -433,7 +430,7 @@ def test_a_retrain_killed_before_aliasing_its_candidate_takes_that_candidate_on_
     for name in ("router", "rag_index", "router-replay"):  # nothing trained or registered twice
         assert [v.version for v in registry.versions(name)] == [1, 2]
         assert registry.get_alias(name, "candidate").version == 2
-    [test] = store.ab_tests(status="running")
+    [test] = store.ab.list(status="running")
     assert test["model_b"] == "rag_index v2, replay v2, router v2"
 
 
@@ -446,10 +443,10 @@ def test_a_run_paused_for_labels_past_its_lease_is_taken_over_and_stops_when_res
     human = with_(config, annotation="human")
     paused = run_maintenance(store, config=human, registry=registry, checkpointer=saver)
     items = paused["__interrupt__"][0].value["items"]
-    expired = lease_holder(store, LEASE)["expires_at"] + 1.0
+    expired = store.runs.lease_holder(LEASE)["expires_at"] + 1.0
     taker = run_maintenance(store, config=config, registry=registry, clock=lambda: expired)
     assert taker["status"] == "completed"
-    runs = {r["run_id"]: r for r in maintenance_runs(store)}
+    runs = {r["run_id"]: r for r in store.runs.list()}
     assert runs[paused["run_id"]]["status"] == "failed"  # not "running" forever
     assert taker["run_id"] in runs[paused["run_id"]]["error"]
     with pytest.raises(LeaseLostError, match=taker["run_id"]):
@@ -458,5 +455,5 @@ def test_a_run_paused_for_labels_past_its_lease_is_taken_over_and_stops_when_res
             resume={item["interaction_id"]: "HRM" for item in items}, clock=lambda: expired + 1.0,
         )  # fmt: skip
     ids = {item["interaction_id"] for item in items}
-    assert {i["status"] for i in store.annotation_queue() if i["interaction_id"] in ids} == {"pending"}
-    assert lease_holder(store, LEASE, now=expired + 1.0) is None
+    assert {i["status"] for i in store.queue.items() if i["interaction_id"] in ids} == {"pending"}
+    assert store.runs.lease_holder(LEASE, now=expired + 1.0) is None

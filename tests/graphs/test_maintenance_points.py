@@ -185,7 +185,7 @@ def test_two_points_of_one_graph_are_learned_on_their_own_against_the_recorded_p
     assert "against the graph's recorded policy" in gates[QUEUE_MODEL]["reason"]
     promoted = state["steps"]["promote"]["points"]
     assert promoted[QUEUE_MODEL] == {"router": 1, "replay": 1}
-    assert world.registry.store.model_alias(QUEUE_MODEL, "production") == 1
+    assert world.registry.store.models.alias(QUEUE_MODEL, "production") == 1
     # the served router now decides with the model, which knows the wordings the rule sends to "jobs"
     assert world.router.version == 1
     assert world.router.route({"message": "my delivery never came to the door (ref 123)"}).option == "orders"
@@ -199,7 +199,7 @@ def test_the_gate_refuses_a_candidate_when_the_rule_is_already_right(tmp_path: P
         gate = state["steps"]["evaluate"]["points"][QUEUE_MODEL]
         assert not gate["passed"] and gate["accuracy_gain"] <= 0, gate
         assert "promote" not in state["steps"]
-        assert w.registry.store.model_alias(QUEUE_MODEL, "production") is None
+        assert w.registry.store.models.alias(QUEUE_MODEL, "production") is None
     finally:
         w.close()
 
@@ -218,7 +218,7 @@ def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_deci
         and test["model_a"] == RECORDED_POLICY
         and test["model_b"] == "replay v1, router v1"
     )
-    assert world.registry.store.model_alias(QUEUE_MODEL, "production") is None  # not before the test says so
+    assert world.registry.store.models.alias(QUEUE_MODEL, "production") is None  # not before the test says so
 
     world.serve(900, seed=4)  # the router splits the traffic: A the rule, B the candidate
     decisions = [
@@ -232,10 +232,10 @@ def test_a_first_candidate_is_ab_tested_against_the_rule_through_the_served_deci
     second = world.maintain(maintenance={"points": [QUEUE_POINT]}, **ab)
     [review] = second["steps"]["review_ab_tests"]["tests"]
     assert review["test_id"] == test["test_id"] and review["recommendation"] == "Deploy B", review
-    status = world.store.ab_test(test["test_id"])
+    status = world.store.ab.get(test["test_id"])
     assert status["status"] == "ended"
     assert status["groups"]["A"]["n"] + status["groups"]["B"]["n"] == 900  # every served, rated decision
-    assert world.registry.store.model_alias(QUEUE_MODEL, "production") == 1
+    assert world.registry.store.models.alias(QUEUE_MODEL, "production") == 1
 
 
 class DeskJudge(GenericFakeChatModel):
@@ -266,8 +266,8 @@ def test_the_judge_chooses_among_a_points_options_described_by_their_nodes(world
     queue_prompt = next(p for p in judge.prompts if "- orders" in p)
     assert "- orders: Orders and deliveries: where a parcel is, what arrived, what did not." in queue_prompt
     assert "- jobs: Job applications and open roles." in queue_prompt
-    labels = [i["label"] for i in world.store.annotation_queue("labeled")]
-    assert {i["annotator"] for i in world.store.annotation_queue("labeled")} == {"llm-judge"}
+    labels = [i["label"] for i in world.store.queue.items("labeled")]
+    assert {i["annotator"] for i in world.store.queue.items("labeled")} == {"llm-judge"}
     for label in labels:
         options = {"orders", "jobs"} if label["point"] == QUEUE_MODEL else {"brief", "warm"}
         assert label["option"] in options

@@ -98,14 +98,14 @@ def _check_stored(store: Store) -> None:
 def test_logger_feedback_with_any_values_is_stored_or_refused_naming_the_field(
     logger: ProductionInteractionLogger, fields: dict[str, Any]
 ) -> None:
-    before = len(logger.store.feedback_history("target"))
+    before = len(logger.store.feedback.history("target"))
     try:
         logger.record_feedback("target", **fields)
     except InvalidRecordError as exc:
         assert exc.field in FEEDBACK_FIELDS and exc.field in str(exc)
-        assert len(logger.store.feedback_history("target")) == before
+        assert len(logger.store.feedback.history("target")) == before
     else:
-        assert len(logger.store.feedback_history("target")) == before + 1
+        assert len(logger.store.feedback.history("target")) == before + 1
     _check_stored(logger.store)
 
 

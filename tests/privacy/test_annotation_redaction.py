@@ -19,11 +19,11 @@ def test_annotation_labels_reasons_and_annotators_are_stored_redacted(store: Sto
         interaction_id="i1", timestamp=1.0, session_id="s", user_query="q", response="r"
     )
     store.write(Batch({"interactions": [row_from_interaction(item, Sanitizer())]}))
-    store.enqueue_for_annotation(
+    store.queue.enqueue(
         [{"interaction_id": "i1", "priority": 1.0, "strategy": "manual", "selection_reason": f"from {EMAIL}"}]
     )
-    [queued] = store.annotation_queue()
-    labeled = store.update_annotation(
+    [queued] = store.queue.items()
+    labeled = store.queue.update(
         queued["item_id"], status="labeled", label={"agent": "HRM", "note": f"card {CARD}"}, annotator=EMAIL
     )
 
@@ -36,5 +36,5 @@ def test_annotation_labels_reasons_and_annotators_are_stored_redacted(store: Sto
 
 def test_a_refused_label_is_not_repeated_in_the_error(store: Store) -> None:
     with pytest.raises(Exception, match="label") as err:
-        store.update_annotation("no-such-item", status="skipped", label={"note": EMAIL})
+        store.queue.update("no-such-item", status="skipped", label={"note": EMAIL})
     assert EMAIL not in str(err.value)

@@ -297,7 +297,7 @@ def test_no_canary_reaches_any_sink(
         assert {r["graph_name"] for r in rows} == {default_redactor().redact(RUN_NAME)}
 
         # Annotation: a reviewer's labels and reasons.
-        store.enqueue_for_annotation(
+        store.queue.enqueue(
             {
                 "interaction_id": iid,
                 "priority": 1.0,
@@ -306,9 +306,9 @@ def test_no_canary_reaches_any_sink(
             }
             for iid in ids[:6]
         )
-        for item in store.annotation_queue("pending"):
+        for item in store.queue.items("pending"):
             agent = query(ids.index(item["interaction_id"]))[0]
-            store.update_annotation(
+            store.queue.update(
                 item["item_id"],
                 status="labeled",
                 label={"agent": agent, "note": sentence("annotation_label", "reviewer: ")},

@@ -72,7 +72,7 @@ def seed(store: Store) -> None:
             },
         )
         store.write(changed)  # a changed repeat: the earlier version goes to interaction_revisions
-    store.enqueue_for_annotation(
+    store.queue.enqueue(
         [
             {"interaction_id": i, "priority": 1.0, "strategy": "t", "selection_reason": "r"}
             for i in ("old", "new")
@@ -137,7 +137,7 @@ def test_purge_removes_expired_rows_from_every_table_of_interaction_data(store: 
         "ab_tests": 3, "ab_test_groups": 6,
     }  # fmt: skip
 
-    deleted = store.purge(CUTOFF, batch_size=1)
+    deleted = store.retention.purge(CUTOFF, batch_size=1)
 
     assert deleted == {
         "interactions": 1, "node_runs": 1, "decisions": 1, "feedback": 1, "interaction_revisions": 1,
@@ -146,12 +146,12 @@ def test_purge_removes_expired_rows_from_every_table_of_interaction_data(store: 
     }  # fmt: skip
     assert {t: before[t] - n for t, n in deleted.items()} == remaining(store)
     assert [r["interaction_id"] for r in store.query_interactions()] == ["new"]
-    assert [e["event_id"] for e in store.drift_events()] == ["new"]
-    assert {t["test_id"] for t in store.ab_tests()} == {"running-old", "ended-new"}
+    assert [e["event_id"] for e in store.drift.events()] == ["new"]
+    assert {t["test_id"] for t in store.ab.list()} == {"running-old", "ended-new"}
     with store.engine.connect() as conn:
         runs = set(conn.execute(select(MaintenanceRun.__table__.c.run_id)).scalars())
     assert runs == {"paused-old", "done-new"}  # a paused run can still resume
-    assert store.purge(CUTOFF) == dict.fromkeys(deleted, 0)
+    assert store.retention.purge(CUTOFF) == dict.fromkeys(deleted, 0)
 
 
 def test_purged_text_leaves_the_sqlite_file_without_a_vacuum(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_purged_text_leaves_the_sqlite_file_without_a_vacuum(tmp_path: Path) -> 
         return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
     assert CANARY.encode() in checkpoint()  # the control: the text is in the file before the purge
-    assert store.purge(CUTOFF)["interactions"] == 1
+    assert store.retention.purge(CUTOFF)["interactions"] == 1
     assert CANARY.encode() not in checkpoint()
     assert store.count_interactions() == 1
     store.close()

@@ -25,19 +25,19 @@ def test_a_store_records_feedback_with_the_handlers_arguments(store_url: str, tm
         assert handler.flush(timeout=30)
         # A feedback endpoint holds a store, not the handler (sqlite:// lives in one engine: the same store).
         store = handler.store if store_url == "sqlite://" else Store.from_url(store_url)
-        row = store.record_feedback(
+        row = store.feedback.record(
             uuid.UUID(run_ids[0]),
             score=4,
             thumbs="up",
             correction="the invoice is in your account page",
             comment=f"write to me at {EMAIL}",
         )
-        store.record_feedback(run_ids[0], score=0.9, source="llm_judge", key="helpfulness")
+        store.feedback.record(run_ids[0], score=0.9, source="llm_judge", key="helpfulness")
 
         got = store.get_interaction(run_ids[0])
         assert (got["user_feedback_score"], got["thumbs_up_down"]) == (4.0, "up")
         assert got["corrections"] == ["the invoice is in your account page"]
-        history = store.feedback_history(run_ids[0])
+        history = store.feedback.history(run_ids[0])
         assert [(f["source"], f["key"], f["score"]) for f in history] == [
             ("user", "user_feedback", 4.0),
             ("llm_judge", "helpfulness", 0.9),
@@ -68,7 +68,7 @@ def test_an_id_holding_pii_finds_the_interaction_a_logger_stored_under_its_hash(
 
     store = Store.from_url(url)
     try:
-        row = store.record_feedback(raw_id, score=2, comment="late again")
+        row = store.feedback.record(raw_id, score=2, comment="late again")
         assert row["interaction_id"] == stored["interaction_id"]
         assert store.get_interaction(stored["interaction_id"])["user_feedback_score"] == 2.0
     finally:
@@ -89,8 +89,8 @@ def test_a_store_finds_an_id_hashed_with_a_key_given_to_the_logger_not_the_envir
     store = Store.from_url(f"sqlite:///{tmp_path / 'logs' / 'interactions.db'}")
     try:
         with pytest.raises(UnknownInteractionError):  # the default key hashes the id differently
-            store.record_feedback(raw_id, score=2)
-        row = store.record_feedback(raw_id, score=2, hash_key="endpoint-secret")
+            store.feedback.record(raw_id, score=2)
+        row = store.feedback.record(raw_id, score=2, hash_key="endpoint-secret")
         assert store.get_interaction(row["interaction_id"])["user_feedback_score"] == 2.0
     finally:
         store.close()
@@ -138,7 +138,7 @@ def three_ways(tmp_path: Path):
     yield (
         known,
         {
-            "store": store.record_feedback,
+            "store": store.feedback.record,
             "handler": handler.record_feedback,
             "logger": logger.record_feedback,
         },

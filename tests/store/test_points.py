@@ -10,7 +10,7 @@ from langgraph.graph import END, START, StateGraph
 
 from cl_plugin import CaptureHandler, record_decision
 from cl_plugin.store import Batch, Store
-from cl_plugin.store.points import DecisionPoint, ab_outcomes
+from cl_plugin.store.points import DecisionPoint
 
 
 class Request(TypedDict, total=False):
@@ -65,9 +65,9 @@ def test_a_graphs_decision_points_with_their_options_and_label_coverage(store_ur
             {"interaction_id": iid, "priority": 1.0, "strategy": "uncertainty", "selection_reason": "unsure"}
             for iid in ids[7:10]
         ]
-        assert h.store.enqueue_for_annotation(queued) == 3
-        for item in h.store.annotation_queue("pending")[:2]:  # two labeled, one still pending
-            h.store.update_annotation(item["item_id"], status="labeled", label={"agent": "desk"})
+        assert h.store.queue.enqueue(queued) == 3
+        for item in h.store.queue.items("pending")[:2]:  # two labeled, one still pending
+            h.store.queue.update(item["item_id"], status="labeled", label={"agent": "desk"})
         points = {p.key: p for p in h.store.decision_points()}
     route_point = points[("support", "triage", "route")]
     assert isinstance(route_point, DecisionPoint) and route_point.learnable
@@ -151,9 +151,9 @@ def test_ab_outcomes_count_outcome_failures_and_judged_answers_only(store: Store
         if value is not None:
             want[group].append(value)
     assert (
-        ab_outcomes(store, "t-1") == want == {"A": [0.0, 0.0, 0.0, 1.0], "B": [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]}
+        store.ab.outcomes("t-1") == want == {"A": [0.0, 0.0, 0.0, 1.0], "B": [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]}
     )
-    assert ab_outcomes(store, "t-2") == {"A": [0.0], "B": []}
+    assert store.ab.outcomes("t-2") == {"A": [0.0], "B": []}
     # A score is low below the threshold, as in the failure rate and the failure analysis.
-    assert ab_outcomes(store, "t-1", low_rating_threshold=3.5)["B"] == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
-    assert ab_outcomes(store, "t-1", low_rating_threshold=2.0)["B"] == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+    assert store.ab.outcomes("t-1", low_rating_threshold=3.5)["B"] == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert store.ab.outcomes("t-1", low_rating_threshold=2.0)["B"] == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]

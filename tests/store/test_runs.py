@@ -7,25 +7,18 @@ import threading
 import pytest
 
 from cl_plugin.store import Store
-from cl_plugin.store.runs import (
-    acquire_lease,
-    lease_holder,
-    maintenance_runs,
-    release_lease,
-    save_maintenance_run,
-)
 
 
 def test_a_lease_has_one_holder_until_it_expires_or_is_released(store: Store) -> None:
-    assert acquire_lease(store, "maintenance", "a", 60, now=1000.0)
-    assert not acquire_lease(store, "maintenance", "b", 60, now=1010.0)
-    assert acquire_lease(store, "maintenance", "a", 60, now=1020.0)  # renewal
-    assert lease_holder(store, "maintenance", now=1030.0)["expires_at"] == 1080.0
-    assert acquire_lease(store, "maintenance", "b", 60, now=1081.0)  # expired: b takes it
-    assert not release_lease(store, "maintenance", "a")  # a no longer holds it
-    assert release_lease(store, "maintenance", "b")
-    assert lease_holder(store, "maintenance") is None
-    assert acquire_lease(store, "other", "a", 60)  # leases are independent by name
+    assert store.runs.acquire_lease("maintenance", "a", 60, now=1000.0)
+    assert not store.runs.acquire_lease("maintenance", "b", 60, now=1010.0)
+    assert store.runs.acquire_lease("maintenance", "a", 60, now=1020.0)  # renewal
+    assert store.runs.lease_holder("maintenance", now=1030.0)["expires_at"] == 1080.0
+    assert store.runs.acquire_lease("maintenance", "b", 60, now=1081.0)  # expired: b takes it
+    assert not store.runs.release_lease("maintenance", "a")  # a no longer holds it
+    assert store.runs.release_lease("maintenance", "b")
+    assert store.runs.lease_holder("maintenance") is None
+    assert store.runs.acquire_lease("other", "a", 60)  # leases are independent by name
 
 
 def test_racing_replicas_get_exactly_one_lease(store_url: str) -> None:
@@ -36,7 +29,7 @@ def test_racing_replicas_get_exactly_one_lease(store_url: str) -> None:
 
     def race(i: int) -> None:
         barrier.wait()
-        if acquire_lease(replicas[i % len(replicas)], "race", f"replica-{i}", 60):
+        if replicas[i % len(replicas)].runs.acquire_lease("race", f"replica-{i}", 60):
             winners.append(f"replica-{i}")
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
@@ -50,9 +43,8 @@ def test_racing_replicas_get_exactly_one_lease(store_url: str) -> None:
 
 
 def test_a_run_is_recorded_as_it_progresses(store: Store) -> None:
-    save_maintenance_run(store, {"run_id": "r1", "thread_id": "t1", "steps": {"load_window": {"count": 10}}})
-    save_maintenance_run(
-        store,
+    store.runs.save({"run_id": "r1", "thread_id": "t1", "steps": {"load_window": {"count": 10}}})
+    store.runs.save(
         {
             "run_id": "r1",
             "thread_id": "t1",
@@ -62,8 +54,8 @@ def test_a_run_is_recorded_as_it_progresses(store: Store) -> None:
             "summary": {"ok": True},
         },
     )
-    save_maintenance_run(store, {"run_id": "r2", "thread_id": "t2"})
-    first, second = sorted(maintenance_runs(store), key=lambda r: r["run_id"])
+    store.runs.save({"run_id": "r2", "thread_id": "t2"})
+    first, second = sorted(store.runs.list(), key=lambda r: r["run_id"])
     assert (first["status"], first["finished_at"], first["summary"]) == ("completed", 5.0, {"ok": True})
     assert list(first["steps"]) == ["load_window", "report"]
     assert second["status"] == "running" and second["steps"] is None
@@ -71,6 +63,6 @@ def test_a_run_is_recorded_as_it_progresses(store: Store) -> None:
 
 def test_bad_lease_arguments_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="ttl_seconds"):
-        acquire_lease(store, "x", "a", 0)
+        store.runs.acquire_lease("x", "a", 0)
     with pytest.raises(ValueError, match="name and owner"):
-        acquire_lease(store, "", "a", 10)
+        store.runs.acquire_lease("", "a", 10)

@@ -54,7 +54,7 @@ def test_a_handler_on_a_store_nobody_set_up_stores_every_run(store_url: str) -> 
 def test_the_first_write_sets_up_a_store_nobody_set_up(store_url: str) -> None:
     store = Store.from_url(store_url)
     try:
-        store.enqueue_for_annotation([])  # no rows: nothing to write, and nothing set up
+        store.queue.enqueue([])  # no rows: nothing to write, and nothing set up
         assert store.schema_version() is None
         row = {
             "interaction_id": "w-1",
@@ -117,7 +117,7 @@ def test_a_reader_of_a_database_behind_head_is_told_how_and_nothing_is_migrated(
             store.query_interactions()
         assert "cl-plugin migrate" in str(err.value) and "setup()" in str(err.value)
         with pytest.raises(StoreSchemaError):
-            store.model_names()  # a table the old schema lacks: the same error, not "no such table"
+            store.models.names()  # a table the old schema lacks: the same error, not "no such table"
         assert store.schema_version() == "0002"
     finally:
         store.close()

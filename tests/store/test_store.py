@@ -221,7 +221,7 @@ def test_purge_removes_old_interactions_and_their_children_in_batches(store: Sto
         )
     store.write(b)
     write(store, [make(3, response="changed")])
-    deleted = store.purge(T0 + 30, batch_size=7)
+    deleted = store.retention.purge(T0 + 30, batch_size=7)
     assert deleted["interactions"] == 30
     assert deleted["node_runs"] == 1 and deleted["feedback"] == 1 and deleted["interaction_revisions"] == 1
     assert store.count_interactions() == 20
@@ -273,9 +273,9 @@ def test_row_columns_match_the_table_in_order() -> None:
 def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Store) -> None:
     write(store, [make(1, interaction_id="f1", user_feedback_score=None)])
     s = Sanitizer()
-    store._record_feedback_row(feedback_row("f1", s, score=2.0, created_at=1.0))
-    store._record_feedback_row(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
-    store._record_feedback_row(
+    store.feedback._write(feedback_row("f1", s, score=2.0, created_at=1.0))
+    store.feedback._write(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
+    store.feedback._write(
         feedback_row("f1", s, score=0.2, source="llm_judge", key="faithfulness", created_at=3.0)
     )
     got = store.get_interaction("f1")
@@ -285,7 +285,7 @@ def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Stor
         "up",
         ["better answer"],
     )
-    assert [(f["source"], f["score"]) for f in store.feedback_history("f1")] == [
+    assert [(f["source"], f["score"]) for f in store.feedback.history("f1")] == [
         ("user", 2.0),
         ("user", None),
         ("llm_judge", 0.2),
@@ -294,7 +294,7 @@ def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Stor
 
 def test_feedback_that_comes_before_its_interaction_is_applied_when_it_arrives(store: Store) -> None:
     early = feedback_row("late", Sanitizer(), score=5.0, correction="fixed")
-    store._record_feedback_row(early)
+    store.feedback._write(early)
     write(store, [make(2, interaction_id="late", user_feedback_score=None)])
     got = store.get_interaction("late")
     assert got is not None and got["user_feedback_score"] == 5.0 and got["corrections"] == ["fixed"]
@@ -302,8 +302,8 @@ def test_feedback_that_comes_before_its_interaction_is_applied_when_it_arrives(s
 
 def test_feedback_for_an_id_that_does_not_exist_is_refused(store: Store) -> None:
     with pytest.raises(UnknownInteractionError, match="no interaction with id 'nope'"):
-        store.record_feedback("nope", score=3.0)
-    assert store.feedback_history("nope") == []
+        store.feedback.record("nope", score=3.0)
+    assert store.feedback.history("nope") == []
 
 
 def test_the_store_docstring_examples_run() -> None:

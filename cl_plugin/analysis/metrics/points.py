@@ -19,6 +19,7 @@ from sqlalchemy import and_, select
 
 from cl_plugin.analysis.metrics.measures import Calibration, Rate, expected_calibration_error
 from cl_plugin.records import PointRef, is_finite_number, rating_outcome
+from cl_plugin.store.filters import interaction_conditions
 from cl_plugin.store.points import DecisionPoint, _parsed, decision_points
 from cl_plugin.store.tables import AnnotationItem, Decision, Interaction
 
@@ -196,7 +197,7 @@ def _tally(
             _A.label,
         )
         .select_from(joined)
-        .where(_D.chosen.is_not(None), *store._where(**filters))
+        .where(_D.chosen.is_not(None), *interaction_conditions(**filters))
         .order_by(*point, _D.interaction_id, _D.timestamp, _D.decision_id)
     )
     tallies: dict[tuple[Any, ...], _Tally] = {}

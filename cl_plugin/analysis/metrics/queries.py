@@ -32,6 +32,7 @@ from cl_plugin.analysis.metrics.measures import (
 )
 from cl_plugin.capture.sampling import DetailSample
 from cl_plugin.outcomes import OutcomeRate
+from cl_plugin.store.filters import interaction_conditions
 from cl_plugin.store.tables import Decision, Interaction
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ def store_metrics(
             start_time = end_time - width
         else:
             end_time = start_time + width
-    conds = store._where(start_time=start_time, end_time=end_time, **filters)
+    conds = interaction_conditions(start_time=start_time, end_time=end_time, **filters)
     entry = _sql_rows(store, None, o, conds)[0]
     return {"start_time": start_time, "end_time": end_time, **_from_sql(entry, o)}
 
@@ -308,7 +309,7 @@ def store_metrics_by_window(
     """
     o = options or MetricOptions()
     width, shift = _width(window)
-    conds = store._where(start_time=start_time, end_time=end_time, **filters)
+    conds = interaction_conditions(start_time=start_time, end_time=end_time, **filters)
     rows = _sql_rows(store, window, o, conds)
     return [{**_bounds(b, width, shift), **_from_sql(rows[b], o)} for b in sorted(rows)]
 
@@ -337,7 +338,12 @@ def _first_routes(store: Store, label_key: str, chunk_size: int, filters: dict[s
     base = (
         select(*key, d.chosen, d.alternatives, label)
         .select_from(_DECISIONS.join(_INTERACTIONS, c.interaction_id == d.interaction_id))
-        .where(d.kind == "route", is_label, _in_detail_sample(c, store.dialect), *store._where(**filters))
+        .where(
+            d.kind == "route",
+            is_label,
+            _in_detail_sample(c, store.dialect),
+            *interaction_conditions(**filters),
+        )
         .order_by(*key)
         .limit(chunk_size)
     )
@@ -419,6 +425,6 @@ def router_metrics(
         brier=brier / m if m else None,
         log_loss=loss / m if m else None,
         sample=_detail_sample(
-            store, [_label(_INTERACTIONS.c, label_key, store.dialect)[1], *store._where(**filters)]
+            store, [_label(_INTERACTIONS.c, label_key, store.dialect)[1], *interaction_conditions(**filters)]
         ),
     )

@@ -24,7 +24,7 @@ def ab_test(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> Ou
     candidate, production = state["retrain"]["versions"], state["retrain"]["production"]
     running = [  # a test of this candidate is the one an interrupted attempt of this step started
         t["test_id"]
-        for t in ctx.store.ab_tests(status="running")
+        for t in ctx.store.ab.list(status="running")
         if t["name"].startswith(TEST_PREFIX) and t["model_b"] != describe(candidate)
     ]
     if running:  # one experiment at a time: the candidate waits for the running test's verdict
@@ -43,7 +43,7 @@ def _ab_test_points(ctx: MaintenanceContext, state: MaintenanceState) -> Outcome
     from cl_plugin.abtest import ABTestFramework
 
     framework = ABTestFramework(ctx.config.ab_testing, store=ctx.store)
-    running = ctx.store.ab_tests(status="running")
+    running = ctx.store.ab.list(status="running")
     report: dict[str, Any] = {}
     for name, gate in state["gate"]["points"].items():
         if not gate["passed"]:

@@ -64,7 +64,7 @@ def annotate(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> O
         else:
             label = {"agent": choice} if choice in agents else None
         if label is not None:
-            ctx.store.update_annotation(item["item_id"], status="labeled", label=label, annotator=annotator)
+            ctx.store.queue.update(item["item_id"], status="labeled", label=label, annotator=annotator)
             labeled += 1
     return Outcome({"mode": mode, "labeled": labeled, "skipped": len(items) - labeled})
 

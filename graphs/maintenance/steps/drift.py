@@ -64,7 +64,7 @@ def drift(
     if result.drifted:
         drifted = [c for c in result.columns if c.drifted]
         worst = max(drifted, key=lambda c: c.statistic / c.threshold)
-        store.add_drift_event(
+        store.drift.add_event(
             {
                 "event_id": f"maintenance:{run_id}",
                 "detector": "maintenance",

@@ -12,7 +12,6 @@ from langgraph.runtime import Runtime
 
 from cl_plugin.learning.points import point_rows
 from cl_plugin.records import PointRef
-from cl_plugin.store.runs import maintenance_run
 
 from ..context import MODEL_NAMES, MaintenanceContext, MaintenanceState, Outcome, earlier, rows
 from ..points import exploration, learning
@@ -29,13 +28,13 @@ def retrain(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> Ou
         return _retrain_points(ctx, state, points)
     m = ctx.m
     output = Path(m.model_dir) / "candidates" / state["run_id"]
-    started = (maintenance_run(ctx.store, state["run_id"]) or {}).get("started_at")
+    started = (ctx.store.runs.get(state["run_id"]) or {}).get("started_at")
     summary = earlier(ctx, state, "retrain") or registered_candidate(ctx.registry, output, started)
     if summary is None:
         pipeline = IncrementalRetrainingPipeline(
             ctx.config.retraining, registry=ctx.registry, enable_ab_test=False
         )
-        data = [*rows(ctx, state), *ctx.store.annotation_queue("labeled")]
+        data = [*rows(ctx, state), *ctx.store.queue.items("labeled")]
         result = pipeline.retrain_sync(data, Path(m.model_dir) / "production", output)
         summary = retrain_summary(result)
     if summary["status"] != "completed":
@@ -51,10 +50,10 @@ def _retrain_points(
     from cl_plugin.learning.retraining import IncrementalRetrainingPipeline
 
     m, store = ctx.m, ctx.store
-    started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
+    started = (store.runs.get(state["run_id"]) or {}).get("started_at")
     done = (earlier(ctx, state, "retrain") or {}).get("points") or {}
     window_rows = rows(ctx, state)
-    labeled = store.annotation_queue("labeled")
+    labeled = store.queue.items("labeled")
     results: dict[str, dict[str, Any]] = {}
     for point in points:
         name, ref = point["name"], PointRef.parse(point["point"])

@@ -6,8 +6,6 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from cl_plugin.store.points import ab_outcomes
-
 from ..context import TEST_PREFIX, MaintenanceContext, MaintenanceState, Outcome, earlier, record
 from ..models import point_names, promote_versions, versions_of
 
@@ -24,13 +22,12 @@ def review_ab_tests(state: MaintenanceState, runtime: Runtime[MaintenanceContext
     planned = earlier(ctx, state, "review_ab_tests")
     if planned is None:
         reviewed = []
-        for test in ctx.store.ab_tests(status="running"):
+        for test in ctx.store.ab.list(status="running"):
             if not test["name"].startswith(TEST_PREFIX):
                 continue
             names = point_names(test["name"])
             if names is not None:  # a decision point's test: its results are the served decisions' outcomes
-                outcomes = ab_outcomes(
-                    ctx.store,
+                outcomes = ctx.store.ab.outcomes(
                     test["test_id"],
                     low_rating_threshold=ctx.config.failure_analysis.low_rating_threshold,
                 )

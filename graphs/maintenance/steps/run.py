@@ -9,8 +9,6 @@ from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from cl_plugin.store.runs import abandon_maintenance_run, acquire_lease, lease_holder, release_lease
-
 from ..context import LEASE, MaintenanceContext, MaintenanceState, save_run
 
 
@@ -21,8 +19,8 @@ def begin(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> dict
     run_id = state.get("run_id") or str(uuid.uuid4())
     thread_id = str(get_config().get("configurable", {}).get("thread_id", run_id))
     now = ctx.clock()
-    previous = lease_holder(ctx.store, LEASE, now=now, expired=True)
-    if not acquire_lease(ctx.store, LEASE, run_id, ctx.m.lease_ttl_seconds, now=now):
+    previous = ctx.store.runs.lease_holder(LEASE, now=now, expired=True)
+    if not ctx.store.runs.acquire_lease(LEASE, run_id, ctx.m.lease_ttl_seconds, now=now):
         return {
             "run_id": run_id,
             "owner": False,
@@ -30,8 +28,8 @@ def begin(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> dict
             "reason": "another run holds the lease",
         }
     if previous is not None and previous["owner"] != run_id:  # it died or stalled past its lease
-        abandon_maintenance_run(
-            ctx.store, previous["owner"], f"its lease expired and maintenance run {run_id} took it over"
+        ctx.store.runs.abandon(
+            previous["owner"], f"its lease expired and maintenance run {run_id} took it over"
         )
     save_run(ctx.store, {"run_id": run_id, "thread_id": thread_id, "status": "running"})
     # a thread that ran a cycle before keeps its state: start this one clean
@@ -71,7 +69,7 @@ def finish(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> dic
         "summary": {**summary, "reason": state.get("reason"), "report": report_file},
     }
     save_run(ctx.store, run)
-    release_lease(ctx.store, LEASE, state["run_id"])
+    ctx.store.runs.release_lease(LEASE, state["run_id"])
     return {"status": status}
 
 

@@ -8,7 +8,6 @@ from langgraph.runtime import Runtime
 
 from cl_plugin.records import PointRef
 from cl_plugin.store.points import point_decisions
-from cl_plugin.store.runs import maintenance_run
 
 from ..context import MaintenanceContext, MaintenanceState, Outcome, rows
 from ..models import production_router
@@ -22,19 +21,19 @@ def select(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -> Out
 
     ctx = runtime.context
     store = ctx.store
-    started = (maintenance_run(store, state["run_id"]) or {}).get("started_at")
+    started = (store.runs.get(state["run_id"]) or {}).get("started_at")
 
     def queued_by_this_run() -> list[dict[str, Any]]:
-        return [i for i in store.annotation_queue() if started is not None and i["created_at"] >= started]
+        return [i for i in store.queue.items() if started is not None and i["created_at"] >= started]
 
     # What an interrupted attempt queued is this run's selection: selecting again would pass those
     # items over as queued already and queue as many others.
     if not queued_by_this_run():
         selector = ActiveLearningSelector(ctx.config.active_learning, router=production_router(ctx.registry))
         picks = selector.select_for_annotation(
-            rows(ctx, state), budget=ctx.budget, exclude_ids=store.queued_interaction_ids()
+            rows(ctx, state), budget=ctx.budget, exclude_ids=store.queue.queued_ids()
         )
-        store.enqueue_for_annotation(picks)
+        store.queue.enqueue(picks)
     points = learning(ctx, state)
     decided: list[tuple[dict[str, Any], dict[str, Any]]] = []
     w = state["window"]

@@ -7,8 +7,6 @@ from collections import Counter
 
 from langgraph.runtime import Runtime
 
-from cl_plugin.store.runs import maintenance_runs
-
 from ..context import MaintenanceContext, MaintenanceState, Outcome, rows
 
 
@@ -17,7 +15,7 @@ def load_window(state: MaintenanceState, runtime: Runtime[MaintenanceContext]) -
     ctx = runtime.context
     end = ctx.clock()
     start = end - ctx.m.window_hours * 3600.0
-    done = [r for r in maintenance_runs(ctx.store, limit=50) if r["status"] == "completed" and r["summary"]]
+    done = [r for r in ctx.store.runs.list(limit=50) if r["status"] == "completed" and r["summary"]]
     if done and done[0]["summary"].get("window"):
         start = max(start, done[0]["summary"]["window"]["end"])
     window = {
