@@ -33,7 +33,8 @@ from cl_plugin.capture.runtree import DECISION, END, ERROR, START, CaptureOption
 from cl_plugin.capture.sampling import check_sample_rate
 from cl_plugin.config import HASH_KEY_ENV, FeedbackConfig, parse_section
 from cl_plugin.errors import ConfigError, PrivacyConfigError
-from cl_plugin.privacy import Sanitizer, default_redactor, hash_identifier
+from cl_plugin.privacy import Sanitizer, default_redactor, hash_identifier, id_hash_key, repair_text
+from cl_plugin.privacy.tokens import mint_feedback_token
 from cl_plugin.store import Store
 from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
@@ -591,6 +592,29 @@ class CaptureHandler(BaseCallbackHandler):
             attachments=attachments,
             limits=self.feedback_limits,
         )
+
+    def feedback_token(self, interaction_id: str | UUID, *, ttl: float = 3600.0) -> str:
+        """A signed token that lets a client post feedback on this interaction, and no other, for ``ttl``
+        seconds (to the endpoint of :func:`cl_plugin.web.feedback.feedback_app`, say).
+
+        Signed with HMAC-SHA256 under the handler's id hashing key (``hash_key``, else
+        ``CL_PLUGIN_HASH_KEY``, else :func:`cl_plugin.privacy.id_hash_key`); the endpoint must be given the
+        same key. The token names the interaction as stored (hashed when its id holds PII).
+
+        Args:
+            interaction_id: the interaction (a captured run's root run id).
+            ttl: seconds the token is valid (at most 30 days).
+
+        Returns:
+            The token.
+        """
+        stored = self.sanitizer.key(repair_text(str(interaction_id)))
+        return mint_feedback_token(self.token_key, stored, ttl)
+
+    @property
+    def token_key(self) -> str:
+        """The key feedback tokens are signed with: the id hashing key of this handler's privacy settings."""
+        return self._hash_key or os.environ.get(HASH_KEY_ENV) or id_hash_key()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything captured so far (runs still in flight are written when they end).
