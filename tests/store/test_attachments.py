@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from PIL import Image
 
 from cl_plugin import CaptureHandler, ProductionInteraction, ProductionInteractionLogger
+from cl_plugin.cli import main as cli_main
 from cl_plugin.config import FeedbackConfig
 from cl_plugin.errors import (
     AttachmentTooLargeError,
@@ -318,3 +320,20 @@ def test_attachments_are_backed_up_sanitized_and_recoverable(tmp_path: Path) -> 
         "use the env var\n\n```\nkey='[API_KEY]'"
     )
     fresh.close()
+
+
+def test_the_jsonl_export_names_each_interactions_attachments_without_their_bytes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    store = Store.from_url(url).setup()
+    add_interaction(store, "with")
+    add_interaction(store, "without")
+    row = store.feedback.record("with", score=2, attachments=[Attachment("image", jpeg_with_gps())])
+    store.close()
+    out = tmp_path / "x.jsonl"
+    assert cli_main(["export", "--store", url, "--out", str(out)]) == 0
+    lines = {r["interaction_id"]: r for r in map(orjson.loads, out.read_bytes().splitlines())}
+    [meta] = row["attachments"]
+    assert lines["with"]["attachments"] == [{k: meta[k] for k in ("sha256", "kind", "media_type", "size")}]
+    assert "attachments" not in lines["without"]
+    content = Store.from_url(url).attachments.get(meta["sha256"])["content"]
+    assert content not in out.read_bytes() and base64.b64encode(content) not in out.read_bytes()
