@@ -337,3 +337,20 @@ def test_the_jsonl_export_names_each_interactions_attachments_without_their_byte
     assert "attachments" not in lines["without"]
     content = Store.from_url(url).attachments.get(meta["sha256"])["content"]
     assert content not in out.read_bytes() and base64.b64encode(content) not in out.read_bytes()
+
+
+def test_the_logger_takes_its_limits_from_the_feedback_keys_of_its_config(tmp_path: Path) -> None:
+    logger = ProductionInteractionLogger({"storage": str(tmp_path), "max_attachments": 1})
+    try:
+        assert logger.feedback_limits.max_attachments == 1
+        logger.log_interaction_sync(
+            ProductionInteraction(
+                interaction_id="i", timestamp=time.time(), session_id="s", user_query="q", response="r"
+            )
+        )
+        with pytest.raises(AttachmentTooLargeError, match="at most 1"):
+            logger.record_feedback(
+                "i", score=3, attachments=[Attachment("code", "a"), Attachment("text", "b")]
+            )
+    finally:
+        logger.close()

@@ -340,3 +340,32 @@ def test_a_thousand_concurrent_posts_over_loopback_are_each_stored_exactly_once(
         assert comments == sorted(f"post {k}" for k in range(1000))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_concurrent_retries_under_one_idempotency_key_store_one_row_and_get_one_answer(
+    backend: str, request: pytest.FixtureRequest, tmp_path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fb.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = Store.from_url(url).setup()
+    add_interactions(store, "i1")
+    post = {
+        "interaction_id": "i1",
+        "score": 2,
+        "attachments": [{"kind": "code", "content_base64": b64(b"x")}],
+    }
+
+    async def retries(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+            return await asyncio.gather(
+                *(c.post(URL, json=post, headers={"Idempotency-Key": "same"}) for _ in range(20))
+            )
+
+    try:
+        with serve(feedback_app(store, key=KEY)) as base:
+            responses = asyncio.run(retries(base))
+        assert {r.status_code for r in responses} == {201}
+        assert len({r.text for r in responses}) == 1
+        assert count(store, "feedback") == count(store, "feedback_requests") == 1
+    finally:
+        store.close()
