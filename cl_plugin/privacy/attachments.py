@@ -219,15 +219,14 @@ def _clean_image(data: bytes, field: str, limits: FeedbackConfig) -> tuple[bytes
             f"{str(exc)[:120]}); the file may be truncated or damaged: send it again",
             field=field,
         ) from None
-    out = io.BytesIO()
-    if fmt == "JPEG":
-        pixels.save(out, "JPEG", quality=90)
-    elif fmt == "PNG":
-        pixels.save(out, "PNG")
+    # Lossy formats step down in quality when the re-encoded file would pass the limit the original kept.
+    for quality in (90, 75, 60) if fmt in ("JPEG", "WEBP") else (None,):
+        out = io.BytesIO()
+        pixels.save(out, fmt, **({} if quality is None else {"quality": quality}))
+        encoded = out.getvalue()
+        if len(encoded) <= limits.max_image_bytes:
+            break
     else:
-        pixels.save(out, "WEBP", quality=90)
-    encoded = out.getvalue()
-    if len(encoded) > limits.max_image_bytes:
         raise AttachmentTooLargeError(
             f"{field} is {len(encoded):,} bytes once re-encoded; images may have at most "
             f"{limits.max_image_bytes:,} (feedback.max_image_bytes): send a smaller image",

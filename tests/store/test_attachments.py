@@ -354,3 +354,16 @@ def test_the_logger_takes_its_limits_from_the_feedback_keys_of_its_config(tmp_pa
             )
     finally:
         logger.close()
+
+
+def test_a_jpeg_under_the_limit_is_kept_even_when_reencoding_at_full_quality_would_pass_it(
+    store: Store,
+) -> None:
+    iid = add_interaction(store)
+    noise = bytes((i * 2654435761 >> 7) & 0xFF for i in range(300 * 200 * 3))
+    out = io.BytesIO()
+    Image.frombytes("RGB", (300, 200), noise).save(out, "JPEG", quality=65)
+    original = out.getvalue()
+    limits = FeedbackConfig(max_image_bytes=len(original))
+    row = store.feedback.record(iid, score=2, attachments=[Attachment("image", original)], limits=limits)
+    assert row["attachments"][0]["size"] <= len(original)
