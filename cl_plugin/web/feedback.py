@@ -32,7 +32,9 @@ interaction; the interaction id may then be left out.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import weakref
 from typing import Any
 
 import orjson
@@ -132,9 +134,9 @@ class _Endpoint:
         self.store, self.key, self.max_body = store, key, max_body
         self.require_token, self.limits = require_token, limits
         # Writes into one database take turns: a few threads keep it busy, more only queue on its lock
-        # (and on the GIL) and make every request slower. Made on the first request, inside the event loop.
+        # (and on the GIL) and make every request slower. One limiter per event loop serving the app.
         self._threads = 4 if store.dialect == "sqlite" else 16
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiters: weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
 
     async def post(self, request: Request) -> JSONResponse:
         try:
@@ -143,9 +145,9 @@ class _Endpoint:
             kwargs = self._feedback(fields, files)
             kwargs["interaction_id"] = self._interaction(request, fields)
             idempotency_key = request.headers.get("idempotency-key")
-            if self._limiter is None:
-                self._limiter = anyio.CapacityLimiter(self._threads)
-            row = await anyio.to_thread.run_sync(self._record, kwargs, idempotency_key, limiter=self._limiter)
+            row = await anyio.to_thread.run_sync(
+                self._record, kwargs, idempotency_key, limiter=self._limiter()
+            )
         except _Refused as refused:
             return _error(refused.status, refused.message, refused.field)
         return JSONResponse(
@@ -157,6 +159,17 @@ class _Endpoint:
             },
             status_code=201,
         )
+
+    def _limiter(self) -> anyio.CapacityLimiter | None:
+        """This event loop's limiter (None under another async backend than asyncio: anyio's default)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            limiter = self._limiters[loop] = anyio.CapacityLimiter(self._threads)
+        return limiter
 
     # -- reading the request --------------------------------------------------------------------------
 
