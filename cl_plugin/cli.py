@@ -510,11 +510,16 @@ def _export(args: argparse.Namespace) -> int:
         return 0
     import orjson
 
+    from cl_plugin.capture.langsmith import attachment_metadata
+
     total = store.count_interactions()
     written = 0
     with open(args.out, "wb") as out, _bar(total, "export") as bar:
         for chunk in store.iter_interactions(chunk_size=5000):
+            attached = store.attachments.for_interactions(row["interaction_id"] for row in chunk)
             for row in chunk:
+                if row["interaction_id"] in attached:  # the metadata of its feedback's attachments, no bytes
+                    row["attachments"] = attachment_metadata(attached[row["interaction_id"]])
                 out.write(
                     orjson.dumps(
                         row,

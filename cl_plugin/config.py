@@ -26,6 +26,7 @@ __all__ = [
     "ContinualLearningConfig",
     "DriftDetectionConfig",
     "FailureAnalysisConfig",
+    "FeedbackConfig",
     "LoggingConfig",
     "MaintenanceConfig",
     "PrivacyConfig",
@@ -130,6 +131,20 @@ class PrivacyConfig(_Section):
                 key="privacy.hash_key",
             )
         return key, users, sessions
+
+
+class FeedbackConfig(_Section):
+    """Feedback attachments: how many a feedback may carry and how large each may be
+    (``continual_learning.feedback``)."""
+
+    max_attachments: int = Field(5, ge=0, le=100, description="attachments one feedback may carry")
+    max_image_bytes: int = Field(
+        5_000_000, ge=1, description="largest image attachment in bytes, as sent and as re-encoded"
+    )
+    max_image_side: int = Field(4096, ge=1, description="widest and tallest image attachment in pixels")
+    max_text_bytes: int = Field(
+        200_000, ge=1, description="largest code or text attachment in bytes of UTF-8"
+    )
 
 
 class FailureAnalysisConfig(_Section):
@@ -315,6 +330,7 @@ class ContinualLearningConfig(_Section):
     ab_testing: ABTestingConfig = Field(default_factory=ABTestingConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -501,7 +517,7 @@ def split_config(config: Any, *, component: str, section: str | None = None) -> 
                 f"unknown key {name!r} for {component}{did_you_mean(key, [*_KEY_SECTIONS, *SECTIONS])}; "
                 "a key must belong to a section of the continual_learning config (logging, validation, "
                 "failure_analysis, active_learning, retraining, drift_detection, ab_testing, privacy, "
-                "maintenance) or name one",
+                "maintenance, feedback) or name one",
                 key=name,
             )
     for name in SECTIONS:

@@ -6,9 +6,11 @@ __all__ = [
     "ABTestEndedError",
     "ABTestError",
     "ArtifactIntegrityError",
+    "AttachmentTooLargeError",
     "ClPluginError",
     "ConfigError",
     "DriftInputError",
+    "FeedbackTokenError",
     "InvalidRecordError",
     "MissingDependencyError",
     "PrivacyConfigError",
@@ -18,6 +20,7 @@ __all__ = [
     "StoreUnavailableError",
     "UnknownABTestError",
     "UnknownInteractionError",
+    "UnsupportedAttachmentError",
     "UntrustedArtifactError",
 ]
 
@@ -50,6 +53,27 @@ class InvalidRecordError(ClPluginError, ValueError):
         super().__init__(message)
         self.field = field
         self.interaction_id = interaction_id
+
+
+class AttachmentTooLargeError(InvalidRecordError):
+    """A feedback attachment is larger than the configured limit (bytes, pixels or count)."""
+
+
+class UnsupportedAttachmentError(InvalidRecordError):
+    """A feedback attachment is not of a type cl_plugin stores (an image that is not PNG, JPEG or WebP)."""
+
+
+class FeedbackTokenError(ClPluginError, ValueError):
+    """A feedback token was refused.
+
+    Attributes:
+        reason: ``"malformed"``, ``"forged"`` (its signature does not match the key), ``"expired"`` or
+            ``"wrong_interaction"`` (it was minted for another interaction).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PrivacyConfigError(ConfigError):

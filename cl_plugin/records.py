@@ -8,6 +8,8 @@ retrieval has ``retrieval_failed=None``, not ``False``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import sys
@@ -21,8 +23,10 @@ import orjson
 from cl_plugin.errors import InvalidRecordError
 
 __all__ = [
+    "ATTACHMENT_KINDS",
     "SPEC_FIELDS",
     "ActiveLearningCandidate",
+    "Attachment",
     "FailurePattern",
     "PointRef",
     "ProductionInteraction",
@@ -34,6 +38,9 @@ __all__ = [
 ]
 
 Thumbs = Literal["up", "down", "none"]
+AttachmentKind = Literal["code", "image", "text"]
+#: The kinds of attachment a feedback may carry.
+ATTACHMENT_KINDS: tuple[str, ...] = ("code", "image", "text")
 
 # The interactions columns of the original schema, in its order.
 SPEC_FIELDS: tuple[str, ...] = (
@@ -566,3 +573,111 @@ class PointRef:
     def model_names(self) -> dict[str, str]:
         """Registry names of the point's model set: the router and its replay sample."""
         return {"router": self.model_name, "replay": f"{self.model_name}-replay"}
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file given with a feedback: a code snippet, an image or a text file.
+
+    Nothing of it is trusted: an image's type is read from its bytes (PNG, JPEG or WebP) and it is re-encoded
+    without any metadata; code and text must be UTF-8 and are redacted like every other text.
+
+    Args:
+        kind: ``"code"``, ``"image"`` or ``"text"``.
+        content: the bytes (or, for code and text, a string).
+        filename: the file's name, if it had one (only its last path part is kept, redacted).
+        language: the programming language of a code snippet (``"python"``), for display.
+    """
+
+    kind: AttachmentKind
+    content: bytes | str
+    filename: str | None = None
+    language: str | None = None
+
+    @classmethod
+    def coerce(cls, value: Any, index: int) -> Attachment:
+        """An :class:`Attachment` from itself or an equivalent dict (``content`` or ``content_base64``).
+
+        Args:
+            value: the attachment as given.
+            index: its position in the feedback's ``attachments``, for error messages.
+
+        Raises:
+            InvalidRecordError: a field is missing or of the wrong type (the error names it, e.g.
+                ``attachments[0].kind``).
+        """
+        where = f"attachments[{index}]"
+        if isinstance(value, dict):
+            unknown = set(value) - {"kind", "content", "content_base64", "filename", "language"}
+            if unknown:
+                raise InvalidRecordError(
+                    f"{where} has unknown keys {sorted(unknown)}; an attachment has kind, content (or "
+                    "content_base64), filename and language",
+                    field=f"{where}.{sorted(unknown)[0]}",
+                )
+            content = value.get("content")
+            if "content_base64" in value:
+                if content is not None:
+                    raise InvalidRecordError(
+                        f"{where} has both content and content_base64; give one", field=f"{where}.content"
+                    )
+                content = _base64(value["content_base64"], f"{where}.content_base64")
+            value = cls(
+                kind=value.get("kind"),  # type: ignore[arg-type]
+                content=content,  # type: ignore[arg-type]
+                filename=value.get("filename"),
+                language=value.get("language"),
+            )
+        if not isinstance(value, cls):
+            raise InvalidRecordError(
+                f"{where} must be a cl_plugin.records.Attachment or a dict with kind and content "
+                f"(got {type(value).__name__})",
+                field=where,
+            )
+        if value.kind not in ATTACHMENT_KINDS:
+            raise InvalidRecordError(
+                f"{where}.kind must be one of {', '.join(ATTACHMENT_KINDS)} (got {value.kind!r})",
+                field=f"{where}.kind",
+            )
+        if not isinstance(value.content, bytes | bytearray | memoryview | str) or not value.content:
+            raise InvalidRecordError(
+                f"{where}.content must be non-empty bytes (or a string for code and text), got "
+                f"{'empty ' if isinstance(value.content, bytes | str) else ''}{type(value.content).__name__}",
+                field=f"{where}.content",
+            )
+        if isinstance(value.content, str) and value.kind == "image":
+            raise InvalidRecordError(
+                f"{where}.content of an image must be bytes (or content_base64 in a dict), not a string",
+                field=f"{where}.content",
+            )
+        for name in ("filename", "language"):
+            text = getattr(value, name)
+            if text is not None and (not isinstance(text, str) or not 0 < len(text) <= _NAME_CHARS):
+                raise InvalidRecordError(
+                    f"{where}.{name} must be a string of 1 to {_NAME_CHARS} characters or None (got "
+                    f"{type(text).__name__}{f' of length {len(text)}' if isinstance(text, str) else ''})",
+                    field=f"{where}.{name}",
+                )
+        if value.language is not None and not _LANGUAGE.fullmatch(value.language):
+            raise InvalidRecordError(
+                f"{where}.language must be a language name such as 'python' or 'c++' (letters, digits and "
+                f"+#._- only, got {value.language!r})",
+                field=f"{where}.language",
+            )
+        return value
+
+
+_NAME_CHARS = 255
+_LANGUAGE = re.compile(r"[A-Za-z0-9_+#.\-]{1,32}")
+
+
+def _base64(text: Any, name: str) -> bytes:
+    """Decode standard base64 strictly, with an error naming the field."""
+    if not isinstance(text, str):
+        raise InvalidRecordError(f"{name} must be a base64 string (got {type(text).__name__})", field=name)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRecordError(
+            f"{name} is not valid base64; encode the file's bytes with standard base64 (RFC 4648)", field=name
+        ) from None

@@ -26,7 +26,7 @@ from cl_plugin.capture.langsmith import (
     sanitizing_tracer,
 )
 from cl_plugin.privacy import REDACTED, PIIRedactor, Sanitizer, hash_identifier
-from cl_plugin.records import ProductionInteraction
+from cl_plugin.records import Attachment, ProductionInteraction
 from cl_plugin.store import Batch, Store
 from cl_plugin.store.rows import row_from_interaction
 from tests.langsmith_server import LangSmithServer
@@ -419,6 +419,22 @@ def test_export_creates_the_dataset_with_one_example_per_interaction(
         "corrected": False,
     }
     assert_no_raw_pii(server.all_bodies())
+
+
+def test_an_export_names_the_attachments_of_the_feedback_but_never_sends_their_bytes(
+    server: LangSmithServer, store: Store
+) -> None:
+    iid = str(uuid.UUID(int=1))
+    code = "token = 'ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8' # from ann@example.com"
+    row = store.feedback.record(iid, thumbs="down", attachments=[Attachment("code", code, language="python")])
+    result = export_to_dataset(store, server.client(), "cl-regressions")
+    [meta] = row["attachments"]
+    assert examples_of(server, result)[iid]["metadata"]["attachments"] == [
+        {"sha256": meta["sha256"], "kind": "code", "media_type": meta["media_type"], "size": meta["size"]}
+    ]
+    assert "attachments" not in examples_of(server, result)[str(uuid.UUID(int=2))]["metadata"]
+    stored = store.attachments.get(meta["sha256"])["content"]
+    assert stored not in server.all_bodies() and b"ghp_" not in server.all_bodies()
 
 
 def test_corrections_replace_the_response_with_the_last_one(server: LangSmithServer, store: Store) -> None:

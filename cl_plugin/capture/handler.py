@@ -31,13 +31,13 @@ from langchain_core.runnables import RunnableConfig
 from cl_plugin.capture.langsmith import mirror_feedback
 from cl_plugin.capture.runtree import DECISION, END, ERROR, START, CaptureOptions, RunTree
 from cl_plugin.capture.sampling import check_sample_rate
-from cl_plugin.config import HASH_KEY_ENV
+from cl_plugin.config import HASH_KEY_ENV, FeedbackConfig, parse_section
 from cl_plugin.errors import ConfigError, PrivacyConfigError
-from cl_plugin.privacy import Sanitizer, default_redactor, hash_identifier
+from cl_plugin.privacy import Sanitizer, default_redactor, hash_identifier, id_hash_key, repair_text
+from cl_plugin.privacy.tokens import mint_feedback_token
 from cl_plugin.store import Store
 from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import feedback_rows
 from cl_plugin.store.writer import Writer
 
 __all__ = ["DECISION_EVENT", "CaptureHandler", "arecord_decision", "record_decision"]
@@ -218,6 +218,9 @@ class CaptureHandler(BaseCallbackHandler):
         always_keep_errors: keep the detail of a run outside the sample when something in it raised.
         max_unsampled_detail: detail rows held per run outside the sample while it is in flight; beyond it
             they are dropped, and if the run raised its metadata counts them (``detail_dropped``).
+        feedback: the limits of feedback attachments (the ``feedback`` config section as a dict or
+            :class:`~cl_plugin.config.FeedbackConfig`; default: the logger's when ``store`` is a logger,
+            else the defaults).
 
     Raises:
         ConfigError: ``sample_rate`` is not in (0, 1] or ``max_unsampled_detail`` is not a positive int.
@@ -272,6 +275,7 @@ class CaptureHandler(BaseCallbackHandler):
         sample_rate: float | None = None,
         always_keep_errors: bool = True,
         max_unsampled_detail: int = 1_000,
+        feedback: dict[str, Any] | FeedbackConfig | None = None,
     ) -> None:
         from cl_plugin.capture.logger import (
             ProductionInteractionLogger,  # the logger imports this module's peers
@@ -321,6 +325,9 @@ class CaptureHandler(BaseCallbackHandler):
             self.store: Store = store.store
             self.sanitizer = store.sanitizer
             self.writer = store.writer
+            self._hash_key = store.privacy.resolve_hash_key() if store.privacy is not None else None
+            if feedback is None:
+                feedback = store.feedback_limits
         else:
             if store is None or isinstance(store, str):
                 store = Store.from_url(store or "sqlite://")
@@ -330,6 +337,7 @@ class CaptureHandler(BaseCallbackHandler):
                     f"not {type(store).__name__}"
                 )
             self.store = store
+            self._hash_key = hash_key
             self.sanitizer = _sanitizer(
                 redact_pii, hash_user_ids, hash_session_ids, hash_key, max_text_length
             )
@@ -341,6 +349,7 @@ class CaptureHandler(BaseCallbackHandler):
                 max_queue=max_queue,
                 name="cl-plugin-capture",
             )
+        self.feedback_limits = parse_section(FeedbackConfig, feedback, prefix="feedback")
         self.options = options
         self.tree = RunTree(self.sanitizer, options)
         self.feedback_mirror = feedback_mirror
@@ -543,25 +552,30 @@ class CaptureHandler(BaseCallbackHandler):
         value: Any = None,
         source: str = "user",
         key: str = "user_feedback",
+        attachments: Sequence[Any] | None = None,
     ) -> dict[str, Any]:
         """Attach feedback to a captured interaction, as ``store.feedback.record``
         (:meth:`cl_plugin.store.feedback.Feedback.record`) does.
 
         Feedback for a run still in flight or not yet written is queued behind it, so it is never lost.
+        Attachments (:class:`~cl_plugin.records.Attachment` or equivalent dicts: code, images, text files)
+        are checked and sanitized here, within the handler's ``feedback`` limits, and queued with it.
 
         Returns:
-            The feedback row as it will be stored.
+            The feedback row as it will be stored (with ``attachments``, their metadata, when given).
 
         Raises:
-            InvalidRecordError: a field cannot be stored as given (the error names it).
+            InvalidRecordError: a field cannot be stored as given (the error names it; attachments over
+                the limits or of a type not stored raise its subclasses).
+            MissingDependencyError: an image attachment without Pillow (``pip install 'cl-plugin[web]'``).
             UnknownInteractionError: no run with this id went through this handler or is in the store.
         """
         iid = str(interaction_id)
 
-        def deliver(row: dict[str, Any]) -> None:
-            self.writer.submit(feedback_rows, row)
+        def deliver(rows: list[tuple[str, dict[str, Any]]]) -> None:
+            self.writer.submit(list, rows)  # built and sanitized already: the writer stores them as they are
             if self.feedback_mirror is not None:
-                mirror_feedback(self.feedback_mirror, row)
+                mirror_feedback(self.feedback_mirror, rows[0][1])
 
         return record_feedback(
             interaction_id,
@@ -575,7 +589,32 @@ class CaptureHandler(BaseCallbackHandler):
             value=value,
             source=source,
             key=key,
+            attachments=attachments,
+            limits=self.feedback_limits,
         )
+
+    def feedback_token(self, interaction_id: str | UUID, *, ttl: float = 3600.0) -> str:
+        """A signed token that lets a client post feedback on this interaction, and no other, for ``ttl``
+        seconds (to the endpoint of :func:`cl_plugin.web.feedback.feedback_app`, say).
+
+        Signed with HMAC-SHA256 under the handler's id hashing key (``hash_key``, else
+        ``CL_PLUGIN_HASH_KEY``, else :func:`cl_plugin.privacy.id_hash_key`); the endpoint must be given the
+        same key. The token names the interaction as stored (hashed when its id holds PII).
+
+        Args:
+            interaction_id: the interaction (a captured run's root run id).
+            ttl: seconds the token is valid (at most 30 days).
+
+        Returns:
+            The token.
+        """
+        stored = self.sanitizer.key(repair_text(str(interaction_id)))
+        return mint_feedback_token(self.token_key, stored, ttl)
+
+    @property
+    def token_key(self) -> str:
+        """The key feedback tokens are signed with: the id hashing key of this handler's privacy settings."""
+        return self._hash_key or os.environ.get(HASH_KEY_ENV) or id_hash_key()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything captured so far (runs still in flight are written when they end).

@@ -581,7 +581,9 @@ def export_to_dataset(
 
     Each example has inputs ``{"query": user_query}``, outputs ``{"response": ...}`` (the last correction
     when the interaction has corrections, else the response) and metadata ``interaction_id``, ``run_id``,
-    ``agent_selected``, ``user_feedback_score``, ``graph_name``, ``timestamp`` and ``corrected``. Texts
+    ``agent_selected``, ``user_feedback_score``, ``graph_name``, ``timestamp``, ``corrected`` and, when its
+    feedback carries attachments, ``attachments`` (each one's ``sha256``, ``kind``, ``media_type`` and
+    ``size``; never the bytes). Texts
     go through the redactor again before they leave, although the store holds them redacted already, and
     an id that holds PII (in a store written without redaction) is sent as its keyed hash
     (:func:`~cl_plugin.privacy.safe_identifier`).
@@ -625,7 +627,15 @@ def export_to_dataset(
             break
         examples = {example_id(dataset_id, row["interaction_id"]): row for row in chunk}
         new_ids = _missing_examples(client, dataset_id, list(examples))
-        made = _create_examples(client, dataset_id, [_example(i, examples[i], redactor) for i in new_ids])
+        attached = store.attachments.for_interactions(examples[i]["interaction_id"] for i in new_ids)
+        made = _create_examples(
+            client,
+            dataset_id,
+            [
+                _example(i, examples[i], redactor, attached.get(examples[i]["interaction_id"]))
+                for i in new_ids
+            ],
+        )
         created += made
         skipped += len(examples) - made
         if remaining == 0:
@@ -664,10 +674,12 @@ def _create_examples(client: langsmith.Client, dataset_id: str, examples: list[d
     return int(response["count"])
 
 
-def _example(ex_id: str, row: dict[str, Any], redactor: PIIRedactor) -> dict[str, Any]:
+def _example(
+    ex_id: str, row: dict[str, Any], redactor: PIIRedactor, attachments: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     corrections = row.get("corrections") or []
     answer = corrections[-1] if corrections else row["response"]
-    return {
+    example = {
         "id": ex_id,
         "inputs": {"query": redactor.safe_redact(row["user_query"])},
         "reference_outputs": {"response": redactor.safe_redact(answer)},
@@ -683,6 +695,15 @@ def _example(ex_id: str, row: dict[str, Any], redactor: PIIRedactor) -> dict[str
             "corrected": bool(corrections),
         },
     }
+    if attachments:
+        example["metadata"]["attachments"] = attachment_metadata(attachments)
+    return example
+
+
+def attachment_metadata(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What an export says of an interaction's feedback attachments: their address, kind, media type and
+    size; never their bytes (read those with ``store.attachments.get``)."""
+    return [{k: a[k] for k in ("sha256", "kind", "media_type", "size")} for a in attachments]
 
 
 def _redacted(redactor: PIIRedactor, text: str | None) -> str | None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from uuid import UUID
 from cl_plugin.capture.langsmith import mirror_feedback
 from cl_plugin.config import (
     ContinualLearningConfig,
+    FeedbackConfig,
     LoggingConfig,
     PrivacyConfig,
     ValidationConfig,
@@ -35,7 +37,7 @@ from cl_plugin.store import Store
 from cl_plugin.store.backup import BackupWriter, iter_backup, purge_backups
 from cl_plugin.store.feedback import record_feedback
 from cl_plugin.store.journal import Journal
-from cl_plugin.store.rows import feedback_rows, interaction_from_row, interaction_rows
+from cl_plugin.store.rows import interaction_from_row, interaction_rows
 from cl_plugin.store.writer import Writer
 
 __all__ = ["ProductionInteractionLogger"]
@@ -58,6 +60,8 @@ class ProductionInteractionLogger:
             logger takes it, if nobody did).
         privacy: privacy settings (id hashing); by default ids are stored as given.
         validation: the accepted feedback score range and other checks.
+        feedback: the limits of feedback attachments (the ``feedback`` section: ``max_attachments``,
+            ``max_image_bytes``, ``max_image_side``, ``max_text_bytes``).
         feedback_mirror: where recorded feedback is also sent, such as
             :class:`cl_plugin.capture.langsmith.FeedbackMirror`. With ``use_langsmith`` set and none given, a
             mirror to ``langsmith_project`` is made from the environment's LangSmith settings.
@@ -82,6 +86,7 @@ class ProductionInteractionLogger:
         privacy: dict[str, Any] | PrivacyConfig | None = None,
         validation: dict[str, Any] | ValidationConfig | None = None,
         feedback_mirror: Any = None,
+        feedback: dict[str, Any] | FeedbackConfig | None = None,
         **kwargs: Any,
     ) -> None:
         parts = (
@@ -95,7 +100,10 @@ class ProductionInteractionLogger:
             validation = parts["validation"]
         if privacy is None and parts and parts.get("privacy"):
             privacy = parts["privacy"]
+        if feedback is None and parts and parts.get("feedback"):
+            feedback = parts["feedback"]
         self.validation = parse_section(ValidationConfig, validation, prefix="validation")
+        self.feedback_limits = parse_section(FeedbackConfig, feedback, prefix="feedback")
         self.privacy = (
             parse_section(PrivacyConfig, privacy, prefix="privacy") if privacy is not None else None
         )
@@ -261,6 +269,7 @@ class ProductionInteractionLogger:
         value: Any = None,
         source: str = "user",
         key: str = "user_feedback",
+        attachments: Sequence[Any] | None = None,
     ) -> dict[str, Any]:
         """Attach feedback to a logged interaction.
 
@@ -277,12 +286,17 @@ class ProductionInteractionLogger:
             value: any JSON-like value (for annotators and judges).
             source: who gave it: ``"user"``, ``"annotator"``, ``"llm_judge"``, ``"langsmith"``, ...
             key: what was rated.
+            attachments: code snippets, images and text files (:class:`~cl_plugin.records.Attachment` or
+                equivalent dicts), within the ``feedback`` limits; images are re-encoded without metadata,
+                code and text redacted.
 
         Returns:
-            The feedback row as it will be stored.
+            The feedback row as it will be stored (with ``attachments``, their metadata, when given).
 
         Raises:
-            InvalidRecordError: a field cannot be stored as given (the error names it).
+            InvalidRecordError: a field cannot be stored as given (the error names it; attachments over
+                the limits or of a type not stored raise its subclasses).
+            MissingDependencyError: an image attachment without Pillow (``pip install 'cl-plugin[web]'``).
             UnknownInteractionError: no interaction with this id was ever logged here or stored.
         """
         store, writer = self.store, self.writer
@@ -295,12 +309,13 @@ class ProductionInteractionLogger:
             self.flush()  # it may be waiting in the queue
             return store.has_interaction(stored_id)
 
-        def deliver(row: dict[str, Any]) -> None:
+        def deliver(rows: list[tuple[str, dict[str, Any]]]) -> None:
             assert store is not None and writer is not None
-            fut = writer.submit(feedback_rows, row)
+            fut = writer.submit(list, rows)  # built and sanitized already: the writer stores them as they are
             if fut is not None:
                 fut.result()
             if self.feedback_mirror is not None:
+                row = rows[0][1]
                 stored = store.get_interaction(row["interaction_id"]) or {}
                 mirror_feedback(self.feedback_mirror, row, run_id=stored.get("run_id"))
 
@@ -318,6 +333,8 @@ class ProductionInteractionLogger:
             key=key,
             min_score=self.validation.min_feedback_score,
             max_score=self.validation.max_feedback_score,
+            attachments=attachments,
+            limits=self.feedback_limits,
         )
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -7,6 +7,8 @@ The foundation under the store: nothing here imports the store or any stage of t
 * :mod:`~cl_plugin.privacy.detectors`: :class:`PIIRedactor`, the typed detectors and their validation;
 * :mod:`~cl_plugin.privacy.ids`: :func:`hash_identifier`, :func:`safe_identifier` and the hashing key;
 * :mod:`~cl_plugin.privacy.sanitize`: :class:`Sanitizer`, which makes a record's values safe to store;
+* :mod:`~cl_plugin.privacy.attachments`: feedback attachments checked, images re-encoded without metadata;
+* :mod:`~cl_plugin.privacy.tokens`: signed feedback tokens scoped to one interaction;
 * :mod:`~cl_plugin.privacy.quality`: :class:`DataQualityValidator`, the original design's validator.
 """
 

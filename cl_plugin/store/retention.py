@@ -7,15 +7,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, select, text
 
+from cl_plugin.store.attachments import ATTACHMENT_LOCK
 from cl_plugin.store.tables import (
     ABTestGroup,
     ABTestRow,
     AnnotationItem,
+    AttachmentRow,
     Decision,
     DriftEvent,
     Feedback,
+    FeedbackAttachment,
+    FeedbackRequest,
     Interaction,
     InteractionEmbedding,
     InteractionRevision,
@@ -37,8 +41,11 @@ _TABLES: dict[str, Table] = {
     "interaction_revisions": InteractionRevision.__table__,  # type: ignore[dict-item]
     "annotation_queue": AnnotationItem.__table__,  # type: ignore[dict-item]
     "interaction_embeddings": InteractionEmbedding.__table__,  # type: ignore[dict-item]
+    "feedback_attachments": FeedbackAttachment.__table__,  # type: ignore[dict-item]
+    "feedback_requests": FeedbackRequest.__table__,  # type: ignore[dict-item]
 }
 _CHILD_TABLES = tuple(_TABLES)
+_ATTACHMENTS: Table = AttachmentRow.__table__  # type: ignore[assignment]
 _DRIFT_EVENTS: Table = DriftEvent.__table__  # type: ignore[assignment]
 _MAINTENANCE_RUNS: Table = MaintenanceRun.__table__  # type: ignore[assignment]
 _AB_TESTS: Table = ABTestRow.__table__  # type: ignore[assignment]
@@ -61,9 +68,12 @@ class Retention:
         What expires, per table:
 
         * ``interactions``: ``timestamp`` before the cut-off; with each go its ``node_runs``, ``decisions``,
-          ``feedback``, ``interaction_revisions`` (earlier versions of it), ``annotation_queue`` item and
-          ``interaction_embeddings`` row. Node runs, decisions, feedback and embeddings older than the
+          ``feedback``, ``interaction_revisions`` (earlier versions of it), ``annotation_queue`` item,
+          ``interaction_embeddings`` row, ``feedback_attachments`` links and ``feedback_requests``
+          (idempotency keys). Node runs, decisions, feedback, embeddings, links and keys older than the
           cut-off whose interaction was never stored go too.
+        * ``attachments``: every attachment no remaining feedback names any more, whatever its age (the
+          same bytes attached to newer feedback stay).
         * ``drift_events``: ``detected_at`` before the cut-off (the alarm's window statistics and features).
         * ``maintenance_runs``: finished runs whose last update is before the cut-off (their step reports
           summarise the window's interactions); a run still ``running`` is kept, so a paused run can resume.
@@ -109,6 +119,8 @@ class Retention:
             ("decisions", _TABLES["decisions"].c.timestamp),
             ("feedback", _TABLES["feedback"].c.created_at),
             ("interaction_embeddings", _TABLES["interaction_embeddings"].c.created_at),
+            ("feedback_attachments", _TABLES["feedback_attachments"].c.created_at),
+            ("feedback_requests", _TABLES["feedback_requests"].c.created_at),
         )
         for name, time_col in orphans:
             table = _TABLES[name]
@@ -121,6 +133,7 @@ class Retention:
                     if not ids:
                         break
                     deleted[name] += conn.execute(delete(table).where(pk.in_(ids))).rowcount
+        deleted["attachments"] = self._sweep_attachments(batch_size)
         m = _MAINTENANCE_RUNS.c
         expired = (
             ("drift_events", _DRIFT_EVENTS, _DRIFT_EVENTS.c.detected_at < older_than),
@@ -145,6 +158,25 @@ class Retention:
                 deleted["ab_test_groups"] += conn.execute(groups).rowcount
                 deleted["ab_tests"] += conn.execute(delete(_AB_TESTS).where(a.test_id.in_(ids))).rowcount
         return deleted
+
+    def _sweep_attachments(self, batch_size: int) -> int:
+        """Delete the attachments no ``feedback_attachments`` row names, ``batch_size`` per transaction.
+
+        On PostgreSQL the sweep holds the attachment lock exclusively while writers of attachments hold it
+        shared (see :meth:`Store.write`), so it never deletes the bytes of a link being committed; on
+        SQLite every write transaction holds the database's write lock anyway.
+        """
+        a, links = _ATTACHMENTS.c, _TABLES["feedback_attachments"]
+        unreferenced = ~select(links.c.sha256).where(links.c.sha256 == a.sha256).exists()
+        deleted = 0
+        while True:
+            with self._store.transaction() as conn:
+                if self._store.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ATTACHMENT_LOCK})
+                ids = list(conn.execute(select(a.sha256).where(unreferenced).limit(batch_size)).scalars())
+                if not ids:
+                    return deleted
+                deleted += conn.execute(delete(_ATTACHMENTS).where(a.sha256.in_(ids), unreferenced)).rowcount
 
     def _delete_in_batches(self, table: Table, condition: Any, batch_size: int) -> int:
         """Delete the rows of a single-key table that match ``condition``, ``batch_size`` per transaction."""

@@ -265,8 +265,10 @@ def feedback_row(
     max_score: float = 5.0,
     feedback_id: str | None = None,
     created_at: float | None = None,
+    has_attachments: bool = False,
 ) -> dict[str, Any]:
-    """A checked, sanitized ``feedback`` row.
+    """A checked, sanitized ``feedback`` row (``has_attachments``: the feedback carries attachments, which
+    are feedback enough without a score or text).
 
     Raises:
         InvalidRecordError: a field cannot be stored as given; the error names it.
@@ -302,8 +304,18 @@ def feedback_row(
         raise bad("source", f"must be a non-empty string such as 'user' or 'annotator' (got {source!r})")
     if not isinstance(key, str) or not key:
         raise bad("key", f"must be a non-empty string (got {key!r})")
-    if score is None and thumbs is None and correction is None and comment is None and value is None:
-        raise bad("score", "is missing: give at least one of score, thumbs, correction, comment or value")
+    if (
+        score is None
+        and thumbs is None
+        and correction is None
+        and comment is None
+        and value is None
+        and not has_attachments
+    ):
+        raise bad(
+            "score",
+            "is missing: give at least one of score, thumbs, correction, comment, value or attachments",
+        )
     return {
         "feedback_id": feedback_id or str(uuid.uuid4()),
         "interaction_id": s.key(repair_text(interaction_id)),
@@ -318,6 +330,44 @@ def feedback_row(
     }
 
 
-def feedback_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """A feedback row as the writer's ``(table, row)`` pairs."""
-    return [("feedback", row)]
+def feedback_rows(row: dict[str, Any], attachments: Sequence[Any] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """A feedback row and its attachments as the writer's ``(table, row)`` pairs.
+
+    Args:
+        row: a row made by :func:`feedback_row`.
+        attachments: its :class:`~cl_plugin.privacy.attachments.CleanAttachment` objects, in order: each
+            makes an ``attachments`` row (bytes as base64 text, as the journal and backups are JSON; the
+            store decodes them) and a ``feedback_attachments`` row linking it to the feedback.
+    """
+    out: list[tuple[str, dict[str, Any]]] = [("feedback", row)]
+    at = row["created_at"]
+    for position, att in enumerate(attachments):
+        out.append(
+            (
+                "attachments",
+                {
+                    "sha256": att.sha256,
+                    "kind": att.kind,
+                    "media_type": att.media_type,
+                    "size": att.size,
+                    "created_at": at,
+                    "content": base64.b64encode(att.data).decode("ascii"),
+                },
+            )
+        )
+        out.append(
+            (
+                "feedback_attachments",
+                {
+                    "feedback_id": row["feedback_id"],
+                    "position": position,
+                    "interaction_id": row["interaction_id"],
+                    "sha256": att.sha256,
+                    "kind": att.kind,
+                    "filename": att.filename,
+                    "language": att.language,
+                    "created_at": at,
+                },
+            )
+        )
+    return out

@@ -30,6 +30,7 @@ from sqlalchemy import Table as SATable
 
 from cl_plugin.errors import StoreSchemaError
 from cl_plugin.store.ab import ABTests
+from cl_plugin.store.attachments import ATTACHMENT_LOCK, Attachments
 from cl_plugin.store.batch import Batch, WriteResult
 from cl_plugin.store.drift import DriftEvents
 from cl_plugin.store.engine import WRITE, make_engine
@@ -49,6 +50,7 @@ from cl_plugin.store.schema import (
 )
 from cl_plugin.store.tables import (
     AnnotationItem,
+    AttachmentRow,
     Decision,
     Interaction,
     InteractionEmbedding,
@@ -57,6 +59,9 @@ from cl_plugin.store.tables import (
 )
 from cl_plugin.store.tables import (
     Feedback as FeedbackRow,
+)
+from cl_plugin.store.tables import (
+    FeedbackAttachment as FeedbackAttachmentRow,
 )
 
 __all__ = ["Batch", "Store", "WriteResult"]
@@ -71,10 +76,14 @@ _TABLES: dict[str, SATable] = {
     "feedback": FeedbackRow.__table__,  # type: ignore[dict-item]
     "annotation_queue": AnnotationItem.__table__,  # type: ignore[dict-item]
     "interaction_embeddings": InteractionEmbedding.__table__,  # type: ignore[dict-item]
+    "attachments": AttachmentRow.__table__,  # type: ignore[dict-item]
+    "feedback_attachments": FeedbackAttachmentRow.__table__,  # type: ignore[dict-item]
 }
 _REVISIONS: SATable = InteractionRevision.__table__  # type: ignore[assignment]
 _FEEDBACK: SATable = _TABLES["feedback"]
-_TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback")
+_TABLE_ORDER = ("interactions", "node_runs", "decisions", "feedback", "attachments", "feedback_attachments")
+# Tables whose rows carry bytes as base64 text (the journal and the backups are JSON): column to decode.
+_BASE64_COLUMNS = {"interaction_embeddings": "vector", "attachments": "content"}
 # Tables where a row written again replaces the stored one (an interaction logged again with a new vector).
 _REPLACED_TABLES = frozenset({"interaction_embeddings"})
 _EMBEDDINGS: SATable = _TABLES["interaction_embeddings"]
@@ -96,6 +105,7 @@ class Store:
 
     Attributes:
         feedback: :class:`~cl_plugin.store.feedback.Feedback`: record feedback, read its history.
+        attachments: :class:`~cl_plugin.store.attachments.Attachments`: feedback attachments.
         queue: :class:`~cl_plugin.store.queue.AnnotationQueue`: the annotation queue.
         models: :class:`~cl_plugin.store.models.Models`: model versions, aliases and their moves.
         ab: :class:`~cl_plugin.store.ab.ABTests`: A/B tests, their groups and outcomes.
@@ -126,6 +136,7 @@ class Store:
         self._schema_ready = False  # set once the database is known to be at the newest migration
         # Every other concern keeps its tables in a module of its own, reached as store.<concern>.<verb>.
         self.feedback = Feedback(self)
+        self.attachments = Attachments(self)
         self.queue = AnnotationQueue(self)
         self.models = Models(self)
         self.ab = ABTests(self)
@@ -327,7 +338,7 @@ class Store:
             i += size
         return inserted
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, conn: Connection | None = None) -> WriteResult:
         """Write a batch in one transaction.
 
         A row whose primary key exists already is an idempotent no-op when its data is the same; an
@@ -335,25 +346,36 @@ class Store:
         in ``interaction_revisions``. Nothing is silently dropped.
 
         Args:
-            batch: rows by table name (``interactions``, ``node_runs``, ``decisions``, ``feedback``).
+            batch: rows by table name (``interactions``, ``node_runs``, ``decisions``, ``feedback``,
+                ``attachments``, ``feedback_attachments``, ``interaction_embeddings``).
+            conn: a connection of :meth:`transaction` to write in, beside the caller's own statements (the
+                batch then commits or rolls back with them); by default a transaction of its own.
 
         Returns:
             Counts of inserted, unchanged and updated rows.
         """
+        if conn is None:
+            with self.transaction() as own:
+                return self._write_batch(own, batch)
+        return self._write_batch(conn, batch)
+
+    def _write_batch(self, conn: Connection, batch: Batch) -> WriteResult:
         result = WriteResult()
-        with self.transaction() as conn:
-            # Interactions first: feedback in the same batch is then applied to rows that exist.
-            for name in sorted(batch.tables, key=_table_rank):
-                if batch.tables[name]:
-                    self._write_table(conn, name, batch.tables[name], result)
-            touched = {r["interaction_id"] for r in batch.tables.get("feedback", ())}
-            interactions = batch.tables.get("interactions")
-            if interactions and conn.exec_driver_sql("SELECT 1 FROM feedback LIMIT 1").first() is not None:
-                # Feedback may have come before its interaction, or a re-logged row may have replaced
-                # the copied score: feedback stays the source of truth for the feedback columns.
-                touched.update(r["interaction_id"] for r in interactions)
-            if touched:
-                self._apply_feedback(conn, sorted(touched))
+        if batch.tables.get("attachments") and self.dialect == "postgresql":
+            # Shared: writers of attachments run side by side; retention's sweep waits for them.
+            conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": ATTACHMENT_LOCK})
+        # Interactions first: feedback in the same batch is then applied to rows that exist.
+        for name in sorted(batch.tables, key=_table_rank):
+            if batch.tables[name]:
+                self._write_table(conn, name, batch.tables[name], result)
+        touched = {r["interaction_id"] for r in batch.tables.get("feedback", ())}
+        interactions = batch.tables.get("interactions")
+        if interactions and conn.exec_driver_sql("SELECT 1 FROM feedback LIMIT 1").first() is not None:
+            # Feedback may have come before its interaction, or a re-logged row may have replaced
+            # the copied score: feedback stays the source of truth for the feedback columns.
+            touched.update(r["interaction_id"] for r in interactions)
+        if touched:
+            self._apply_feedback(conn, sorted(touched))
         return result
 
     def _apply_feedback(self, conn: Connection, ids: list[str]) -> None:
@@ -402,9 +424,10 @@ class Store:
         self, conn: Connection, name: str, rows: list[dict[str, Any]], result: WriteResult
     ) -> None:
         cols = self._insert_columns[name]
-        if name == "interaction_embeddings":
-            # The vector travels as base64 text (journal and backups are JSON); the column is binary.
-            rows = [{**r, "vector": base64.b64decode(r["vector"])} for r in rows]
+        column = _BASE64_COLUMNS.get(name)
+        if column is not None:
+            # Bytes travel as base64 text (journal and backups are JSON); the column is binary.
+            rows = [{**r, column: base64.b64decode(r[column])} for r in rows]
         try:
             getter = itemgetter(*cols)
             params = [getter(row) for row in rows]

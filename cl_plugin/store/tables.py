@@ -17,9 +17,12 @@ __all__ = [
     "ABTestGroup",
     "ABTestRow",
     "AnnotationItem",
+    "AttachmentRow",
     "Decision",
     "DriftEvent",
     "Feedback",
+    "FeedbackAttachment",
+    "FeedbackRequest",
     "Interaction",
     "InteractionEmbedding",
     "InteractionRevision",
@@ -178,6 +181,67 @@ class Feedback(SQLModel, table=True):
     comment: str | None = Field(default=None, sa_column=Column("comment", Text))
     correction: str | None = Field(default=None, sa_column=Column("correction", Text))
     source: str = Field(sa_column=Column("source", Text, nullable=False))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))
+
+
+class AttachmentRow(SQLModel, table=True):
+    """A feedback attachment's stored bytes, addressed by their SHA-256 (migration 0008).
+
+    The bytes are sanitized before they get here (see :mod:`cl_plugin.privacy.attachments`): an image
+    re-encoded without metadata, code and text redacted UTF-8. The same bytes attached twice are one row;
+    ``kind`` and ``created_at`` are those of the first. A row no ``feedback_attachments`` row names any more
+    is deleted by retention.
+    """
+
+    __tablename__ = "attachments"
+
+    sha256: str = Field(sa_column=Column("sha256", Text, primary_key=True))
+    kind: str = Field(sa_column=Column("kind", Text, nullable=False))
+    media_type: str = Field(sa_column=Column("media_type", Text, nullable=False))
+    size: int = Field(sa_column=Column("size", Integer, nullable=False))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))
+    content: bytes = Field(sa_column=Column("content", LargeBinary, nullable=False))
+
+
+class FeedbackAttachment(SQLModel, table=True):
+    """Which attachments a feedback carries, in order (migration 0008).
+
+    A link table rather than a JSON list on the feedback row: reading an interaction's attachments and
+    finding the attachments no feedback names any more (retention) are then indexed queries, and the
+    ``feedback`` table keeps its shape. ``interaction_id`` is the feedback's, so purging an interaction
+    removes its links as it removes its other rows.
+    """
+
+    __tablename__ = "feedback_attachments"
+    __table_args__ = (
+        Index("ix_feedback_attachments_interaction_id", "interaction_id"),
+        Index("ix_feedback_attachments_sha256", "sha256"),
+    )
+
+    feedback_id: str = Field(sa_column=Column("feedback_id", Text, primary_key=True))
+    position: int = Field(sa_column=Column("position", Integer, primary_key=True, autoincrement=False))
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    sha256: str = Field(sa_column=Column("sha256", Text, nullable=False))
+    kind: str = Field(sa_column=Column("kind", Text, nullable=False))
+    filename: str | None = Field(default=None, sa_column=Column("filename", Text))
+    language: str | None = Field(default=None, sa_column=Column("language", Text))
+    created_at: float = Field(sa_column=_real("created_at", nullable=False))
+
+
+class FeedbackRequest(SQLModel, table=True):
+    """An idempotency key a feedback was recorded under, so a retried request is stored once (0008).
+
+    ``idempotency_key`` is the keyed hash of the client's key; ``fingerprint`` the SHA-256 of the sanitized
+    feedback it brought, so the same key with another feedback is told apart from a retry.
+    """
+
+    __tablename__ = "feedback_requests"
+    __table_args__ = (Index("ix_feedback_requests_interaction_id", "interaction_id"),)
+
+    idempotency_key: str = Field(sa_column=Column("idempotency_key", Text, primary_key=True))
+    feedback_id: str = Field(sa_column=Column("feedback_id", Text, nullable=False))
+    interaction_id: str = Field(sa_column=Column("interaction_id", Text, nullable=False))
+    fingerprint: str = Field(sa_column=Column("fingerprint", Text, nullable=False))
     created_at: float = Field(sa_column=_real("created_at", nullable=False))
 
 

@@ -47,6 +47,8 @@ TIME_KEYS = {
     "decisions": "timestamp",
     "feedback": "created_at",
     "interaction_embeddings": "created_at",
+    "attachments": "created_at",
+    "feedback_attachments": "created_at",
 }
 
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()

@@ -6,6 +6,7 @@ tests/test_modelset.py; torn and corrupted backups: tests/store/test_backup.py.)
 
 from __future__ import annotations
 
+import io
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -17,9 +18,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from cl_plugin.graphs.mcts_agents import build_mcts_agent_graph
 from cl_plugin.graphs.traffic import production_queries
+from PIL import Image
 from sqlalchemy import inspect, text
 
 from cl_plugin import CaptureHandler
+from cl_plugin.records import Attachment
 from cl_plugin.store import Batch, Store
 from tests.conftest import SCHEMA_HEAD
 
@@ -86,5 +89,21 @@ def test_migrating_from_0001_with_rows_in_every_table_keeps_every_row(
         assert upgraded.count_interactions() == len(run_ids)
         assert upgraded.setup().schema_version() == SCHEMA_HEAD  # and again: idempotent, still the same rows
         assert snapshot(upgraded) == after
+        # The tables added since take rows on the migrated database, and the old rows stay as they were.
+        image = io.BytesIO()
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(image, "PNG")
+        upgraded.feedback.record(
+            run_ids[0],
+            correction="Answer: 43",
+            attachments=[Attachment("code", "answer = 43"), Attachment("image", image.getvalue())],
+            idempotency_key="retry-1",
+        )
+        grown = snapshot(upgraded)
+        new = ("attachments", "feedback_attachments", "feedback_requests")
+        assert {t: len(grown[t]) for t in new} == {t: n for t, n in zip(new, (2, 2, 1), strict=True)}
+        assert {t: grown[t] for t in before if t not in ("feedback", "interactions")} == {
+            t: before[t] for t in before if t not in ("feedback", "interactions")
+        }
+        assert len(grown["feedback"]) == len(before["feedback"]) + 1
     finally:
         upgraded.close()

@@ -9,6 +9,9 @@ fragment, in UTF-8, UTF-16 and UTF-32 (numpy keeps strings as UTF-32), inside gz
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import gzip
 import hashlib
 import io
@@ -130,9 +133,17 @@ def as_id(canary: Canary) -> str:
     return f"Bearer {canary.value}" if canary.kind == "bearer" else canary.value
 
 
+#: Bytes kept as base64 in JSON (attachment contents and embedding vectors in journals and backups).
+_BASE64_FIELD = re.compile(rb'"(?:content|content_base64|vector)":"([A-Za-z0-9+/]{8,}={0,2})"')
+
+
 def readable_bytes(data: bytes) -> bytes:
-    """``data`` with every gzip stream and zip archive in it opened (recursively), appended to it."""
+    """``data`` with every gzip stream and zip archive in it opened (recursively), and every base64 value of
+    a JSON ``content`` or ``vector`` field decoded, appended to it."""
     parts = [data]
+    for match in _BASE64_FIELD.finditer(data):
+        with contextlib.suppress(binascii.Error, ValueError):
+            parts.append(base64.b64decode(match[1]))
     if data[:2] == b"\x1f\x8b":
         try:
             parts.append(readable_bytes(gzip.decompress(data)))

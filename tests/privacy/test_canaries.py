@@ -5,14 +5,19 @@ The run: a graph with several nodes, a chat model, a tool call and a failing nod
 classic logger (gzip backups on) with a sanitizing LangSmith tracer and a feedback mirror against the local
 LangSmith server; user and session ids are e-mail addresses, phone numbers, cards and keys, and the runs are
 named and tagged with canaries; the database is unwritable for a while, so rows spill to the journal;
-feedback, corrections and annotation labels carry canaries too; then a maintenance cycle (SQLite checkpoints, feedback labels,
+feedback, corrections and annotation labels carry canaries too, and so do feedback attachments (a photo
+whose EXIF and XMP name its owner and hold GPS coordinates, and a code snippet holding keys), given through
+the Python API and posted to the feedback endpoint; then a maintenance cycle (SQLite checkpoints, feedback labels,
 retraining, promotion, its report), the HTML report, ``cl-plugin export`` and a LangSmith dataset export.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import logging
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +33,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langsmith import utils as ls_utils
+from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 from sqlalchemy.exc import OperationalError
+from starlette.testclient import TestClient
 
 from cl_plugin import CaptureHandler, ProductionInteractionLogger, build_report
 from cl_plugin.capture.langsmith import (
@@ -40,6 +48,8 @@ from cl_plugin.capture.langsmith import (
 from cl_plugin.cli import main as cli_main
 from cl_plugin.learning.registry import ModelRegistry
 from cl_plugin.privacy import default_redactor, safe_identifier
+from cl_plugin.records import Attachment
+from cl_plugin.web.feedback import feedback_app
 from tests.langsmith_server import LangSmithServer
 from tests.privacy.canaries import as_id, canaries_for, files_under, readable_bytes, scan, sentence
 
@@ -58,6 +68,8 @@ FIELDS = (
     "feedback_correction",
     "annotation_label",
     "annotation_reason",
+    "attachment_code",
+    "attachment_image",
     "user_id",
     "session_id",
     "run_name",
@@ -159,13 +171,33 @@ class Outage:
         self.down = False
         self.failures = 0
 
-    def __call__(self, batch: Any) -> Any:
+    def __call__(self, batch: Any, **kwargs: Any) -> Any:
         if self.down:
             self.failures += 1
             raise OperationalError(
                 "INSERT INTO interactions ...", None, ConnectionRefusedError(111, "refused")
             )
-        return self._write(batch)
+        return self._write(batch, **kwargs)
+
+
+#: GPS seconds no other byte string in the run holds: 79.19" as the EXIF rational 7919/1000.
+GPS_SECONDS = struct.pack(">LL", 7919, 1000)  # Pillow writes EXIF big-endian
+CANARY_CODE = f'# ask the owner: {sentence("attachment_code")}\nclient = Client(api_key="{canaries_for("attachment_code")[12].value}")\n'
+
+
+def canary_jpeg() -> bytes:
+    """A photo whose EXIF names its owner (canaries) and holds GPS coordinates, with an XMP packet too."""
+    exif = Image.Exif()
+    exif[0x010E] = sentence("attachment_image", "photo of ")  # ImageDescription
+    exif[0x013B] = canaries_for("attachment_image")[0].value  # Artist
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "N", 2: (IFDRational(51), IFDRational(30), IFDRational(7919, 1000)), 3: "W"})
+    out = io.BytesIO()
+    xmp = f'<x:xmpmeta xmlns:x="adobe:ns:meta/">{sentence("attachment_image")}</x:xmpmeta>'.encode()
+    Image.new("RGB", (48, 32), (120, 60, 30)).save(out, "JPEG", exif=exif.tobytes(), xmp=xmp)
+    data = out.getvalue()
+    assert GPS_SECONDS in data and b"xmpmeta" in data  # the control: the metadata is in the file
+    return data
 
 
 @pytest.fixture(autouse=True)
@@ -177,6 +209,10 @@ def no_ambient_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ls_utils.get_env_var.cache_clear()
     yield
     ls_utils.get_env_var.cache_clear()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
@@ -228,6 +264,7 @@ def test_no_canary_reaches_any_sink(
         store.write = outage  # type: ignore[method-assign]
         handler = CaptureHandler(logger, feedback_mirror=mirror)
         graph = build_graph()
+        photo = canary_jpeg()
 
         ids = []
         for i in range(N_INTERACTIONS):
@@ -276,6 +313,9 @@ def test_no_canary_reaches_any_sink(
                 thumbs="up" if i % 4 else "down",
                 comment=sentence("feedback_comment", "see "),
                 correction=None if i % 4 else sentence("feedback_correction", f"{agent} should say: "),
+                # A photo with GPS and its owner in EXIF, and a code snippet holding keys, on a correction
+                # now and then (i = 60 is during the outage: they wait in the journal too).
+                attachments=None if i % 15 else [Attachment("image", photo), Attachment("code", CANARY_CODE)],
             )
         assert wait_until(lambda: logger.flush(timeout=5), timeout=30)  # True once the journal is replayed
         assert wait_until(lambda: store.count_interactions() == N_INTERACTIONS), store.count_interactions()
@@ -284,6 +324,47 @@ def test_no_canary_reaches_any_sink(
         # the journal empties inside the replay, which counts its rows when it returns: wait for the count
         # (rows a retry had already written count as unchanged, not replayed)
         assert wait_until(lambda: stats.replayed + stats.unchanged > 0) and stats.lost == 0
+
+        # The same attachments posted to the feedback endpoint: JSON with base64, form data with file parts,
+        # a retry under an idempotency key, and a refused post (a text file posing as an image).
+        with TestClient(feedback_app(store)) as web:
+            token = handler.feedback_token(ids[2])
+            posts = [
+                {
+                    "json": {
+                        "interaction_id": ids[1],
+                        "correction": sentence("feedback_correction", "use: "),
+                        "attachments": [
+                            {"kind": "image", "filename": "IMG_1.jpg", "content_base64": b64(photo)},
+                            {
+                                "kind": "code",
+                                "filename": "fix.py",
+                                "content_base64": b64(CANARY_CODE.encode()),
+                            },
+                        ],
+                    },
+                    "headers": {"Idempotency-Key": sentence("attachment_code")[:200]},
+                },
+                {
+                    "data": {"score": "1", "correction": sentence("feedback_correction", "use: ")},
+                    "files": [
+                        ("attachments", ("photo.jpg", photo, "image/jpeg")),
+                        ("code", ("a.py", CANARY_CODE.encode(), "text/plain")),
+                    ],
+                    "headers": {"Authorization": f"Bearer {token}"},
+                },
+            ]
+            for post in [*posts, posts[0]]:
+                assert web.post("/api/feedback", **post).status_code == 201
+            refused = web.post(
+                "/api/feedback",
+                json={
+                    "interaction_id": ids[3],
+                    "attachments": [{"kind": "image", "content_base64": b64(CANARY_CODE.encode())}],
+                },
+            )
+            assert refused.status_code == 415
+        assert len(store.attachments.for_interaction(ids[1])) == 2  # the retry was stored once
 
         # Ids holding PII are stored as their keyed hashes, one per id (not merged into one placeholder), so
         # a lookup by the raw id hashes it alike.
@@ -385,6 +466,9 @@ def test_no_canary_reaches_any_sink(
     backups = [n for n in names if n.startswith("storage/backups/") and n.endswith(".jsonl.gz")]
     artifacts = [n for n in names if n.startswith("models/")]
     assert {n.split("/")[-1].split("-")[0] for n in backups} >= {"interactions", "node_runs", "feedback"}
+    assert any(n.startswith("storage/backups/attachments-") for n in backups)
+    assert not [name for name, data in sinks.items() if GPS_SECONDS in data], "GPS coordinates leaked"
+    assert not [name for name, data in sinks.items() if b"xmpmeta" in data], "XMP metadata leaked"
     assert any(n.endswith(".skops") for n in artifacts) and any("candidates" in n for n in artifacts)
     assert any(n.startswith("journal during the outage") for n in names)
     assert caplog.records, "nothing was logged: the log sink was not exercised"

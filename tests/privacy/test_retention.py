@@ -3,6 +3,8 @@ of purged text leave the SQLite file, and expired backup files are deleted (libr
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from pathlib import Path
 
@@ -54,6 +56,17 @@ def interaction_rows(iid: str, ts: float) -> Batch:
         "interaction_embeddings",
         {"interaction_id": iid, "dim": 2, "vector": "AACAPwAAAEA=", "created_at": ts},
     )
+    sha = hashlib.sha256(iid.encode()).hexdigest()
+    b.add(
+        "attachments",
+        {"sha256": sha, "kind": "text", "media_type": "text/plain", "size": len(iid), "created_at": ts}
+        | {"content": base64.b64encode(iid.encode()).decode()},
+    )
+    b.add(
+        "feedback_attachments",
+        {"feedback_id": f"f-{iid}", "position": 0, "interaction_id": iid, "sha256": sha, "kind": "text"}
+        | {"created_at": ts},
+    )
     return b
 
 
@@ -72,6 +85,11 @@ def seed(store: Store) -> None:
             },
         )
         store.write(changed)  # a changed repeat: the earlier version goes to interaction_revisions
+        store.feedback.record(iid, score=3.0, idempotency_key=f"retry-{iid}")
+    with store.engine.begin() as conn:  # the idempotency keys of the seeded feedback are as old as it
+        conn.execute(
+            text("UPDATE feedback_requests SET created_at = :t WHERE interaction_id = 'old'"), {"t": OLD}
+        )
     store.queue.enqueue(
         [
             {"interaction_id": i, "priority": 1.0, "strategy": "t", "selection_reason": "r"}
@@ -123,6 +141,7 @@ def remaining(store: Store) -> dict[str, int]:
     tables = (
         "interactions", "node_runs", "decisions", "feedback", "interaction_revisions", "annotation_queue",
         "interaction_embeddings", "drift_events", "maintenance_runs", "ab_tests", "ab_test_groups",
+        "attachments", "feedback_attachments", "feedback_requests",
     )  # fmt: skip
     with store.engine.connect() as conn:
         return {t: conn.execute(select(func.count()).select_from(text(t))).scalar_one() for t in tables}
@@ -132,17 +151,19 @@ def test_purge_removes_expired_rows_from_every_table_of_interaction_data(store: 
     seed(store)
     before = remaining(store)
     assert before == {
-        "interactions": 2, "node_runs": 2, "decisions": 2, "feedback": 2, "interaction_revisions": 2,
+        "interactions": 2, "node_runs": 2, "decisions": 2, "feedback": 4, "interaction_revisions": 2,
         "annotation_queue": 2, "interaction_embeddings": 2, "drift_events": 2, "maintenance_runs": 3,
-        "ab_tests": 3, "ab_test_groups": 6,
+        "ab_tests": 3, "ab_test_groups": 6, "attachments": 2, "feedback_attachments": 2,
+        "feedback_requests": 2,
     }  # fmt: skip
 
     deleted = store.retention.purge(CUTOFF, batch_size=1)
 
     assert deleted == {
-        "interactions": 1, "node_runs": 1, "decisions": 1, "feedback": 1, "interaction_revisions": 1,
+        "interactions": 1, "node_runs": 1, "decisions": 1, "feedback": 2, "interaction_revisions": 1,
         "annotation_queue": 1, "interaction_embeddings": 1, "drift_events": 1, "maintenance_runs": 1,
-        "ab_tests": 1, "ab_test_groups": 2,
+        "ab_tests": 1, "ab_test_groups": 2, "attachments": 1, "feedback_attachments": 1,
+        "feedback_requests": 1,
     }  # fmt: skip
     assert {t: before[t] - n for t, n in deleted.items()} == remaining(store)
     assert [r["interaction_id"] for r in store.query_interactions()] == ["new"]

@@ -270,13 +270,21 @@ def test_row_columns_match_the_table_in_order() -> None:
     assert list(INTERACTION_COLUMNS) == [c.name for c in Interaction.__table__.columns]
 
 
+def feedback_batch(row: dict) -> Batch:
+    return Batch({"feedback": [row]})
+
+
 def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Store) -> None:
     write(store, [make(1, interaction_id="f1", user_feedback_score=None)])
     s = Sanitizer()
-    store.feedback._write(feedback_row("f1", s, score=2.0, created_at=1.0))
-    store.feedback._write(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
-    store.feedback._write(
-        feedback_row("f1", s, score=0.2, source="llm_judge", key="faithfulness", created_at=3.0)
+    store.write(feedback_batch(feedback_row("f1", s, score=2.0, created_at=1.0)))
+    store.write(
+        feedback_batch(feedback_row("f1", s, thumbs="up", correction="better answer", created_at=2.0))
+    )
+    store.write(
+        feedback_batch(
+            feedback_row("f1", s, score=0.2, source="llm_judge", key="faithfulness", created_at=3.0)
+        )
     )
     got = store.get_interaction("f1")
     assert got is not None
@@ -294,7 +302,7 @@ def test_feedback_copies_the_latest_user_score_and_keeps_every_entry(store: Stor
 
 def test_feedback_that_comes_before_its_interaction_is_applied_when_it_arrives(store: Store) -> None:
     early = feedback_row("late", Sanitizer(), score=5.0, correction="fixed")
-    store.feedback._write(early)
+    store.write(feedback_batch(early))
     write(store, [make(2, interaction_id="late", user_feedback_score=None)])
     got = store.get_interaction("late")
     assert got is not None and got["user_feedback_score"] == 5.0 and got["corrections"] == ["fixed"]

@@ -1,0 +1,1 @@
+"""The web layer: an ASGI feedback endpoint a user mounts in their own app."""
