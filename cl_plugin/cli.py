@@ -11,7 +11,8 @@ Every subcommand takes ``--store URL`` (default: the ``CL_PLUGIN_STORE`` environ
 * ``report``: the HTML report;
 * ``purge``: delete interactions (and what derives from them) older than the retention period, and with
   ``--backups DIR`` the expired backup files;
-* ``export``: interactions as JSON Lines, or as a LangSmith dataset.
+* ``export``: interactions as JSON Lines, or as a LangSmith dataset;
+* ``serve``: the live local dashboard (:mod:`cl_plugin.web`).
 """
 
 from __future__ import annotations
@@ -470,6 +471,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from cl_plugin.errors import ConfigError, MissingDependencyError
+
+    try:
+        from cl_plugin.web import serve
+    except ImportError:
+        raise MissingDependencyError(
+            "cl-plugin serve needs the web extra: pip install 'cl-plugin[web]'"
+        ) from None
+    if not args.store:
+        raise SystemExit(f"cl-plugin serve: pass --store URL or set {STORE_ENV}")
+    try:
+        serve(
+            args.store,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            config=_maintenance_config(args),
+            checkpoints=args.checkpoints,
+        )
+    except ConfigError as exc:
+        print(f"cl-plugin serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------------
 
 
@@ -547,6 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="interactions.jsonl")
     export.add_argument("--dataset", default="cl-plugin-export")
 
+    serve = command("serve", _serve, "the live local dashboard: overview, interactions, A/B, annotation")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (not loopback: needs --token)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--token", help="access token every request needs (default: $CL_PLUGIN_SERVE_TOKEN)")
+    serve.add_argument("--checkpoints", help="SQLite file of the maintenance checkpoints (to resume runs)")
+    serve.add_argument("--config", help="YAML file with a continual_learning: section (for resumed runs)")
+    serve.add_argument("--annotation", choices=("human", "llm", "feedback", "none"))
+    serve.add_argument("--model-dir", help="registry artifacts and candidates (maintenance.model_dir)")
     return parser
 
 

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("abtest",),
     ("serving",),
     ("report",),
-    ("graphs", "maintenance", "cli", "__init__"),
+    ("graphs", "maintenance", "cli", "web", "__init__"),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
