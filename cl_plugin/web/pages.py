@@ -83,8 +83,11 @@ def routes(web: Web) -> list[Route]:
                 r["offset_ms"] = (r["start_time"] - began) * 1000.0
                 r["inputs_text"], r["outputs_text"] = _shown(r["inputs"]), _shown(r["outputs"])
             decisions = web.store.decisions(iid)
+            points = {p.key: p for p in web.store.decision_points(graph_name=row["graph_name"])}
             for d in decisions:
-                d["options"] = _options(d["alternatives"], d["chosen"])
+                point = points.get((row["graph_name"], d["node"], d["kind"]))
+                declared = list(point.all_options) if point is not None else None
+                d["options"] = _options(d["alternatives"] or declared, d["chosen"])
             groups = sorted(
                 {
                     (s.get("ab_test"), s.get("ab_group"))
