@@ -475,19 +475,23 @@ def _serve(args: argparse.Namespace) -> int:
     from cl_plugin.errors import ConfigError, MissingDependencyError
 
     try:
-        from cl_plugin.web import serve
+        from cl_plugin.web import check_bind, serve
+        from cl_plugin.web.security import TOKEN_ENV
     except ImportError:
         raise MissingDependencyError(
             "cl-plugin serve needs the web extra: pip install 'cl-plugin[web]'"
         ) from None
     if not args.store:
         raise SystemExit(f"cl-plugin serve: pass --store URL or set {STORE_ENV}")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
+        check_bind(args.host, token)
+        print(f"dashboard on http://{args.host}:{args.port}", flush=True)
         serve(
             args.store,
             host=args.host,
             port=args.port,
-            token=args.token,
+            token=token,
             config=_maintenance_config(args),
             checkpoints=args.checkpoints,
         )
