@@ -106,6 +106,8 @@ class Overview:
         max_age: seconds after which a view's sections are read again even if no interaction arrived
             (ratings, labels and A/B results change the figures without adding interactions).
         max_rows: most rows per table.
+        min_interval: fewest seconds between two reads of a view, so steady traffic on a large store does
+            not keep a core busy re-reading it.
     """
 
     def __init__(
@@ -115,9 +117,10 @@ class Overview:
         *,
         max_age: float = 30.0,
         max_rows: int = 20,
+        min_interval: float = 2.0,
     ) -> None:
         self.store, self.analyzer = store, analyzer or FailurePatternAnalyzer()
-        self.max_age, self.max_rows = max_age, max_rows
+        self.max_age, self.max_rows, self.min_interval = max_age, max_rows, min_interval
         self._kept: dict[View, Rendered] = {}
         self._busy: set[View] = set()
         self._lock = threading.Lock()
@@ -141,7 +144,7 @@ class Overview:
         if kept is None or wait:
             return self._build(view)
         with self._lock:
-            if view not in self._busy:
+            if view not in self._busy and time.time() - kept.built_at >= self.min_interval:
                 self._busy.add(view)
                 threading.Thread(target=self._refresh, args=(view,), daemon=True).start()
         return kept

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -19,6 +20,7 @@ from cl_plugin.cli import main
 from cl_plugin.errors import ConfigError
 from cl_plugin.store import Store
 from cl_plugin.web import check_bind, create_app
+from cl_plugin.web.overview import Overview, View
 from cl_plugin.web.security import MAX_BODY
 from tests.web.shop import EMAIL, HOSTILE, QUESTIONS, capture, maintenance_config, paused_run
 
@@ -294,3 +296,18 @@ def test_a_label_that_is_not_an_option_is_refused(tmp_path: Path) -> None:
             assert bad.status_code == 400 and store.queue.items("labeled") == []
             skip = client.post(f"/annotate/{item}", data={"csrf": _csrf(page), "choice": "skip"})
             assert skip.status_code == 200 and len(store.queue.items("skipped")) == 1
+
+
+def test_the_overview_serves_kept_sections_and_reads_them_again_when_traffic_lands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    capture(url)
+    with closing(Store.from_url(url)) as store:
+        overview = Overview(store, min_interval=0.0)
+        first = overview.sections(View())
+        assert overview.sections(View()) is first  # nothing new: the kept sections, not read again
+        capture(url, QUESTIONS[:2])
+        assert overview.sections(View()) is first  # served at once; the read runs in the background
+        deadline = time.monotonic() + 30
+        while (latest := overview.sections(View())) is first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert latest.fingerprint[0] == 8 and '<td class="num">8</td>' in latest.sections["latency"]
