@@ -82,6 +82,10 @@ def routes(web: Web) -> list[Route]:
             for r in runs:
                 r["offset_ms"] = (r["start_time"] - began) * 1000.0
                 r["inputs_text"], r["outputs_text"] = _shown(r["inputs"]), _shown(r["outputs"])
+            span = max((r["offset_ms"] + (r["duration_ms"] or 0.0) for r in runs), default=0.0) or 1.0
+            for r in runs:  # the run's place on the interaction's timeline, in percent
+                r["bar_left"] = round(100.0 * r["offset_ms"] / span, 2)
+                r["bar_width"] = max(round(100.0 * (r["duration_ms"] or 0.0) / span, 2), 0.5)
             decisions = web.store.decisions(iid)
             points = {p.key: p for p in web.store.decision_points(graph_name=row["graph_name"])}
             for d in decisions:
