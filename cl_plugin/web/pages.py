@@ -17,6 +17,7 @@ from starlette.routing import Route
 from cl_plugin.abtest import ABTestFramework
 from cl_plugin.analysis import FailurePatternAnalyzer
 from cl_plugin.errors import InvalidRecordError
+from cl_plugin.privacy import safe_identifier
 from cl_plugin.report import html as report_html
 from cl_plugin.report.data import ReportData, _period
 
@@ -56,6 +57,8 @@ def routes(web: Web) -> list[Route]:
         except InvalidRecordError as exc:
             return web.page(request, "error.html", 400, title="Bad request", message=str(exc))
         kept = {k: v for k, v in q.items() if k != "page" and v}
+        if "session_id" in filters:  # shown and linked as stored: an id holding PII only as its hash
+            kept["session"] = filters["session_id"]
         return web.page(
             request,
             "interactions.html",
@@ -157,6 +160,8 @@ def _filters(q: Any) -> dict[str, Any]:
     for key, name in _TEXT_FILTERS.items():
         if q.get(key):
             out[name] = q[key]
+    if "session_id" in out:  # as the store keeps it: an id holding PII is kept as its keyed hash
+        out["session_id"] = safe_identifier(out["session_id"])
     for key, name in (("min_rating", "min_feedback_score"), ("max_rating", "max_feedback_score")):
         if q.get(key):
             out[name] = float(q[key])

@@ -62,14 +62,23 @@ def bookshop() -> Any:
     return g.compile(name="bookshop")
 
 
+def session(i: int) -> str:
+    """The session of the i-th question: two visits of a reader known by an e-mail address."""
+    return f"{EMAIL}/visit-{i % 2}"
+
+
 def capture(url: str, questions: tuple[str, ...] = QUESTIONS, *, rate: bool = True) -> list[str]:
-    """Ask each question through the bookshop with capture on; rate every other answer. Returns the ids."""
+    """Ask each question through the bookshop with capture on, in the sessions of :func:`session`; rate
+    every other answer. Returns the ids."""
     graph, ids = bookshop(), []
     with CaptureHandler(url) as handler:
         for i, q in enumerate(questions):
             run_id = uuid.uuid4()
             with contextlib.suppress(RuntimeError):
-                graph.invoke({"question": q}, config={"callbacks": [handler], "run_id": run_id})
+                graph.invoke(
+                    {"question": q},
+                    config={"callbacks": [handler], "run_id": run_id, "metadata": {"session_id": session(i)}},
+                )
             ids.append(str(run_id))
             if rate and i % 2 == 0:
                 handler.record_feedback(run_id, score=1.0 + i % 5, comment=f"thanks {EMAIL}")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from cl_plugin.store import Store
 from cl_plugin.web import check_bind, create_app
 from cl_plugin.web.overview import Overview, View
 from cl_plugin.web.security import MAX_BODY
-from tests.web.shop import EMAIL, HOSTILE, QUESTIONS, capture, maintenance_config, paused_run
+from tests.web.shop import EMAIL, HOSTILE, QUESTIONS, capture, maintenance_config, paused_run, session
 
 PAGES = ("/", "/interactions", "/ab", "/maintenance", "/annotate")
 
@@ -108,6 +109,11 @@ def test_the_interactions_page_filters_and_pages(client: TestClient, shop: tuple
     rated = [iid for i, iid in enumerate(ids) if i % 2 == 0]
     assert sorted(found("min_rating=1")) == sorted(rated)
     assert sorted(found("signal=unrated")) == sorted(set(ids) - set(rated))
+    by_session = found(f"session={quote(session(0))}")  # the id as the app knows it; stored hashed
+    assert (
+        sorted(by_session) == sorted(rated)
+        and EMAIL not in client.get(f"/interactions?session={quote(session(0))}").text
+    )
     assert found("graph=warehouse") == [] and sorted(found("window=hour&graph=bookshop")) == sorted(ids)
     assert client.get("/interactions?signal=bored").status_code == 400
     assert client.get("/interactions?min_rating=lots").status_code == 400
