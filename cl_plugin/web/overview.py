@@ -12,6 +12,7 @@ page's script picks up on its next poll. Only the first request of a view waits 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from cl_plugin.report.data import ReportData, _period
 from cl_plugin.store import Store
 
 __all__ = ["OVERVIEW_SECTIONS", "WINDOWS", "Overview", "View"]
+
+log = logging.getLogger("cl_plugin.web")
 
 #: The report's sections the overview shows, in page order (the A/B tests, the queue and the models have
 #: pages of their own).
@@ -152,6 +155,8 @@ class Overview:
     def _refresh(self, view: View) -> None:
         try:
             self._build(view)
+        except Exception:  # the kept sections stay; the next poll tries again
+            log.exception("reading the overview of %s failed", view)
         finally:
             with self._lock:
                 self._busy.discard(view)

@@ -169,9 +169,10 @@ async def form(request: Request) -> dict[str, str] | None:
     the cookie: the caller answers 403."""
     try:
         body = await request.body()
-    except BodyTooLarge:
+        parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+    except (BodyTooLarge, ValueError):  # past the bound, or more fields than any form of the app has
         return None
-    fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=50).items()}
+    fields = {k: v[-1] for k, v in parsed.items()}
     cookie = request.cookies.get(CSRF_COOKIE, "")
     given = fields.get("csrf") or request.headers.get("x-csrf-token", "")
     if not cookie or not given or not _same(given, cookie):
