@@ -9,7 +9,9 @@ renderers already redacted and escaped.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,13 @@ from cl_plugin.privacy import default_redactor
 from cl_plugin.report import html as report_html
 from cl_plugin.store import Store
 from cl_plugin.web import annotate, pages
-from cl_plugin.web.overview import OVERVIEW_SECTIONS, WINDOWS, Overview, View
+from cl_plugin.web.overview import OVERVIEW_SECTIONS, WINDOWS, Overview, Rendered, View
 from cl_plugin.web.security import TOKEN_ENV, SecurityMiddleware, check_bind
 
 __all__ = ["Web", "create_app", "serve"]
 
 _HERE = Path(__file__).resolve().parent
+_READING = '<p class="empty" id="reading">Reading the figures of this view; they appear here when read.</p>'
 
 
 class Web:
@@ -91,6 +94,7 @@ def create_app(
     token: str | None = None,
     config: Any = None,
     checkpoints: str | None = None,
+    first_read: float | None = None,
 ) -> Starlette:
     """The dashboard over ``store`` as an ASGI app.
 
@@ -102,6 +106,8 @@ def create_app(
             or a YAML path; None for the defaults).
         checkpoints: the SQLite file of the maintenance runs' checkpoints, to show which runs are paused
             for labels and resume them (None: paused runs are shown as running and cannot be resumed here).
+        first_read: the most seconds a view's first request waits for its figures (None: until they are
+            read); past it the page shows they are being read and swaps them in when they are.
 
     Returns:
         The Starlette app.
@@ -114,8 +120,12 @@ def create_app(
             return view
         from starlette.concurrency import run_in_threadpool
 
-        rendered = await run_in_threadpool(web.overview.sections, view)
+        rendered = await run_in_threadpool(partial(web.overview.sections, view, first=first_read))
         count = await run_in_threadpool(web.overview.count, view)
+        if rendered is None:
+            rendered = Rendered(
+                (count, None), dict.fromkeys(OVERVIEW_SECTIONS, ""), time.time(), 0.0, ready=False
+            )
         return web.page(
             request,
             "overview.html",
@@ -126,7 +136,7 @@ def create_app(
             points=await run_in_threadpool(_points, store),
             live=_query(view.query()),
             version=rendered.version,
-            sections=web.markup(_sections(web, rendered.sections)),
+            sections=web.markup(_sections(web, rendered.sections) if rendered.ready else _READING),
             built_at=rendered.built_at,
         )
 
@@ -137,7 +147,9 @@ def create_app(
         from starlette.concurrency import run_in_threadpool
 
         count = await run_in_threadpool(web.overview.count, view)
-        rendered = await run_in_threadpool(web.overview.sections, view)
+        rendered = await run_in_threadpool(partial(web.overview.sections, view, first=0.0))
+        if rendered is None:  # the first read is still going on
+            return JSONResponse({"count": count, "version": "", "built_at": None})
         body: dict[str, Any] = {"count": count, "version": rendered.version, "built_at": rendered.built_at}
         if request.query_params.get("have") != rendered.version:
             body["html"] = _sections(web, rendered.sections)
@@ -214,7 +226,8 @@ def serve(
     check_bind(host, token)
     store = Store.from_url(store_url)
     store.ensure_schema(write=False)
-    app = create_app(store, token=token, config=config, checkpoints=checkpoints)
+    # a large store's first read takes seconds: the page comes at once and the figures follow
+    app = create_app(store, token=token, config=config, checkpoints=checkpoints, first_read=0.5)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
     finally:

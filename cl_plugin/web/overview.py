@@ -7,7 +7,9 @@ window's interactions, which takes seconds on a large store, so :class:`Overview
 rendered sections with the fingerprint of the store they were read from (the number of interactions in the
 view and the newest one's time): a request gets the kept sections at once, and when the store has moved on
 (or the sections are older than ``max_age``) one background thread per view reads them again, which the
-page's script picks up on its next poll. Only the first request of a view waits for its sections.
+page's script picks up on its next poll. Only the first request of a view waits for its sections, and at
+most ``first`` seconds when the app is given that bound: the page then shows that the figures are being
+read, and its script swaps them in when they are.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from cl_plugin.report import html as page
 from cl_plugin.report.data import ReportData, _period
 from cl_plugin.store import Store
 
-__all__ = ["OVERVIEW_SECTIONS", "WINDOWS", "Overview", "View"]
+__all__ = ["OVERVIEW_SECTIONS", "WINDOWS", "Overview", "Rendered", "View"]
 
 log = logging.getLogger("cl_plugin.web")
 
@@ -94,10 +96,12 @@ class Rendered:
     sections: dict[str, str]
     built_at: float
     seconds: float
+    ready: bool = True
 
     @property
     def version(self) -> str:
-        return f"{self.fingerprint[0]}-{self.built_at:.3f}"
+        """Changes with every read; empty while the view's first read goes on."""
+        return f"{self.fingerprint[0]}-{self.built_at:.3f}" if self.ready else ""
 
 
 class Overview:
@@ -127,6 +131,7 @@ class Overview:
         self._kept: dict[View, Rendered] = {}
         self._busy: set[View] = set()
         self._lock = threading.Lock()
+        self._done = threading.Condition()
 
     def fingerprint(self, view: View, now: float | None = None) -> tuple[int, float | None]:
         """The number of interactions in the view and the newest one's time: what a new interaction changes."""
@@ -137,20 +142,43 @@ class Overview:
         """Interactions in the view now."""
         return self.store.count_interactions(**view.filters(time.time()))
 
-    def sections(self, view: View, *, wait: bool = False) -> Rendered:
-        """The view's sections: the kept ones when the store has not moved on, else read again (in the
-        background when some are kept and ``wait`` is false, so the caller gets the kept ones now)."""
+    def sections(self, view: View, *, wait: bool = False, first: float | None = None) -> Rendered | None:
+        """The view's sections: the kept ones when the store has not moved on, else read again in the
+        background while the caller gets the kept ones now.
+
+        Args:
+            view: the view.
+            wait: read them now and wait for them, kept ones or not.
+            first: when none are kept yet, the most seconds to wait for the first read (None: until it is
+                done); past it the caller gets None and the read goes on in the background.
+
+        Returns:
+            The sections, or None when none are kept and the first read took longer than ``first``.
+        """
+        if wait:
+            return self._build(view)
         kept = self._kept.get(view)
-        fresh = kept is not None and not wait and time.time() - kept.built_at < self.max_age
+        if kept is None:
+            if first is None:
+                return self._build(view)
+            self._start(view)
+            with self._done:
+                self._done.wait_for(lambda: view in self._kept, timeout=first)
+            return self._kept.get(view)
+        fresh = time.time() - kept.built_at < self.max_age
         if fresh and self.fingerprint(view) == kept.fingerprint:
             return kept
-        if kept is None or wait:
-            return self._build(view)
-        with self._lock:
-            if view not in self._busy and time.time() - kept.built_at >= self.min_interval:
-                self._busy.add(view)
-                threading.Thread(target=self._refresh, args=(view,), daemon=True).start()
+        if time.time() - kept.built_at >= self.min_interval:
+            self._start(view)
         return kept
+
+    def _start(self, view: View) -> None:
+        """Read the view again in a thread of its own, unless one is reading it already."""
+        with self._lock:
+            if view in self._busy:
+                return
+            self._busy.add(view)
+        threading.Thread(target=self._refresh, args=(view,), daemon=True).start()
 
     def _refresh(self, view: View) -> None:
         try:
@@ -182,6 +210,7 @@ class Overview:
             data.points = [m for m in data.points if tuple(m.key) == key]
         sections = {name: _RENDER[name](data) for name in OVERVIEW_SECTIONS}
         rendered = Rendered(fingerprint, sections, now, time.perf_counter() - began)
-        with self._lock:
+        with self._done:
             self._kept[view] = rendered
+            self._done.notify_all()
         return rendered

@@ -317,3 +317,31 @@ def test_the_overview_serves_kept_sections_and_reads_them_again_when_traffic_lan
         while (latest := overview.sections(View())) is first and time.monotonic() < deadline:
             time.sleep(0.05)
         assert latest.fingerprint[0] == 8 and '<td class="num">8</td>' in latest.sections["latency"]
+
+
+def test_a_views_first_request_bounded_in_time_shows_the_figures_are_being_read(
+    shop: tuple[Store, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from cl_plugin.web import overview as module
+
+    slow, release = module.Overview._build, threading.Event()
+
+    def held(self: Overview, view: View) -> object:
+        release.wait(30)
+        return slow(self, view)
+
+    monkeypatch.setattr(module.Overview, "_build", held)
+    with TestClient(create_app(shop[0], first_read=0.1)) as client:
+        page = client.get("/").text
+        assert 'id="reading"' in page and re.search(r'id="interaction-count">6<', page)
+        assert 'data-version=""' in page
+        assert client.get("/api/overview?have=").json() == {"count": 6, "version": "", "built_at": None}
+        release.set()
+        deadline = time.monotonic() + 30
+        while (
+            "html" not in (live := client.get("/api/overview?have=").json()) and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert "<h2>Failure patterns</h2>" in live["html"] and live["version"]

@@ -21,7 +21,10 @@
             version = body.version;
             live.setAttribute("data-version", version);
           }
-          status.textContent = "figures read " + new Date(body.built_at * 1000).toISOString().slice(0, 19).replace("T", " ") + " UTC; updated as interactions arrive";
+          status.textContent = body.built_at === null
+            ? "reading the figures of this view"
+            : "figures read " + new Date(body.built_at * 1000).toISOString().slice(0, 19).replace("T", " ") +
+              " UTC; updated as interactions arrive";
         })
         .catch(function (error) { status.textContent = "live updates paused: " + error.message; })
         .finally(function () { window.setTimeout(poll, 1000); });
