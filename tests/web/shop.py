@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -62,13 +63,25 @@ def bookshop() -> Any:
     return g.compile(name="bookshop")
 
 
-def session(i: int) -> str:
-    """The session of the i-th question: two visits of a reader known by an e-mail address."""
+def reader(i: int) -> str:
+    """The session of the i-th question: a reader of their own."""
+    return f"reader-{i}"
+
+
+def visit(i: int) -> str:
+    """The session of the i-th question: two visits of a reader known by an e-mail address (an id holding
+    PII, stored as its keyed hash)."""
     return f"{EMAIL}/visit-{i % 2}"
 
 
-def capture(url: str, questions: tuple[str, ...] = QUESTIONS, *, rate: bool = True) -> list[str]:
-    """Ask each question through the bookshop with capture on, in the sessions of :func:`session`; rate
+def capture(
+    url: str,
+    questions: tuple[str, ...] = QUESTIONS,
+    *,
+    rate: bool = True,
+    session: Callable[[int], str] = reader,
+) -> list[str]:
+    """Ask each question through the bookshop with capture on, the i-th in session ``session(i)``; rate
     every other answer. Returns the ids."""
     graph, ids = bookshop(), []
     with CaptureHandler(url) as handler:
