@@ -9,13 +9,13 @@ renderers already redacted and escaped.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -27,7 +27,7 @@ from cl_plugin.privacy import default_redactor
 from cl_plugin.report import html as report_html
 from cl_plugin.store import Store
 from cl_plugin.web import annotate, pages
-from cl_plugin.web.overview import OVERVIEW_SECTIONS, WINDOWS, Overview, Rendered, View
+from cl_plugin.web.overview import OVERVIEW_SECTIONS, WINDOWS, Overview, View
 from cl_plugin.web.security import TOKEN_ENV, SecurityMiddleware, check_bind
 
 __all__ = ["Web", "create_app", "serve"]
@@ -118,14 +118,8 @@ def create_app(
         view = _view(request)
         if isinstance(view, Response):
             return view
-        from starlette.concurrency import run_in_threadpool
-
         rendered = await run_in_threadpool(partial(web.overview.sections, view, first=first_read))
         count = await run_in_threadpool(web.overview.count, view)
-        if rendered is None:
-            rendered = Rendered(
-                (count, None), dict.fromkeys(OVERVIEW_SECTIONS, ""), time.time(), 0.0, ready=False
-            )
         return web.page(
             request,
             "overview.html",
@@ -135,17 +129,15 @@ def create_app(
             graphs=await run_in_threadpool(_graphs, store),
             points=await run_in_threadpool(_points, store),
             live=_query(view.query()),
-            version=rendered.version,
-            sections=web.markup(_sections(web, rendered.sections) if rendered.ready else _READING),
-            built_at=rendered.built_at,
+            version=rendered.version if rendered else "",  # none yet: the page's script fetches them
+            sections=web.markup(_sections(web, rendered.sections) if rendered else _READING),
+            built_at=rendered.built_at if rendered else None,
         )
 
     async def overview_api(request: Request) -> Response:
         view = _view(request)
         if isinstance(view, Response):
             return view
-        from starlette.concurrency import run_in_threadpool
-
         count = await run_in_threadpool(web.overview.count, view)
         rendered = await run_in_threadpool(partial(web.overview.sections, view, first=0.0))
         if rendered is None:  # the first read is still going on

@@ -96,12 +96,11 @@ class Rendered:
     sections: dict[str, str]
     built_at: float
     seconds: float
-    ready: bool = True
 
     @property
     def version(self) -> str:
-        """Changes with every read; empty while the view's first read goes on."""
-        return f"{self.fingerprint[0]}-{self.built_at:.3f}" if self.ready else ""
+        """Changes with every read."""
+        return f"{self.fingerprint[0]}-{self.built_at:.3f}"
 
 
 class Overview:
