@@ -11,7 +11,8 @@ Every subcommand takes ``--store URL`` (default: the ``CL_PLUGIN_STORE`` environ
 * ``report``: the HTML report;
 * ``purge``: delete interactions (and what derives from them) older than the retention period, and with
   ``--backups DIR`` the expired backup files;
-* ``export``: interactions as JSON Lines, or as a LangSmith dataset.
+* ``export``: interactions as JSON Lines, or as a LangSmith dataset;
+* ``serve``: the live local dashboard (:mod:`cl_plugin.web`).
 """
 
 from __future__ import annotations
@@ -159,18 +160,18 @@ def _step_summary(step: str, report: dict[str, Any]) -> str:
 
 
 def _maintain(args: argparse.Namespace) -> int:
-    from cl_plugin.graphs.maintenance import run_maintenance
+    from cl_plugin.graphs.maintenance import checkpointer, resume_paused_run, run_maintenance
 
     store = _open_store(args)
     config = _maintenance_config(args)
-    saver_cm = _checkpointer(args.checkpoints)
-    with saver_cm as saver:
-        resume = None
+    with checkpointer(args.checkpoints) as saver:
         if args.thread and args.resume:
-            resume = _labels_for_paused_run(store, saver, args.thread)
-        state = run_maintenance(
-            store, config=config, checkpointer=saver, thread_id=args.thread, resume=resume
-        )
+            try:
+                state = resume_paused_run(store, saver, args.thread, config=config)
+            except LookupError as exc:
+                raise SystemExit(str(exc)) from None
+        else:
+            state = run_maintenance(store, config=config, checkpointer=saver, thread_id=args.thread)
     if "__interrupt__" in state:
         items = state["__interrupt__"][0].value["items"]
         print(f"maintenance run {state['run_id']} is paused for labels on {len(items)} interactions.")
@@ -202,47 +203,11 @@ def _maintenance_config(args: argparse.Namespace) -> Any:
     return config
 
 
-def _checkpointer(path: str | None) -> Any:
-    """A SQLite checkpointer at ``path`` (so a paused run can resume in another process), else in memory."""
-    import contextlib
-
-    from langgraph.checkpoint.memory import InMemorySaver
-
-    if path is None:
-        return contextlib.nullcontext(InMemorySaver())
-    try:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-    except ImportError:
-        from cl_plugin.errors import MissingDependencyError
-
-        raise MissingDependencyError(
-            "--checkpoints needs the SQLite checkpointer: pip install 'cl-plugin[sqlite]'"
-        ) from None
-    return SqliteSaver.from_conn_string(path)
-
-
-def _labels_for_paused_run(store: Any, saver: Any, thread_id: str) -> dict[str, str]:
-    """The labels the annotation queue holds for the items a paused run is waiting on."""
-    from langgraph.checkpoint.base import CheckpointTuple
-
-    found: CheckpointTuple | None = saver.get_tuple({"configurable": {"thread_id": thread_id}})
-    if found is None:
-        raise SystemExit(f"no maintenance run with thread {thread_id!r} in the checkpoints")
-    waiting = {item["interaction_id"] for item in found.checkpoint["channel_values"].get("selected", [])}
-    found = {}
-    for item in store.queue.items("labeled"):
-        label = item.get("label")
-        if item["interaction_id"] in waiting and isinstance(label, dict):
-            choice = label.get("option", label.get("agent"))
-            if isinstance(choice, str):
-                found[item["interaction_id"]] = choice
-    return found
-
-
 # -- annotate ---------------------------------------------------------------------------------------------
 
 
 def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
+    from cl_plugin.learning.points import label_point
     from cl_plugin.records import PointRef
 
     stdin = stdin or sys.stdin
@@ -256,7 +221,7 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     work = []
     for item in pending:
         row = store.get_interaction(item["interaction_id"]) or {}
-        found = _point_of(store, row, points, only)
+        found = label_point(store, row, points, only)
         if only is None or found is not None:
             work.append((item, row, found))
     if not work:
@@ -302,29 +267,6 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
             labeled += 1
     print(f"\nlabeled {labeled}, skipped {skipped}, left {len(work) - labeled - skipped}")
     return 0
-
-
-def _point_of(store: Any, row: dict[str, Any], points: dict[tuple[Any, ...], Any], only: Any) -> Any:
-    """The decision point an item is labeled at, with the option chosen there, or None (label the agent).
-
-    With ``--point``, that point if the interaction decided there; otherwise the first point it decided at
-    that maintenance learns by default (any kind but a ``Send`` fan-out, with 2 to 20 options).
-    """
-    from cl_plugin.learning.points import MAX_OPTIONS
-
-    if not row:
-        return None
-    for decision in store.decisions(row["interaction_id"]):
-        key = (row.get("graph_name"), decision["node"], decision["kind"])
-        point = points.get(key)
-        if point is None or decision["chosen"] is None:
-            continue
-        if only is not None:
-            if key == only.key:
-                return point, decision["chosen"]
-        elif key[2] != "send" and point.learnable and len(point.all_options) <= MAX_OPTIONS:
-            return point, decision["chosen"]
-    return None
 
 
 def _agents(args: argparse.Namespace, store: Any) -> list[str]:
@@ -534,6 +476,36 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from cl_plugin.errors import ConfigError, MissingDependencyError
+
+    try:
+        from cl_plugin.web import check_bind, serve
+        from cl_plugin.web.security import TOKEN_ENV
+    except ImportError:
+        raise MissingDependencyError(
+            "cl-plugin serve needs the web extra: pip install 'cl-plugin[web]'"
+        ) from None
+    if not args.store:
+        raise SystemExit(f"cl-plugin serve: pass --store URL or set {STORE_ENV}")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        check_bind(args.host, token)
+        print(f"dashboard on http://{args.host}:{args.port}", flush=True)
+        serve(
+            args.store,
+            host=args.host,
+            port=args.port,
+            token=token,
+            config=_maintenance_config(args),
+            checkpoints=args.checkpoints,
+        )
+    except ConfigError as exc:
+        print(f"cl-plugin serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------------
 
 
@@ -610,6 +582,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("jsonl", "langsmith"), default="jsonl")
     export.add_argument("--out", default="interactions.jsonl")
     export.add_argument("--dataset", default="cl-plugin-export")
+
+    serve = command("serve", _serve, "the live local dashboard: overview, interactions, A/B, annotation")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (not loopback: needs --token)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--token", help="access token every request needs (default: $CL_PLUGIN_SERVE_TOKEN)")
+    serve.add_argument("--checkpoints", help="SQLite file of the maintenance checkpoints (to resume runs)")
+    serve.add_argument("--config", help="YAML file with a continual_learning: section (for resumed runs)")
+    serve.add_argument("--annotation", choices=("human", "llm", "feedback", "none"))
+    serve.add_argument("--model-dir", help="registry artifacts and candidates (maintenance.model_dir)")
     return parser
 
 

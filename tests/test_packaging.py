@@ -97,6 +97,10 @@ assert 'site-packages' in cl_plugin.__file__, cl_plugin.__file__
 build_mcts_agent_graph().compile()
 store = Store.from_url('sqlite://').setup()
 state = run_maintenance(store, config={'maintenance': {'min_interactions': 1}})
+from starlette.testclient import TestClient
+from cl_plugin.web import create_app
+web = TestClient(create_app(store))  # the templates and the script ship in the wheel
+assert web.get('/').status_code == 200 and web.get('/static/live.js').status_code == 200
 print(state['status'])
 """
     done = subprocess.run(

@@ -11,7 +11,8 @@ A decision point is one ``(graph_name, node, kind)`` of a captured graph (see
   interaction's routed agent stands for the classic router, with the decision's propensity;
 * :func:`declared_options` reads a compiled LangGraph graph for what each conditional edge may return (its
   path map, or its path function's ``Literal`` return annotation) and the docstrings of the nodes the
-  options lead to, for annotators and the LLM judge.
+  options lead to, for annotators and the LLM judge;
+* :func:`label_point` says at which point a queued interaction is labeled, and with which options.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cl_plugin.records import PointRef, is_finite_number
 if TYPE_CHECKING:
     from cl_plugin.store import Store
 
-__all__ = ["MAX_OPTIONS", "declared_options", "point_rows"]
+__all__ = ["MAX_OPTIONS", "declared_options", "label_point", "point_rows"]
 
 #: A point with more options than this is not a choice a classifier learns (e.g. search moves).
 MAX_OPTIONS = 20
@@ -126,3 +127,34 @@ def _node_doc(node: Any) -> str | None:
     if not isinstance(doc, str) or not doc.strip():
         return None
     return " ".join(doc.strip().split())[:500]
+
+
+def label_point(
+    store: Store, row: Mapping[str, Any], points: Mapping[tuple[Any, ...], Any], only: PointRef | None = None
+) -> tuple[Any, str] | None:
+    """The decision point an interaction is labeled at, with the option chosen there, or None (label the
+    agent instead).
+
+    Args:
+        store: the store holding the interaction's decisions.
+        row: the interaction (as :meth:`~cl_plugin.store.Store.get_interaction` returns it; empty for none).
+        points: the store's decision points by key (``{p.key: p for p in store.decision_points()}``).
+        only: the one point to label at; None for the first point the interaction decided at that
+            maintenance learns by default (any kind but a ``Send`` fan-out, with 2 to ``MAX_OPTIONS`` options).
+
+    Returns:
+        ``(point, chosen)``, or None.
+    """
+    if not row:
+        return None
+    for decision in store.decisions(row["interaction_id"]):
+        key = (row.get("graph_name"), decision["node"], decision["kind"])
+        point = points.get(key)
+        if point is None or decision["chosen"] is None:
+            continue
+        if only is not None:
+            if key == only.key:
+                return point, decision["chosen"]
+        elif key[2] != "send" and point.learnable and len(point.all_options) <= MAX_OPTIONS:
+            return point, decision["chosen"]
+    return None

@@ -13,7 +13,8 @@ import html
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,9 @@ class _Scan:
 
 
 class ReportData:
-    """What each section of the report shows, read from the store in one pass over the window."""
+    """What each section of the report shows, read from the store when a section first asks for it: the
+    failure patterns, the agent mix and the latency sample in one pass over the window, the rest in SQL.
+    A page that shows some sections (the web app's) reads only what those need."""
 
     def __init__(
         self,
@@ -105,30 +108,82 @@ class ReportData:
         max_points: int,
         max_rows: int,
         chunk_size: int,
+        filters: Mapping[str, Any] | None = None,
     ) -> None:
+        """Args as for :func:`~cl_plugin.report.build.build_report`; ``filters`` narrows every figure to the
+        interactions matching them (the filters of :meth:`~cl_plugin.store.Store.query_interactions`, e.g.
+        ``graph_name``)."""
         self.store, self.start, self.end = store, start, end
         self.max_points, self.max_rows = max_points, max_rows
+        self.filters = dict(filters or {})
+        self._bucket, self._analyzer, self._chunk_size = bucket, analyzer, chunk_size
         self._redactor = default_redactor()
-        span = {"start_time": start, "end_time": end}
-        self.stats = store.statistics(**span)
-        self.summary = store_metrics(store, **span)
+        self._span = {"start_time": start, "end_time": end, **self.filters}
+
+    @cached_property
+    def stats(self) -> dict[str, Any]:
+        return self.store.statistics(**self._span)
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return store_metrics(self.store, **self._span)
+
+    @cached_property
+    def _buckets(self) -> tuple[Window, float, float]:
+        """The bucket of the plots over time: at most 48 over the window's interactions unless given."""
+        bucket = self._bucket
         if bucket is None:
             first, last = self.stats["first_timestamp"] or 0.0, self.stats["last_timestamp"] or 0.0
             bucket = next((w for w in _BUCKETS if (last - first) / w < _MAX_BUCKETS), _BUCKETS[-1])
-        self.width, shift = _period(bucket, "bucket")
-        self.series = (
-            store_metrics_by_window(store, bucket, **span) if self.stats["total_interactions"] else []
-        )
-        self.scan = _Scan(self.width, shift, max_points)
-        chunks = self.scan.chunks(store.iter_interactions(chunk_size=chunk_size, **span))
+        return (bucket, *_period(bucket, "bucket"))
+
+    @property
+    def width(self) -> float:
+        return self._buckets[1]
+
+    @cached_property
+    def series(self) -> list[dict[str, Any]]:
+        if not self.stats["total_interactions"]:
+            return []
+        return store_metrics_by_window(self.store, self._buckets[0], **self._span)
+
+    @cached_property
+    def _scanned(self) -> tuple[_Scan, Any]:
+        scan = _Scan(self.width, self._buckets[2], self.max_points)
+        chunks = scan.chunks(self.store.iter_interactions(chunk_size=self._chunk_size, **self._span))
         # Node runs of the capture sample tie captured errors to the nodes that raised them; a store
         # without node runs (interactions logged, not captured) is not scanned for them.
-        nodes = node_metrics(store, chunk_size=chunk_size, **span) if has_node_runs(store) else None
-        self.analysis = analyzer.analyze_stream(chunks, nodes=nodes)
-        self.router = router_metrics(store, **span)
-        self.calibration = self._calibration()
-        self.points = point_metrics(store, self._registry(), **span)
-        self.drift = [e for e in store.drift.events(since=start) if end is None or e["detected_at"] < end]
+        nodes = (
+            node_metrics(self.store, chunk_size=self._chunk_size, **self._span)
+            if has_node_runs(self.store)
+            else None
+        )
+        return scan, self._analyzer.analyze_stream(chunks, nodes=nodes)
+
+    @property
+    def scan(self) -> _Scan:
+        return self._scanned[0]
+
+    @property
+    def analysis(self) -> Any:
+        return self._scanned[1]
+
+    @cached_property
+    def router(self) -> Any:
+        return router_metrics(self.store, **self._span)
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        return self._calibration()
+
+    @cached_property
+    def points(self) -> list[Any]:
+        return point_metrics(self.store, self._registry(), **self._span)
+
+    @cached_property
+    def drift(self) -> list[dict[str, Any]]:
+        start, end = self.start, self.end
+        return [e for e in self.store.drift.events(since=start) if end is None or e["detected_at"] < end]
 
     # -- data -----------------------------------------------------------------------------------------
 
@@ -164,8 +219,12 @@ class ReportData:
         return ModelRegistry(self.store, "cache/models/artifacts")
 
     def _in_window(self, row: dict[str, Any]) -> bool:
-        ts = row["timestamp"]
-        return (self.start is None or ts >= self.start) and (self.end is None or ts < self.end)
+        ts, graph = row["timestamp"], self.filters.get("graph_name")
+        return (
+            (self.start is None or ts >= self.start)
+            and (self.end is None or ts < self.end)
+            and (graph is None or row.get("graph_name") == graph)
+        )
 
     def queries(self, interaction_ids: Iterable[str]) -> list[str]:
         """The stored (redacted) queries of some interactions, in order; unknown ids are skipped."""

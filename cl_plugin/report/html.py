@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cl_plugin.capture.sampling import DetailSample
     from cl_plugin.report.data import ReportData
 
-__all__ = ["MIN_LABELED", "SECTIONS", "document", "number", "stamp"]
+__all__ = ["CSS", "MIN_LABELED", "SECTIONS", "document", "number", "stamp"]
 
 #: Section id -> heading, in page order.
 SECTIONS = {
@@ -38,7 +38,8 @@ SECTIONS = {
 #: Fewest labeled route decisions for a reliability diagram worth reading.
 MIN_LABELED = 20
 
-_CSS = """
+#: The report's style sheet, shared with the web app.
+CSS = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --soft: #f5f7fa; --accent: #0072B2; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
@@ -610,7 +611,7 @@ def document(r: ReportData, title: str, bodies: Mapping[str, str]) -> str:
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{r.text(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{r.text(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{r.text(title)}</h1><dl>{header}</dl></header><nav>{toc}</nav>"
         f"<main>{sections}</main></body></html>\n"
     )

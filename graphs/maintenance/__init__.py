@@ -82,6 +82,7 @@ from .context import (
 )
 from .graph import build_maintenance_graph, maintenance, maintenance_graph, run_maintenance
 from .models import register_starting_models
+from .paused import checkpointer, is_paused, queue_labels, resume_paused_run, waiting_for
 
 __all__ = [
     "LEASE",
@@ -91,8 +92,13 @@ __all__ = [
     "MaintenanceContext",
     "MaintenanceState",
     "build_maintenance_graph",
+    "checkpointer",
+    "is_paused",
     "maintenance",
     "maintenance_graph",
+    "queue_labels",
     "register_starting_models",
+    "resume_paused_run",
     "run_maintenance",
+    "waiting_for",
 ]
