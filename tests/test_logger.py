@@ -306,8 +306,9 @@ def test_log_interaction_does_not_block_the_event_loop(make_logger) -> None:
     ]
     logger = make_logger({"buffer_size": 1000})
 
-    async def serve() -> tuple[list[float], float, float]:
+    async def serve() -> tuple[list[float], list[float], float]:
         gaps: list[float] = []
+        calls: list[float] = []
         done = asyncio.Event()
 
         async def ticker() -> None:
@@ -320,12 +321,11 @@ def test_log_interaction_does_not_block_the_event_loop(make_logger) -> None:
 
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0.01)
-        slowest = 0.0
         start = time.perf_counter()
         for it in items:
             t = time.perf_counter()
             await logger.log_interaction(it)
-            slowest = max(slowest, time.perf_counter() - t)
+            calls.append(time.perf_counter() - t)
             await asyncio.sleep(0)  # a server interleaves other requests between log calls
         # Keep serving while the background writer redacts and stores the backlog.
         while logger.writer.stats.written < len(items) and time.perf_counter() - start < 30:
@@ -333,24 +333,30 @@ def test_log_interaction_does_not_block_the_event_loop(make_logger) -> None:
         elapsed = time.perf_counter() - start
         done.set()
         await task
-        return gaps, slowest, elapsed
+        return gaps, calls, elapsed
 
     # Collect and freeze what earlier tests left on the heap: a full collection of it would stall any
     # thread of this process, and is not the logger's doing.
     gc.collect()
     gc.freeze()
     try:
-        gaps, slowest, elapsed = asyncio.run(serve())
+        gaps, calls, elapsed = asyncio.run(serve())
     finally:
         gc.unfreeze()
+    p99, slowest = float(np.quantile(calls, 0.99)), max(calls)
     print(
-        f"\n20k interactions logged and written in {elapsed:.2f} s: longest loop stall {max(gaps) * 1000:.1f} ms, slowest call {slowest * 1000:.2f} ms"
+        f"\n20k interactions logged and written in {elapsed:.2f} s: longest loop stall {max(gaps) * 1000:.1f} ms, "
+        f"calls p99 {p99 * 1000:.3f} ms, slowest {slowest * 1000:.2f} ms"
     )
     assert logger.flush(timeout=30)
     assert logger.store.count_interactions(start_time=T0, end_time=T0 + 20_000) == 20_000
     assert len(gaps) > elapsed / 0.01  # the ticker really ran throughout
     assert max(gaps) < 0.05, f"the event loop stalled for {max(gaps) * 1000:.1f} ms"
-    assert slowest < 0.02, f"one log_interaction call took {slowest * 1000:.1f} ms"
+    # A call only enqueues: 99% of them take well under 2 ms. On a shared machine the OS may still pause the
+    # process for tens of ms at any instruction, so one call is held to the loop's own stall bound; a call
+    # that waited for the writer to store a batch would take far longer.
+    assert p99 < 0.002, f"log_interaction p99 {p99 * 1000:.2f} ms"
+    assert slowest < 0.05, f"one log_interaction call took {slowest * 1000:.1f} ms"
 
 
 # -- validation ----------------------------------------------------------------------------------------
