@@ -363,7 +363,7 @@ def test_the_dashboard_serves_the_feedback_endpoint_outside_its_own_checks(
     # On a loopback bind with no access token, a post naming its interaction is stored, with no CSRF token.
     with TestClient(create_app(store)) as client:
         response = client.post("/api/feedback", json={"interaction_id": ids[0], "score": 5})
-        assert response.status_code == 200, response.text
+        assert response.status_code == 201, response.text
     assert [f["score"] for f in store.feedback.history(ids[0])][-1] == 5
     # Behind an access token, a front end posts with the interaction's feedback token and no access token;
     # without one it is refused, and so is the dashboard itself.
@@ -377,5 +377,5 @@ def test_the_dashboard_serves_the_feedback_endpoint_outside_its_own_checks(
             json={"interaction_id": ids[1], "score": 1},
             headers={"Authorization": f"Bearer {token}"},
         )
-        assert accepted.status_code == 200, accepted.text
+        assert accepted.status_code == 201, accepted.text
     assert [f["score"] for f in store.feedback.history(ids[1])] == [1]
