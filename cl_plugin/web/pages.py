@@ -4,6 +4,7 @@ maintenance runs."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -37,6 +38,11 @@ SIGNALS: dict[str, dict[str, Any]] = {
 }
 _TEXT_FILTERS = {"agent": "agent", "session": "session_id", "graph": "graph_name"}
 _SHOWN = 2000  # characters of a node run's inputs or outputs shown
+
+
+#: Characters of a code or text attachment shown on an interaction's page.
+_SHOWN_CHARS = 20_000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def routes(web: Web) -> list[Route]:
@@ -102,11 +108,18 @@ def routes(web: Web) -> list[Route]:
                     if isinstance(s := d.get("statistics"), dict) and s.get("ab_group")
                 }
             )
+            attachments = web.store.attachments.for_interaction(iid)
+            for a in attachments:  # code and text are shown inline (stored sanitized); images by address
+                if a["kind"] != "image":
+                    stored = web.store.attachments.get(a["sha256"])
+                    text = stored["content"].decode("utf-8", "replace") if stored else ""
+                    a["text"] = text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}…"
             return {
                 "row": row,
                 "runs": runs,
                 "decisions": decisions,
                 "feedback": web.store.feedback.history(iid),
+                "attachments": attachments,
                 "groups": groups,
                 "metadata": _shown(row.get("metadata") or None),
             }
@@ -115,6 +128,15 @@ def routes(web: Web) -> list[Route]:
         if found is None:
             return web.page(request, "error.html", 404, title="Not found", message="no such interaction")
         return web.page(request, "interaction.html", title="Interaction", **found)
+
+    async def attachment(request: Request) -> Response:
+        """One attachment's stored bytes: an image as its re-encoded type, code and text as plain text."""
+        sha = request.path_params["sha256"]
+        found = await run_in_threadpool(web.store.attachments.get, sha) if _SHA256.fullmatch(sha) else None
+        if found is None:
+            return web.page(request, "error.html", 404, title="Not found", message="no such attachment")
+        media = found["media_type"] if found["kind"] == "image" else "text/plain; charset=utf-8"
+        return Response(found["content"], media_type=media, headers={"content-disposition": "inline"})
 
     async def ab(request: Request) -> Response:
         def read() -> tuple[list[dict[str, Any]], str]:
@@ -146,6 +168,7 @@ def routes(web: Web) -> list[Route]:
     return [
         Route("/interactions", interactions),
         Route("/interactions/{interaction_id}", interaction),
+        Route("/attachments/{sha256}", attachment),
         Route("/ab", ab),
         Route("/maintenance", maintenance),
     ]

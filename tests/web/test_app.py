@@ -379,3 +379,38 @@ def test_the_dashboard_serves_the_feedback_endpoint_outside_its_own_checks(
         )
         assert accepted.status_code == 201, accepted.text
     assert [f["score"] for f in store.feedback.history(ids[1])] == [1]
+
+
+def test_an_interaction_shows_its_feedback_attachments_as_stored(
+    shop: tuple[Store, list[str]], client: TestClient
+) -> None:
+    import io
+
+    from PIL import Image
+
+    from cl_plugin.records import Attachment
+
+    store, ids = shop
+    key = "sk-" + "Z9x8Y7w6V5u4T3s2R1q0" * 2
+    picture = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(picture, format="PNG")
+    store.feedback.record(
+        ids[0],
+        comment="the snippet that works",
+        attachments=[
+            Attachment(kind="code", content=f"client = Client(api_key='{key}')\n", language="python"),
+            Attachment(kind="image", content=picture.getvalue(), filename="screen.png"),
+        ],
+    )
+    page = client.get(f"/interactions/{ids[0]}").text
+    [section] = re.findall(r'<section id="attachments">.*?</section>', page, re.S)
+    assert "client = Client(api_key=" in html.unescape(section) and "[API_KEY]" in section
+    assert key not in page
+    [src] = re.findall(r'<img src="(/attachments/[0-9a-f]{64})"', section)
+    served = client.get(src)
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert served.content == store.attachments.get(src.rsplit("/", 1)[1])["content"]
+    with Image.open(io.BytesIO(served.content)) as image:
+        assert image.size == (24, 16)
+    assert client.get("/attachments/" + "0" * 64).status_code == 404
+    assert client.get("/attachments/not-a-digest").status_code == 404
