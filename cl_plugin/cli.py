@@ -207,7 +207,7 @@ def _maintenance_config(args: argparse.Namespace) -> Any:
 
 
 def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
-    from cl_plugin.learning.points import label_point
+    from cl_plugin.learning.points import choice_label, label_point
     from cl_plugin.records import PointRef
 
     stdin = stdin or sys.stdin
@@ -258,11 +258,7 @@ def _annotate(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
             store.queue.update(item["item_id"], status="skipped", annotator=args.annotator)
             skipped += 1
         elif answer in keys:
-            label = (
-                {"agent": keys[answer]}
-                if found is None
-                else {"option": keys[answer], "point": PointRef.parse(found[0]).model_name}
-            )
+            label = choice_label(found and found[0], keys[answer])
             store.queue.update(item["item_id"], status="labeled", label=label, annotator=args.annotator)
             labeled += 1
     print(f"\nlabeled {labeled}, skipped {skipped}, left {len(work) - labeled - skipped}")

@@ -614,7 +614,7 @@ class CaptureHandler(BaseCallbackHandler):
     @property
     def token_key(self) -> str:
         """The key feedback tokens are signed with: the id hashing key of this handler's privacy settings."""
-        return self._hash_key or os.environ.get(HASH_KEY_ENV) or id_hash_key()
+        return self._hash_key or id_hash_key()  # id_hash_key reads CL_PLUGIN_HASH_KEY first
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything captured so far (runs still in flight are written when they end).

@@ -26,7 +26,7 @@ from cl_plugin.records import PointRef, is_finite_number
 if TYPE_CHECKING:
     from cl_plugin.store import Store
 
-__all__ = ["MAX_OPTIONS", "declared_options", "label_point", "point_rows"]
+__all__ = ["MAX_OPTIONS", "choice_label", "declared_options", "label_point", "point_rows"]
 
 #: A point with more options than this is not a choice a classifier learns (e.g. search moves).
 MAX_OPTIONS = 20
@@ -158,3 +158,11 @@ def label_point(
         elif key[2] != "send" and point.learnable and len(point.all_options) <= MAX_OPTIONS:
             return point, decision["chosen"]
     return None
+
+
+def choice_label(point: Any, choice: str) -> dict[str, str]:
+    """The annotation queue's label for a human's choice: an option of the decision point found by
+    :func:`label_point`, or an agent when the interaction has no such point (``point`` None)."""
+    if point is None:
+        return {"agent": choice}
+    return {"option": choice, "point": PointRef.parse(point).model_name}

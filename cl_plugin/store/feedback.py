@@ -98,11 +98,11 @@ def record_feedback(
         max_score=max_score,
         has_attachments=bool(attachments),
     )
+    if not exists(row["interaction_id"]):  # before decoding and re-encoding any image for nothing
+        raise UnknownInteractionError(row["interaction_id"])
     clean = clean_attachments(attachments, sanitizer, limits)
     if row["correction"] is not None:
         row["correction"] = correction_document(row["correction"], clean)
-    if not exists(row["interaction_id"]):
-        raise UnknownInteractionError(row["interaction_id"])
     deliver(feedback_rows(row, clean))
     return {**row, "attachments": [a.meta() for a in clean]} if clean else row
 

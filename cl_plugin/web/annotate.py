@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from cl_plugin.graphs.maintenance import checkpointer, is_paused, resume_paused_run, waiting_for
-from cl_plugin.learning.points import label_point
+from cl_plugin.learning.points import choice_label, label_point
 from cl_plugin.records import PointRef
 from cl_plugin.web.security import form
 
@@ -114,12 +114,9 @@ def _label(web: Web, item_id: str, choice: str) -> str | None:
     if found is None:
         if choice not in {a for a in store.statistics()["agent_distribution"] if a}:
             return f"{choice!r} is not an agent of this store"
-        store.queue.update(item_id, status="labeled", label={"agent": choice}, annotator=ANNOTATOR)
-        return None
-    point = found[0]
-    if choice not in point.all_options:
+    elif choice not in found[0].all_options:
         return f"{choice!r} is not an option of this decision point"
-    label = {"option": choice, "point": PointRef.parse(point).model_name}
+    label = choice_label(found and found[0], choice)
     store.queue.update(item_id, status="labeled", label=label, annotator=ANNOTATOR)
     return None
 
